@@ -1,0 +1,125 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/idemq/idemq"
+)
+
+// AttemptError is one failed attempt in a key's error history.
+type AttemptError struct {
+	Attempt int       `json:"attempt"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error"`
+}
+
+// Attempts is the durable failure record of one (group, key).
+type Attempts struct {
+	Group string
+	Key   string
+	// Count is the number of failed attempts recorded so far.
+	Count int
+	// LastError is the most recent failure.
+	LastError string
+	// History holds the most recent failures, oldest first (bounded).
+	History []AttemptError
+	// FirstAt and LastAt bracket the recorded failures.
+	FirstAt time.Time
+	LastAt  time.Time
+}
+
+// DeadLetter is a message that will not be retried: it failed permanently
+// or exhausted its attempts. It keeps the whole message.
+type DeadLetter struct {
+	ID         int64
+	Group      string
+	Key        string
+	MessageID  string
+	Topic      string
+	Tags       string
+	Keys       []string
+	Body       []byte
+	Properties map[string]string
+	// Attempts is the number of attempts made.
+	Attempts int
+	// Reason is the final error.
+	Reason string
+	// History is the error history of the failed attempts.
+	History []AttemptError
+	// FirstFailedAt is when the first failure was recorded.
+	FirstFailedAt time.Time
+	// DeadAt is when the message was dead-lettered.
+	DeadAt time.Time
+	// RedrivenAt is set once the dead letter has been redriven.
+	RedrivenAt *time.Time
+}
+
+// Message rebuilds the idemq message a dead letter holds, with its original
+// message ID, ready to be published again.
+func (d *DeadLetter) Message() *idemq.Message {
+	props := make(map[string]string, len(d.Properties)+1)
+	for k, v := range d.Properties {
+		props[k] = v
+	}
+	if d.MessageID != "" {
+		props[idemq.PropertyMessageID] = d.MessageID
+	}
+	return &idemq.Message{
+		ID:         d.MessageID,
+		Key:        d.Key,
+		Group:      d.Group,
+		Topic:      d.Topic,
+		Tags:       d.Tags,
+		Keys:       append([]string(nil), d.Keys...),
+		Body:       append([]byte(nil), d.Body...),
+		Properties: props,
+	}
+}
+
+// DeadLetterFilter selects dead letters in a listing.
+type DeadLetterFilter struct {
+	// Group and Topic restrict the listing when non-empty.
+	Group string
+	Topic string
+	// IncludeRedriven lists dead letters that were already redriven.
+	IncludeRedriven bool
+	// AfterID pages: only dead letters with a larger ID are listed.
+	AfterID int64
+	// Limit caps the listing. Defaults to 100.
+	Limit int
+}
+
+// Publisher re-publishes a message, keeping its message ID.
+type Publisher func(ctx context.Context, msg *idemq.Message) error
+
+// Ledger records attempts and dead letters outside the handler's
+// transaction, so that they survive the handler's rollback and a restart.
+type Ledger interface {
+	// RecordFailure adds a failed attempt of (group, key) with its error and
+	// returns the updated record. attempt is the transport's attempt
+	// number; the stored count becomes max(stored+1, attempt).
+	RecordFailure(ctx context.Context, group, key string, attempt int, cause error) (Attempts, error)
+	// ClearAttempts forgets the failures of (group, key).
+	ClearAttempts(ctx context.Context, group, key string) error
+	// Bury stores the dead letter and marks its key dead in one
+	// transaction. Later deliveries of the key are duplicates until a
+	// redrive.
+	Bury(ctx context.Context, dl *DeadLetter) (int64, error)
+	// DeadLetters lists dead letters, oldest first.
+	DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error)
+	// DeadLetter returns one dead letter by ID, or ErrNotFound.
+	DeadLetter(ctx context.Context, id int64) (*DeadLetter, error)
+	// Redrive clears the key's dead mark and attempts, publishes the
+	// message again with its original message ID, and marks the dead
+	// letter redriven. If publish fails the dead letter stays unredriven.
+	Redrive(ctx context.Context, id int64, publish Publisher) error
+}
+
+// ErrNotFound is returned for a dead letter that does not exist.
+var ErrNotFound = errors.New("dedup: not found")
+
+// ErrAlreadyRedriven is returned by Redrive for a dead letter that was
+// redriven before.
+var ErrAlreadyRedriven = errors.New("dedup: dead letter already redriven")
