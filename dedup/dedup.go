@@ -144,6 +144,13 @@ var (
 	// complete its claim because another owner took it over. Nothing was
 	// recorded as done.
 	ErrLeaseLost = errors.New("dedup: lease lost")
+	// ErrBusy is wrapped (in an idemq.RetryAfter) by middleware when a key
+	// is held by another owner's live lease: the delivery must be retried
+	// later, not acknowledged, and it is not a failed attempt.
+	ErrBusy = errors.New("dedup: key is being processed by another owner")
+	// ErrPayloadMismatch is reported for a duplicate whose payload
+	// fingerprint differs from the one stored with the key.
+	ErrPayloadMismatch = errors.New("dedup: duplicate key with a different payload")
 	// ErrNilFunc is returned by Process when fn is nil.
 	ErrNilFunc = errors.New("dedup: nil func")
 	// ErrRetentionTooShort is returned by store constructors whose retention
