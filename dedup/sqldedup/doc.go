@@ -1,0 +1,53 @@
+// Package sqldedup is the SQL dedup store of idemq, through gorm, on SQLite
+// (the embedded default, github.com/glebarez/sqlite), PostgreSQL and
+// MySQL/MariaDB.
+//
+// The store keeps one row per (consumer group, dedup key) in a table with a
+// unique index on the pair, and decides "first time or duplicate" with an
+// insert that does nothing on conflict (ON CONFLICT DO NOTHING, or MySQL's
+// no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count. It
+// never catches a unique violation: on PostgreSQL that would abort the
+// handler's transaction.
+//
+// # Transactional mode
+//
+// The default. The dedup row is inserted in a new database transaction that
+// the handler receives through dedup.Tx(ctx); the store commits it when the
+// handler returns nil and rolls it back otherwise (also on panic, which is
+// re-raised). So the handler's database effects and the dedup row become
+// durable together: exactly once. A concurrent second delivery of the same
+// key blocks on the unique index until the first commits (then it is a
+// duplicate) or rolls back (then it runs).
+//
+// # Lease mode
+//
+// For effects outside the database. The key is claimed as PROCESSING with a
+// random owner token and a lease deadline on the database clock, renewed
+// while the handler runs; if renewal fails until the lease runs out, the
+// handler's context is cancelled with dedup.ErrLeaseLost. Success marks the
+// key DONE, failure deletes the claim; both are compare-and-set on the owner
+// token, so a process whose lease was taken over (a zombie) can neither mark
+// nor release its successor's claim. A claim whose lease ran out is taken
+// over by the next delivery.
+//
+// # Attempts, dead letters and retention
+//
+// Store also implements dedup.Ledger: attempts and dead letters live in
+// their own tables and are written in their own short transactions, never in
+// the handler's, so they survive its rollback. Burying a dead letter marks
+// its key DEAD in the dedup table, so redeliveries are duplicates; a redrive
+// clears the mark and the attempts before re-publishing.
+//
+// Done rows are deleted by Cleanup after the retention period, in small
+// batches walking the primary key, using the database clock. New rejects a
+// retention shorter than the retry horizon plus the redrive window.
+//
+// # Schema
+//
+// Migrate creates the tables; Schema returns the same statements as plain
+// SQL per dialect for users who run their own migrations. Both come from one
+// embedded file per dialect, so they cannot drift.
+//
+// Mixing modes on one table is not supported: give each mode its own table
+// prefix.
+package sqldedup

@@ -1,0 +1,49 @@
+package sqldedup
+
+// queries holds the dialect-specific SQL of one store. Placeholders are "?"
+// (gorm rewrites them for PostgreSQL).
+type queries struct {
+	now string // expression: database clock in Unix ms
+
+	insertDone    string // group, key, message_id, fingerprint
+	selectRow     string // group, key -> status, fingerprint, lease_until - now
+	insertClaim   string // group, key, owner, lease ms, message_id, fingerprint
+	takeover      string // owner, lease ms, message_id, fingerprint, group, key
+	renew         string // lease ms, group, key, owner
+	markDone      string // group, key, owner
+	release       string // group, key, owner
+	insertDead    string // group, key, message_id
+	clearDead     string // group, key
+	cleanupWindow string // after id, limit -> max id, min created
+	cleanupDelete string // after id, upto id, cutoff
+}
+
+func buildQueries(dialect, prefix string) queries {
+	t := prefix + "dedup"
+	var q queries
+	switch dialect {
+	case "postgres":
+		q.now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+	case "mysql":
+		q.now = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+	default:
+		q.now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+	}
+	onConflictNothing := " ON CONFLICT (consumer_group, dedup_key) DO NOTHING"
+	if dialect == "mysql" {
+		onConflictNothing = " ON DUPLICATE KEY UPDATE id = id"
+	}
+	now := q.now
+	q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, " + now + ", " + now + ")" + onConflictNothing
+	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
+	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + now + ", " + now + ")" + onConflictNothing
+	q.takeover = "UPDATE " + t + " SET owner = ?, lease_until = " + now + " + ?, message_id = ?, fingerprint = ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND lease_until < " + now
+	q.renew = "UPDATE " + t + " SET lease_until = " + now + " + ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
+	q.markDone = "UPDATE " + t + " SET status = 2, owner = '', lease_until = 0, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
+	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
+	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, created_at, updated_at) VALUES (?, ?, 3, ?, " + now + ", " + now + ")" + onConflictNothing
+	q.clearDead = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 3"
+	q.cleanupWindow = "SELECT MAX(id) AS max_id, MIN(created_at) AS min_created, COUNT(*) AS n FROM (SELECT id, created_at FROM " + t + " WHERE id > ? ORDER BY id LIMIT ?) w"
+	q.cleanupDelete = "DELETE FROM " + t + " WHERE id > ? AND id <= ? AND status = 2 AND created_at < ?"
+	return q
+}

@@ -1,0 +1,88 @@
+package sqldedup
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
+
+// ValidatePrefix reports whether prefix can be used as a table prefix: a
+// lowercase letter followed by at most 30 lowercase letters, digits or
+// underscores.
+func ValidatePrefix(prefix string) error {
+	if !prefixPattern.MatchString(prefix) {
+		return fmt.Errorf("%w: %q (want ^[a-z][a-z0-9_]{0,30}$)", ErrBadPrefix, prefix)
+	}
+	return nil
+}
+
+// Schema returns the plain SQL that creates the store's tables for dialect
+// ("sqlite", "postgres" or "mysql") with the given table prefix. The
+// statements are idempotent (CREATE ... IF NOT EXISTS).
+func Schema(dialect, prefix string) (string, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return "", err
+	}
+	switch dialect {
+	case "sqlite", "postgres", "mysql":
+	default:
+		return "", fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
+	}
+	b, err := schemaFS.ReadFile("schema/" + dialect + ".sql")
+	if err != nil {
+		return "", err
+	}
+	return strings.ReplaceAll(string(b), "{{prefix}}", prefix), nil
+}
+
+// statements splits a schema into single statements, dropping comments.
+func statements(schema string) []string {
+	var out []string
+	var cur strings.Builder
+	for _, line := range strings.Split(schema, "\n") {
+		if i := strings.Index(line, "--"); i >= 0 {
+			line = line[:i]
+		}
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+		if strings.HasSuffix(strings.TrimSpace(line), ";") {
+			out = append(out, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Migrate creates the store's tables if they do not exist, running the
+// statements Schema returns.
+func (s *Store) Migrate(ctx context.Context) error {
+	return migrate(ctx, s.db, s.dialect, s.prefix)
+}
+
+func migrate(ctx context.Context, db *gorm.DB, dialect, prefix string) error {
+	schema, err := Schema(dialect, prefix)
+	if err != nil {
+		return err
+	}
+	for _, stmt := range statements(schema) {
+		if err := db.WithContext(ctx).Exec(stmt).Error; err != nil {
+			return fmt.Errorf("sqldedup: migrate: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package sqldedup
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/dedup"
+)
+
+// Mode selects how a Store runs a handler.
+type Mode int
+
+const (
+	// Transactional inserts the dedup row in the handler's own database
+	// transaction. The default.
+	Transactional Mode = iota
+	// Lease claims the key with an owner-fenced, renewed lease, for
+	// handlers whose effects are outside the database.
+	Lease
+)
+
+// String returns the mode's name.
+func (m Mode) String() string {
+	switch m {
+	case Transactional:
+		return "transactional"
+	case Lease:
+		return "lease"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Row statuses in the dedup table.
+const (
+	statusProcessing = 1
+	statusDone       = 2
+	statusDead       = 3
+)
+
+// Errors returned by the store.
+var (
+	// ErrBadPrefix is returned for a table prefix that is not
+	// ^[a-z][a-z0-9_]{0,30}$.
+	ErrBadPrefix = errors.New("sqldedup: invalid table prefix")
+	// ErrUnsupportedDialect is returned for a gorm dialect other than
+	// sqlite, postgres or mysql.
+	ErrUnsupportedDialect = errors.New("sqldedup: unsupported database dialect")
+	// ErrNilDB is returned by New for a nil *gorm.DB.
+	ErrNilDB = errors.New("sqldedup: nil database")
+)
+
+// Config configures a Store. The zero value is a transactional store with
+// the default table prefix and retention.
+type Config struct {
+	// Mode is Transactional or Lease. Defaults to Transactional.
+	Mode Mode
+	// TablePrefix is prepended to the table names (dedup, attempts,
+	// dead_letters). It must match ^[a-z][a-z0-9_]{0,30}$. Defaults to
+	// "idemq_".
+	TablePrefix string
+	// Retention says how long done keys are kept; New rejects a Keep
+	// shorter than RetryHorizon plus RedriveWindow. Defaults to
+	// dedup.Retention{}.WithDefaults() (7 days).
+	Retention dedup.Retention
+	// LeaseDuration is the lease length in lease mode. Defaults to 30
+	// seconds.
+	LeaseDuration time.Duration
+	// RenewInterval is how often a lease is renewed while the handler runs.
+	// It must be shorter than LeaseDuration. A negative value disables
+	// renewal, for handlers that always finish well within the lease.
+	// Defaults to LeaseDuration/3.
+	RenewInterval time.Duration
+	// CleanupBatch is the number of rows Cleanup deletes per statement.
+	// Defaults to 500.
+	CleanupBatch int
+	// HistoryLimit is the number of failures kept in an attempts record's
+	// history. Defaults to 10.
+	HistoryLimit int
+	// TxOptions are the options of the transactional-mode transaction.
+	// Defaults to the database's defaults.
+	TxOptions *sql.TxOptions
+	// Logger receives the store's warnings (failed releases, renewals).
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.TablePrefix == "" {
+		c.TablePrefix = "idemq_"
+	}
+	c.Retention = c.Retention.WithDefaults()
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = 30 * time.Second
+	}
+	if c.RenewInterval == 0 {
+		c.RenewInterval = c.LeaseDuration / 3
+	}
+	if c.CleanupBatch == 0 {
+		c.CleanupBatch = 500
+	}
+	if c.HistoryLimit == 0 {
+		c.HistoryLimit = 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Mode != Transactional && c.Mode != Lease {
+		return fmt.Errorf("sqldedup: unknown mode %d", int(c.Mode))
+	}
+	if err := ValidatePrefix(c.TablePrefix); err != nil {
+		return err
+	}
+	if err := c.Retention.Validate(); err != nil {
+		return fmt.Errorf("sqldedup: keep %s < retry horizon %s + redrive window %s: %w",
+			c.Retention.Keep, c.Retention.RetryHorizon, c.Retention.RedriveWindow, err)
+	}
+	if c.LeaseDuration < 10*time.Millisecond {
+		return fmt.Errorf("sqldedup: lease duration %s is shorter than 10ms", c.LeaseDuration)
+	}
+	if c.RenewInterval == 0 || c.RenewInterval >= c.LeaseDuration {
+		return fmt.Errorf("sqldedup: renew interval %s must be shorter than the lease %s",
+			c.RenewInterval, c.LeaseDuration)
+	}
+	if c.CleanupBatch < 1 || c.CleanupBatch > 100000 {
+		return fmt.Errorf("sqldedup: cleanup batch %d out of range 1..100000", c.CleanupBatch)
+	}
+	if c.HistoryLimit < 1 || c.HistoryLimit > 1000 {
+		return fmt.Errorf("sqldedup: history limit %d out of range 1..1000", c.HistoryLimit)
+	}
+	return nil
+}
+
+// Store is the SQL dedup store. It implements dedup.Store, dedup.Ledger and
+// dedup.DeadMarker. It is safe for concurrent use.
+type Store struct {
+	db      *gorm.DB
+	cfg     Config
+	dialect string
+	prefix  string
+	sql     queries
+	// hooks for tests: called in lease mode between steps.
+	testHookBeforeMark func()
+}
+
+var (
+	_ dedup.Store      = (*Store)(nil)
+	_ dedup.Ledger     = (*Store)(nil)
+	_ dedup.DeadMarker = (*Store)(nil)
+)
+
+// New returns a store on db. It does not create tables: call Migrate, or
+// run the SQL from Schema.
+func New(db *gorm.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, ErrNilDB
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	dialect := db.Dialector.Name()
+	switch dialect {
+	case "sqlite", "postgres", "mysql":
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
+	}
+	s := &Store{db: db, cfg: cfg, dialect: dialect, prefix: cfg.TablePrefix}
+	s.sql = buildQueries(dialect, cfg.TablePrefix)
+	return s, nil
+}
+
+// Mode returns the store's mode.
+func (s *Store) Mode() Mode { return s.cfg.Mode }
+
+// Dialect returns the database dialect: "sqlite", "postgres" or "mysql".
+func (s *Store) Dialect() string { return s.dialect }
+
+// DB returns the database the store uses.
+func (s *Store) DB() *gorm.DB { return s.db }
+
+// Table returns the full name of one of the store's tables: "dedup",
+// "attempts" or "dead_letters".
+func (s *Store) Table(name string) string { return s.prefix + name }
+
+// Process implements dedup.Store in the store's mode.
+func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (dedup.Result, error) {
+	if fn == nil {
+		return dedup.Result{}, dedup.ErrNilFunc
+	}
+	if err := req.Validate(); err != nil {
+		return dedup.Result{}, err
+	}
+	if s.cfg.Mode == Lease {
+		return s.processLease(ctx, req, fn)
+	}
+	return s.processTx(ctx, req, fn)
+}
+
+// now returns the database clock in Unix milliseconds.
+func (s *Store) now(ctx context.Context, db *gorm.DB) (int64, error) {
+	var ms int64
+	if err := db.WithContext(ctx).Raw("SELECT " + s.sql.now).Scan(&ms).Error; err != nil {
+		return 0, fmt.Errorf("sqldedup: read database clock: %w", err)
+	}
+	return ms, nil
+}
+
+// Now returns the database clock.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	ms, err := s.now(ctx, s.db)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(ms), nil
+}
+
+func newOwnerToken() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("sqldedup: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,93 @@
+package sqldedup
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/dedup"
+)
+
+type rowState struct {
+	Status      int
+	Fingerprint string
+	Remaining   int64
+}
+
+// processTx runs fn in a transaction that first inserts the dedup row.
+func (s *Store) processTx(ctx context.Context, req dedup.Request, fn dedup.Func) (res dedup.Result, err error) {
+	tx := s.db.WithContext(ctx).Begin(s.txOptions())
+	if tx.Error != nil {
+		return dedup.Result{}, fmt.Errorf("sqldedup: begin: %w", tx.Error)
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			// fn panicked: roll back, then let the panic continue.
+			tx.Rollback()
+		}
+	}()
+
+	ins := tx.Exec(s.sql.insertDone, req.Group, req.Key, req.MessageID, req.Fingerprint)
+	if ins.Error != nil {
+		finished = true
+		tx.Rollback()
+		return dedup.Result{}, fmt.Errorf("sqldedup: insert dedup row: %w", ins.Error)
+	}
+	if ins.RowsAffected == 0 {
+		// Someone committed this key first. Read what they stored, then
+		// leave without touching anything.
+		res, err := s.duplicate(ctx, tx, req)
+		finished = true
+		tx.Rollback()
+		return res, err
+	}
+
+	ferr := fn(dedup.WithTx(ctx, tx))
+	finished = true
+	if ferr != nil {
+		tx.Rollback()
+		return dedup.Result{}, ferr
+	}
+	if err := tx.Commit().Error; err != nil {
+		return dedup.Result{}, fmt.Errorf("sqldedup: commit: %w", err)
+	}
+	return dedup.Result{Outcome: dedup.Processed}, nil
+}
+
+func (s *Store) txOptions() *sql.TxOptions { return s.cfg.TxOptions }
+
+// duplicate describes an existing row as a Duplicate (or Busy) result.
+func (s *Store) duplicate(ctx context.Context, db *gorm.DB, req dedup.Request) (dedup.Result, error) {
+	var st rowState
+	r := db.WithContext(ctx).Raw(s.sql.selectRow, req.Group, req.Key).Scan(&st)
+	if r.Error != nil {
+		return dedup.Result{}, fmt.Errorf("sqldedup: read dedup row: %w", r.Error)
+	}
+	if r.RowsAffected == 0 {
+		// The row vanished between the insert and the read (a release or a
+		// cleanup): not a duplicate. Ask for a quick redelivery.
+		return dedup.Result{Outcome: dedup.Busy}, nil
+	}
+	return s.stateResult(req, st), nil
+}
+
+func (s *Store) stateResult(req dedup.Request, st rowState) dedup.Result {
+	switch st.Status {
+	case statusProcessing:
+		rem := msDuration(st.Remaining)
+		if rem < 0 {
+			rem = 0
+		}
+		return dedup.Result{Outcome: dedup.Busy, RetryAfter: rem}
+	case statusDead:
+		return dedup.Result{Outcome: dedup.Duplicate, Dead: true}
+	default:
+		return dedup.Result{
+			Outcome:  dedup.Duplicate,
+			Mismatch: req.Fingerprint != "" && st.Fingerprint != "" && st.Fingerprint != req.Fingerprint,
+		}
+	}
+}
