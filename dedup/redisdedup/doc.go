@@ -1,0 +1,75 @@
+// Package redisdedup keeps dedup state in Redis: a fast path in front of
+// another store, and a Redis-only store in lease mode.
+//
+// # Fast path
+//
+// [FastPath] wraps another [dedup.Store] (usually the transactional or
+// lease-mode SQL store). For every delivery it reads a done marker for
+// (group, key) from Redis:
+//
+//   - marker present: the delivery is a Duplicate (Result.FastPath set) and
+//     neither the inner store nor the handler is called. Mismatch is set
+//     when the marker's fingerprint and the request's are both set and
+//     differ.
+//   - marker absent: the inner store decides, exactly as without the fast
+//     path. When it reports the key done (Processed, or a Duplicate that is
+//     neither dead nor a payload mismatch) the marker is written with the
+//     request's fingerprint and a TTL, best effort: a failed write is
+//     counted and logged, never returned.
+//   - Redis unreachable or slower than the call timeout: the delivery goes
+//     to the inner store, which still deduplicates it; the fallback is
+//     counted, logged (rate-limited) and reported to a hook. The fast path
+//     never runs a handler without the inner store's dedup.
+//
+// What the fast path guarantees is what the inner store guarantees: the
+// inner store stays the authority, and the only thing Redis can say is "this
+// key is done", which it learns from the inner store after the fact. Busy
+// and dead keys are never cached. A marker can be stale in two ways, both
+// handled by the callers that cause them: after a redrive (call
+// [FastPath.ClearDead] or [FastPath.Forget], so that the redriven message
+// is not swallowed) and after the inner store's retention deleted the row
+// (give the marker the same TTL as the retention). Losing markers (a Redis
+// restart or failover) only costs database lookups.
+//
+// # Redis-only lease store
+//
+// [LeaseStore] keeps lease mode entirely in Redis, for effects outside any
+// database. Process claims the key with SET NX PX and a random 128-bit
+// owner token, runs the handler while renewing the lease every Lease/3 with
+// an owner-checked script, and on success turns the claim into a done mark
+// (TTL = retention) with another owner-checked script. A handler error or
+// panic releases the claim (owner-checked); an expired lease is taken over
+// by the next delivery; a zombie whose lease was taken over cannot mark
+// the key done (its Process fails with dedup.ErrLeaseLost) nor release its
+// successor's claim. The handler's context is cancelled, with a cause
+// wrapping dedup.ErrLeaseLost, when the lease cannot be renewed.
+//
+// This mode is weaker than the SQL stores, and says so:
+//
+//   - Redis replication is asynchronous. A failover, or a restart without
+//     persistence, can lose done marks (a later redelivery runs the handler
+//     again) and claims (a second owner can claim a key whose first owner
+//     is still running).
+//   - Done marks live as long as the retention, then the key is forgotten.
+//   - As in every lease mode, an external effect can repeat if a process
+//     dies after the effect and before the key is marked done; pass the
+//     message ID to the external API as its idempotency key.
+//   - A claim whose reply timed out may still have been applied; the key is
+//     then Busy until its lease expires.
+//
+// # Keys
+//
+// Keys are <prefix><kind><len(group)>:<group>:<key>, with kind "d:" for
+// fast-path markers and "l:" for lease-store keys. The group's byte length
+// makes the layout unambiguous for groups and keys that contain ':'. No
+// Redis Cluster hash tag is used: every operation touches one key, so the
+// keys of one group spread over the whole cluster.
+//
+// # Timeouts
+//
+// Every Redis call is bounded by the configured timeout. go-redis only
+// applies context deadlines to its sockets when the client is built with
+// ContextTimeoutEnabled; with other clients this package stops waiting at
+// the timeout and lets the abandoned call end at the client's own
+// ReadTimeout. Enabling ContextTimeoutEnabled is cheaper.
+package redisdedup

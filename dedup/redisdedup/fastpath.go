@@ -1,0 +1,322 @@
+package redisdedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemq/idemq/dedup"
+)
+
+// FastPathConfig configures a [FastPath].
+type FastPathConfig struct {
+	// KeyPrefix starts every marker key. Defaults to DefaultKeyPrefix
+	// ("idemq:"). It must not contain '{' or '}'.
+	KeyPrefix string
+	// TTL is how long a done marker lives. Set it to the inner store's
+	// retention (dedup.Retention.Keep): a marker that outlives the inner
+	// row only answers for a key the inner store has forgotten, and a
+	// shorter TTL only costs database lookups. Defaults to 7 days.
+	TTL time.Duration
+	// Timeout bounds each Redis call, so that a hung Redis delays a
+	// delivery by at most this much before the fast path falls back to the
+	// inner store. Defaults to 100 milliseconds.
+	Timeout time.Duration
+	// RetryInterval is how long the fast path leaves Redis alone after a
+	// failed lookup: deliveries in that window go straight to the inner
+	// store (and count as fallbacks) instead of each waiting for Timeout.
+	// A negative value asks Redis on every delivery. Defaults to 1 second.
+	RetryInterval time.Duration
+	// Logger receives rate-limited warnings about fallbacks and failed
+	// marker writes. Defaults to slog.Default().
+	Logger *slog.Logger
+	// LogEvery is the least time between two log lines of the same kind;
+	// the lines held back in between are counted in the next one.
+	// Defaults to 10 seconds.
+	LogEvery time.Duration
+	// OnFallback, if set, is called (synchronously, without rate limit) for
+	// every delivery that was sent to the inner store because Redis could
+	// not be asked. Use it to feed a metric. Optional.
+	OnFallback func(err error)
+}
+
+// FastPathStats are counters of a [FastPath] since it was built.
+type FastPathStats struct {
+	// Hits are deliveries answered Duplicate from a Redis marker.
+	Hits uint64
+	// Misses are deliveries Redis had no marker for; they went to the
+	// inner store.
+	Misses uint64
+	// Fallbacks are deliveries that went to the inner store because Redis
+	// failed, timed out, or was being left alone after a failure.
+	Fallbacks uint64
+	// MarkerWrites are done markers written after the inner store decided.
+	MarkerWrites uint64
+	// MarkerWriteErrors are done markers that could not be written. They
+	// never fail a delivery: the inner store stays the authority.
+	MarkerWriteErrors uint64
+}
+
+// FastPath is a [dedup.Store] that answers duplicates from a done marker in
+// Redis and sends everything else to an inner store, which stays the
+// authority. See the package documentation for its guarantees.
+type FastPath struct {
+	inner         dedup.Store
+	client        redis.UniversalClient
+	prefix        string
+	ttl           time.Duration
+	retryInterval time.Duration
+	call          caller
+	onFallback    func(error)
+
+	fallbackLog logLimiter
+	markerLog   logLimiter
+
+	downUntil atomic.Int64 // unix nanoseconds; Redis is left alone until then
+
+	hits, misses, fallbacks, markerWrites, markerWriteErrors atomic.Uint64
+}
+
+// NewFastPath returns a FastPath in front of inner, keeping its markers in
+// client. It returns an error if inner or client is nil or cfg is invalid.
+func NewFastPath(inner dedup.Store, client redis.UniversalClient, cfg FastPathConfig) (*FastPath, error) {
+	if isNil(inner) {
+		return nil, errors.New("redisdedup: nil inner store")
+	}
+	if isNil(client) {
+		return nil, errors.New("redisdedup: nil redis client")
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = DefaultKeyPrefix
+	}
+	if err := validatePrefix(cfg.KeyPrefix); err != nil {
+		return nil, err
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = 7 * 24 * time.Hour
+	}
+	if cfg.TTL < time.Millisecond {
+		return nil, fmt.Errorf("redisdedup: marker TTL %s is shorter than a millisecond", cfg.TTL)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 100 * time.Millisecond
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("redisdedup: negative timeout %s", cfg.Timeout)
+	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = time.Second
+	}
+	if cfg.LogEvery == 0 {
+		cfg.LogEvery = 10 * time.Second
+	}
+	if cfg.LogEvery < 0 {
+		return nil, fmt.Errorf("redisdedup: negative LogEvery %s", cfg.LogEvery)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	f := &FastPath{
+		inner:         inner,
+		client:        client,
+		prefix:        cfg.KeyPrefix,
+		ttl:           cfg.TTL,
+		retryInterval: cfg.RetryInterval,
+		call:          newCaller(client, cfg.Timeout),
+		onFallback:    cfg.OnFallback,
+		fallbackLog:   logLimiter{logger: cfg.Logger, every: cfg.LogEvery},
+		markerLog:     logLimiter{logger: cfg.Logger, every: cfg.LogEvery},
+	}
+	return f, nil
+}
+
+// errLeftAlone is reported to OnFallback for deliveries that skipped Redis
+// because a recent call failed.
+var errLeftAlone = errors.New("redisdedup: redis skipped after a recent failure")
+
+// Process answers Duplicate (with FastPath set) if Redis holds a done
+// marker for the key, without calling the inner store or fn. Otherwise it
+// calls the inner store and, when that reports the key done (Processed, or
+// a Duplicate that is neither dead nor a payload mismatch), writes the
+// marker, best effort. If Redis cannot be asked, Process falls back to the
+// inner store: it never runs fn without the inner store's dedup.
+func (f *FastPath) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (dedup.Result, error) {
+	if err := req.Validate(); err != nil {
+		return dedup.Result{}, err
+	}
+	if fn == nil {
+		return dedup.Result{}, dedup.ErrNilFunc
+	}
+	if f.leftAlone() {
+		f.fellBack(ctx, req, errLeftAlone)
+		return f.inner.Process(ctx, req, fn)
+	}
+
+	key := redisKey(f.prefix, kindMarker, req.Group, req.Key)
+	var (
+		stored string
+		found  bool
+	)
+	err := f.call.do(ctx, func(ctx context.Context) error {
+		v, err := f.client.Get(ctx, key).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		stored, found = v, true
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up; the inner store would fail the same way.
+			return dedup.Result{}, fmt.Errorf("redisdedup: %w", ctx.Err())
+		}
+		f.redisFailed()
+		f.fellBack(ctx, req, err)
+		return f.inner.Process(ctx, req, fn)
+	}
+	if found {
+		f.hits.Add(1)
+		return dedup.Result{
+			Outcome:  dedup.Duplicate,
+			FastPath: true,
+			Mismatch: stored != "" && req.Fingerprint != "" && stored != req.Fingerprint,
+		}, nil
+	}
+
+	f.misses.Add(1)
+	res, err := f.inner.Process(ctx, req, fn)
+	if err != nil {
+		return res, err
+	}
+	if res.Outcome == dedup.Processed || (res.Outcome == dedup.Duplicate && !res.Dead && !res.Mismatch) {
+		f.writeMarker(ctx, key, req)
+	}
+	return res, nil
+}
+
+// writeMarker records (group, key) as done, with the request's
+// fingerprint. Failures are counted and logged, never returned.
+func (f *FastPath) writeMarker(ctx context.Context, key string, req dedup.Request) {
+	// The delivery is decided; a caller cancelling now must not cost the
+	// marker.
+	ctx = context.WithoutCancel(ctx)
+	err := f.call.do(ctx, func(ctx context.Context) error {
+		return f.client.Set(ctx, key, req.Fingerprint, f.ttl).Err()
+	})
+	if err != nil {
+		f.markerWriteErrors.Add(1)
+		f.markerLog.log(ctx, slog.LevelWarn, "redisdedup: could not write done marker; duplicates of this key will be checked by the inner store",
+			slog.String("group", req.Group), slog.String("key", req.Key), slog.Any("error", err))
+		return
+	}
+	f.markerWrites.Add(1)
+}
+
+// leftAlone reports whether Redis failed recently enough to be skipped.
+func (f *FastPath) leftAlone() bool {
+	if f.retryInterval < 0 {
+		return false
+	}
+	until := f.downUntil.Load()
+	return until != 0 && time.Now().UnixNano() < until
+}
+
+func (f *FastPath) redisFailed() {
+	if f.retryInterval > 0 {
+		f.downUntil.Store(time.Now().Add(f.retryInterval).UnixNano())
+	}
+}
+
+func (f *FastPath) fellBack(ctx context.Context, req dedup.Request, err error) {
+	f.fallbacks.Add(1)
+	if f.onFallback != nil {
+		f.onFallback(err)
+	}
+	f.fallbackLog.log(ctx, slog.LevelWarn, "redisdedup: redis unavailable, deduplicating through the inner store",
+		slog.String("group", req.Group), slog.Any("error", err))
+}
+
+// Stats returns the fast path's counters.
+func (f *FastPath) Stats() FastPathStats {
+	return FastPathStats{
+		Hits:              f.hits.Load(),
+		Misses:            f.misses.Load(),
+		Fallbacks:         f.fallbacks.Load(),
+		MarkerWrites:      f.markerWrites.Load(),
+		MarkerWriteErrors: f.markerWriteErrors.Load(),
+	}
+}
+
+// Forget deletes the done marker of (group, key), so that the next delivery
+// is decided by the inner store. Redrive paths call it after clearing a
+// key's dead mark or attempts in the inner store's database.
+func (f *FastPath) Forget(ctx context.Context, group, key string) error {
+	if err := validateGroupKey(group, key); err != nil {
+		return err
+	}
+	rk := redisKey(f.prefix, kindMarker, group, key)
+	err := f.call.do(ctx, func(ctx context.Context) error {
+		return f.client.Del(ctx, rk).Err()
+	})
+	if err != nil {
+		return fmt.Errorf("redisdedup: forget marker of %q in group %q: %w", key, group, err)
+	}
+	return nil
+}
+
+// deadMarker returns the inner store as a dedup.DeadMarker.
+func (f *FastPath) deadMarker() (dedup.DeadMarker, error) {
+	dm, ok := f.inner.(dedup.DeadMarker)
+	if !ok {
+		return nil, fmt.Errorf("redisdedup: inner store %T does not record dead keys: %w", f.inner, errors.ErrUnsupported)
+	}
+	return dm, nil
+}
+
+// MarkDead records the key as dead in the inner store. It returns an error
+// wrapping errors.ErrUnsupported if the inner store does not implement
+// dedup.DeadMarker. Dead keys never get a Redis marker, so redeliveries of
+// a dead key are answered by the inner store.
+func (f *FastPath) MarkDead(ctx context.Context, group, key string) error {
+	if err := validateGroupKey(group, key); err != nil {
+		return err
+	}
+	dm, err := f.deadMarker()
+	if err != nil {
+		return err
+	}
+	return dm.MarkDead(ctx, group, key)
+}
+
+// ClearDead removes the key's dead mark in the inner store, then deletes
+// any Redis marker of the key, so that a redriven message is not swallowed
+// by a stale marker. It returns an error wrapping errors.ErrUnsupported if
+// the inner store does not implement dedup.DeadMarker, and an error if the
+// marker could not be deleted (the dead mark is cleared by then; calling
+// ClearDead again is safe).
+func (f *FastPath) ClearDead(ctx context.Context, group, key string) error {
+	if err := validateGroupKey(group, key); err != nil {
+		return err
+	}
+	dm, err := f.deadMarker()
+	if err != nil {
+		return err
+	}
+	if err := dm.ClearDead(ctx, group, key); err != nil {
+		return err
+	}
+	return f.Forget(ctx, group, key)
+}
+
+var (
+	_ dedup.Store      = (*FastPath)(nil)
+	_ dedup.DeadMarker = (*FastPath)(nil)
+)
