@@ -1,0 +1,196 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
+)
+
+// MismatchPolicy says what Dedup does with a duplicate whose payload
+// fingerprint differs from the one stored with its key. Such a duplicate is
+// not a plain redelivery: two different messages map to one key (a key
+// collision or a bug in a key extractor), and the second one's effects
+// would be silently lost if it were acknowledged.
+type MismatchPolicy int
+
+const (
+	// MismatchReject fails the delivery with a permanent error wrapping
+	// dedup.ErrPayloadMismatch, so that it reaches the dead letters (when
+	// the DeadLetter middleware is in the chain) where an operator sees it.
+	// This is the default.
+	MismatchReject MismatchPolicy = iota
+	// MismatchLog logs the mismatch at Warn level and acknowledges the
+	// delivery as a duplicate.
+	MismatchLog
+	// MismatchIgnore acknowledges the delivery as a plain duplicate.
+	MismatchIgnore
+)
+
+// String returns the policy's name.
+func (p MismatchPolicy) String() string {
+	switch p {
+	case MismatchReject:
+		return "reject"
+	case MismatchLog:
+		return "log"
+	case MismatchIgnore:
+		return "ignore"
+	}
+	return fmt.Sprintf("MismatchPolicy(%d)", int(p))
+}
+
+// DefaultMinBusyDelay is the shortest redelivery delay Dedup asks for when a
+// key is busy.
+const DefaultMinBusyDelay = time.Second
+
+// DedupOptions configures Dedup.
+type DedupOptions struct {
+	// KeyFunc maps a message to its dedup key, for messages deduplicated by
+	// a business key such as "order:123:redpacket" rather than by message
+	// ID. Dedup stores the key in msg.Key, so that the handler and the
+	// middlewares outside see it. An error from KeyFunc is permanent: the
+	// same message can never yield a key. Defaults to msg.DedupKey() (the
+	// Key field if set, otherwise the message ID).
+	KeyFunc func(msg *idemq.Message) (string, error)
+	// DisableFingerprint leaves Request.Fingerprint empty, so that payload
+	// mismatches are not detected and the body is not hashed. Defaults to
+	// false.
+	DisableFingerprint bool
+	// OnMismatch says what to do with a duplicate whose payload differs.
+	// Defaults to MismatchReject.
+	OnMismatch MismatchPolicy
+	// OnOutcome, if set, is called with the store's result after every
+	// delivery the store decided about (Processed, Duplicate or Busy), for
+	// example to count duplicates skipped. It is not called when the
+	// handler or the store failed. It runs on the delivery's goroutine and
+	// must not block. Defaults to nil.
+	OnOutcome func(ctx context.Context, msg *idemq.Message, res dedup.Result)
+	// MinBusyDelay is the shortest redelivery delay requested when another
+	// owner holds the key's lease. Defaults to DefaultMinBusyDelay.
+	MinBusyDelay time.Duration
+	// Logger receives the MismatchLog warnings. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Errors returned by middleware constructors for bad configuration.
+var (
+	// ErrNilStore is returned by Dedup and Standard without a dedup.Store.
+	ErrNilStore = errors.New("middleware: nil dedup store")
+	// ErrNilLedger is returned by Attempts, DeadLetter and Standard without
+	// a dedup.Ledger.
+	ErrNilLedger = errors.New("middleware: nil dedup ledger")
+	// ErrInvalidOption is wrapped by constructors for an option out of
+	// range.
+	ErrInvalidOption = errors.New("middleware: invalid option")
+)
+
+// ErrNoDedupKey is wrapped, inside an idemq.Permanent error, by Dedup for a
+// message whose group or key cannot be used: such a message can never
+// succeed, so it goes to the dead letters.
+var ErrNoDedupKey = errors.New("middleware: message has no usable dedup key")
+
+// Dedup returns a middleware that runs the handlers it wraps through store,
+// at most once per (msg.Group, key) as the store's mode defines.
+//
+// The request is built from the message: Group is msg.Group, Key is
+// KeyFunc(msg) or msg.DedupKey(), MessageID is msg.ID and Fingerprint is
+// dedup.Fingerprint(msg.Body) unless disabled. The store's decision maps to
+// the delivery's result:
+//
+//   - Processed: nil (acknowledge).
+//   - Duplicate: nil (acknowledge); the handler was not called. A duplicate
+//     whose payload differs is handled by OnMismatch.
+//   - Busy: idemq.RetryAfter(at least MinBusyDelay, dedup.ErrBusy). Attempts
+//     does not count it as a failure and DeadLetter never buries it.
+//   - An invalid group or key: idemq.Permanent(ErrNoDedupKey ...).
+//   - A handler or store error: returned unchanged; nothing was recorded
+//     as done.
+func Dedup(store dedup.Store, opts DedupOptions) (idemq.Middleware, error) {
+	if store == nil {
+		return nil, ErrNilStore
+	}
+	switch opts.OnMismatch {
+	case MismatchReject, MismatchLog, MismatchIgnore:
+	default:
+		return nil, fmt.Errorf("%w: unknown OnMismatch %d", ErrInvalidOption, int(opts.OnMismatch))
+	}
+	if opts.MinBusyDelay < 0 {
+		return nil, fmt.Errorf("%w: negative MinBusyDelay %s", ErrInvalidOption, opts.MinBusyDelay)
+	}
+	if opts.MinBusyDelay == 0 {
+		opts.MinBusyDelay = DefaultMinBusyDelay
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return func(next idemq.Handler) idemq.Handler {
+		return idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
+			return opts.handle(ctx, store, next, msg)
+		})
+	}, nil
+}
+
+func (o *DedupOptions) handle(ctx context.Context, store dedup.Store, next idemq.Handler, msg *idemq.Message) error {
+	key := msg.DedupKey()
+	if o.KeyFunc != nil {
+		k, err := o.KeyFunc(msg)
+		if err != nil {
+			return idemq.Permanent(fmt.Errorf("%w: key extractor failed for message %q: %w", ErrNoDedupKey, msg.ID, err))
+		}
+		msg.Key = k
+		key = k
+	}
+	req := dedup.Request{Group: msg.Group, Key: key, MessageID: msg.ID}
+	if err := req.Validate(); err != nil {
+		return idemq.Permanent(fmt.Errorf("%w: message %q of group %q: %w", ErrNoDedupKey, msg.ID, msg.Group, err))
+	}
+	if !o.DisableFingerprint {
+		req.Fingerprint = dedup.Fingerprint(msg.Body)
+	}
+	res, err := store.Process(ctx, req, func(ctx context.Context) error {
+		return next.Handle(ctx, msg)
+	})
+	if err != nil {
+		return err
+	}
+	deliveryFrom(ctx).setResult(res)
+	if o.OnOutcome != nil {
+		o.OnOutcome(ctx, msg, res)
+	}
+	switch res.Outcome {
+	case dedup.Processed:
+		return nil
+	case dedup.Duplicate:
+		if res.Mismatch {
+			return o.mismatch(ctx, req, msg)
+		}
+		return nil
+	case dedup.Busy:
+		return idemq.RetryAfter(max(res.RetryAfter, o.MinBusyDelay), dedup.ErrBusy)
+	}
+	// A store that answers with no known outcome is broken; retry rather
+	// than acknowledge a delivery that may not have been processed.
+	return fmt.Errorf("middleware: dedup store returned unknown outcome %d for key %q", int(res.Outcome), req.Key)
+}
+
+func (o *DedupOptions) mismatch(ctx context.Context, req dedup.Request, msg *idemq.Message) error {
+	switch o.OnMismatch {
+	case MismatchLog:
+		o.Logger.WarnContext(ctx, "duplicate key with a different payload acknowledged",
+			slog.String("group", req.Group),
+			slog.String("key", req.Key),
+			slog.String("message_id", msg.ID),
+			slog.String("topic", msg.Topic),
+			slog.String("fingerprint", req.Fingerprint))
+		return nil
+	case MismatchIgnore:
+		return nil
+	}
+	return idemq.Permanent(fmt.Errorf("%w: group %q key %q message %q (fingerprint %s)",
+		dedup.ErrPayloadMismatch, req.Group, req.Key, msg.ID, req.Fingerprint))
+}
