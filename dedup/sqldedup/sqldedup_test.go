@@ -1,0 +1,263 @@
+package sqldedup_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/deduptest"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/testenv"
+)
+
+// newStore opens a fresh store with its own tables on db.
+func newStore(t *testing.T, db *gorm.DB, cfg sqldedup.Config) *sqldedup.Store {
+	t.Helper()
+	if cfg.TablePrefix == "" {
+		cfg.TablePrefix = testenv.TablePrefix(t)
+	}
+	s, err := sqldedup.New(db, cfg)
+	if err != nil {
+		t.Fatalf("sqldedup.New: %v", err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	return s
+}
+
+// killer returns a KillConn hook for the dialect, or nil for SQLite.
+func killer(d testenv.DB) func(t *testing.T, tx *gorm.DB) {
+	switch d.Dialect {
+	case "postgres":
+		return func(t *testing.T, tx *gorm.DB) {
+			var pid int
+			if err := tx.Raw("SELECT pg_backend_pid()").Scan(&pid).Error; err != nil {
+				t.Fatalf("backend pid: %v", err)
+			}
+			testenv.KillPostgresBackend(t, d.Open(t), pid)
+		}
+	case "mysql":
+		return func(t *testing.T, tx *gorm.DB) {
+			var id int64
+			if err := tx.Raw("SELECT CONNECTION_ID()").Scan(&id).Error; err != nil {
+				t.Fatalf("connection id: %v", err)
+			}
+			testenv.KillMySQLConnection(t, d.Open(t), id)
+		}
+	}
+	return nil
+}
+
+// subject builds a conformance subject for a SQL store on d.
+func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode) deduptest.Subject {
+	db := d.Open(t)
+	prefix := testenv.TablePrefix(t)
+	cfg := sqldedup.Config{Mode: mode, TablePrefix: prefix, LeaseDuration: 2 * time.Second, CleanupBatch: 4}
+	s := newStore(t, db, cfg)
+	sub := deduptest.Subject{
+		Store:  s,
+		DB:     db,
+		Prefix: prefix,
+		Ledger: s,
+		Cleanup: func(ctx context.Context) (int64, error) {
+			return s.Cleanup(ctx)
+		},
+		Backdate: func(t *testing.T, group, key string, age time.Duration) {
+			err := db.Exec("UPDATE "+s.Table("dedup")+" SET created_at = created_at - ? WHERE consumer_group = ? AND dedup_key = ?",
+				age.Milliseconds(), group, key).Error
+			if err != nil {
+				t.Fatalf("backdate: %v", err)
+			}
+		},
+		Keep: dedup.Retention{}.WithDefaults().Keep,
+	}
+	if mode == sqldedup.Lease {
+		sub.Mode = deduptest.Lease
+		sub.ShortLease = 300 * time.Millisecond
+		sub.Zombie = func(t *testing.T) dedup.Store {
+			return newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: prefix,
+				LeaseDuration: sub.ShortLease, RenewInterval: -1})
+		}
+	} else {
+		sub.Mode = deduptest.Transactional
+		sub.KillConn = killer(d)
+	}
+	return sub
+}
+
+func TestConformance(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
+			t.Run(d.Name+"/"+mode.String(), func(t *testing.T) {
+				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+					return subject(t, d, mode)
+				}})
+			})
+		}
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	db := testenv.OpenSQLite(t)
+	cases := []struct {
+		name string
+		cfg  sqldedup.Config
+		want error
+	}{
+		{"prefix with capitals", sqldedup.Config{TablePrefix: "Idemq_"}, sqldedup.ErrBadPrefix},
+		{"prefix with quote", sqldedup.Config{TablePrefix: "x'; drop table y; --"}, sqldedup.ErrBadPrefix},
+		{"prefix too long", sqldedup.Config{TablePrefix: "a" + strings.Repeat("b", 31)}, sqldedup.ErrBadPrefix},
+		{"retention inside horizon", sqldedup.Config{Retention: dedup.Retention{Keep: time.Hour}}, dedup.ErrRetentionTooShort},
+		{"retention without redrive window", sqldedup.Config{Retention: dedup.Retention{Keep: dedup.RocketMQRetryHorizon}}, dedup.ErrRetentionTooShort},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := sqldedup.New(db, tc.cfg); !errors.Is(err, tc.want) {
+				t.Fatalf("New error = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := sqldedup.New(nil, sqldedup.Config{}); !errors.Is(err, sqldedup.ErrNilDB) {
+		t.Fatalf("New(nil) = %v", err)
+	}
+	if _, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: time.Second, RenewInterval: 2 * time.Second}); err == nil {
+		t.Fatal("renew interval longer than the lease accepted")
+	}
+	if _, err := sqldedup.New(db, sqldedup.Config{Retention: dedup.Retention{Keep: 30 * time.Hour}}); err != nil {
+		t.Fatalf("valid retention rejected: %v", err)
+	}
+}
+
+// TestPlainSQLSchema runs the store on tables created from the shipped SQL,
+// not from Migrate, on every database.
+func TestPlainSQLSchema(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			prefix := testenv.TablePrefix(t)
+			schema, err := sqldedup.Schema(d.Dialect, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, stmt := range strings.Split(schema, ";\n") {
+				if strings.TrimSpace(stripComments(stmt)) == "" {
+					continue
+				}
+				if err := db.Exec(stmt).Error; err != nil {
+					t.Fatalf("plain SQL failed: %v\n%s", err, stmt)
+				}
+			}
+			s, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := dedup.Request{Group: "g", Key: "Order:1"}
+			for i, want := range []dedup.Outcome{dedup.Processed, dedup.Duplicate} {
+				res, err := s.Process(context.Background(), r, func(context.Context) error { return nil })
+				if err != nil || res.Outcome != want {
+					t.Fatalf("delivery %d: %v %v, want %s", i, res.Outcome, err, want)
+				}
+			}
+			// Keys are compared byte for byte: no case folding, no
+			// trailing-space padding.
+			for _, k := range []string{"order:1", "Order:1 "} {
+				res, err := s.Process(context.Background(), dedup.Request{Group: "g", Key: k}, func(context.Context) error { return nil })
+				if err != nil || res.Outcome != dedup.Processed {
+					t.Fatalf("key %q: %v %v, want processed", k, res.Outcome, err)
+				}
+			}
+		})
+	}
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		if i := strings.Index(line, "--"); i >= 0 {
+			line = line[:i]
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+func TestSchemaRejectsBadInput(t *testing.T) {
+	if _, err := sqldedup.Schema("oracle", "idemq_"); !errors.Is(err, sqldedup.ErrUnsupportedDialect) {
+		t.Fatalf("Schema(oracle) = %v", err)
+	}
+	if _, err := sqldedup.Schema("sqlite", "1bad"); !errors.Is(err, sqldedup.ErrBadPrefix) {
+		t.Fatalf("Schema(bad prefix) = %v", err)
+	}
+}
+
+// TestLeaseRenewal proves that a lease outlives a handler longer than the
+// lease while it is renewed, and that losing the key cancels the handler.
+func TestLeaseRenewal(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 300 * time.Millisecond, RenewInterval: 50 * time.Millisecond})
+			ctx := context.Background()
+			r := dedup.Request{Group: "g", Key: "renewed"}
+			started := make(chan struct{})
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Process(ctx, r, func(ctx context.Context) error {
+					close(started)
+					select {
+					case <-time.After(900 * time.Millisecond):
+						return nil
+					case <-ctx.Done():
+						return context.Cause(ctx)
+					}
+				})
+				done <- err
+			}()
+			<-started
+			time.Sleep(600 * time.Millisecond) // twice the lease
+			res, err := s.Process(ctx, r, func(context.Context) error { return errors.New("ran while leased") })
+			if err != nil || res.Outcome != dedup.Busy {
+				t.Fatalf("second delivery during a renewed lease: %v %v, want busy", res.Outcome, err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("renewed handler: %v", err)
+			}
+
+			// Another owner takes the key (as after a takeover): the next
+			// renewal finds it gone and cancels the handler.
+			r2 := dedup.Request{Group: "g", Key: "stolen"}
+			started2 := make(chan struct{})
+			go func() {
+				_, err := s.Process(ctx, r2, func(ctx context.Context) error {
+					close(started2)
+					<-ctx.Done()
+					return context.Cause(ctx)
+				})
+				done <- err
+			}()
+			<-started2
+			if err := db.Exec("UPDATE "+s.Table("dedup")+" SET owner = 'someone-else' WHERE dedup_key = ?", "stolen").Error; err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, dedup.ErrLeaseLost) {
+					t.Fatalf("handler ended with %v, want ErrLeaseLost", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("handler not cancelled after losing its lease")
+			}
+			var owner string
+			db.Raw("SELECT owner FROM "+s.Table("dedup")+" WHERE dedup_key = ?", "stolen").Scan(&owner)
+			if owner != "someone-else" {
+				t.Fatalf("the loser released or overwrote the new owner's claim (owner %q)", owner)
+			}
+		})
+	}
+}
