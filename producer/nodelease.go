@@ -1,0 +1,282 @@
+package producer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultNodeLeaseTTL is the default lifetime of a node lease between
+// heartbeats.
+const DefaultNodeLeaseTTL = 30 * time.Second
+
+// DefaultTablePrefix is the table name prefix used when none is configured.
+const DefaultTablePrefix = "idemq_"
+
+// DefaultKeyPrefix is the Redis key prefix used when none is configured.
+const DefaultKeyPrefix = "idemq:"
+
+var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
+
+// ValidateTablePrefix reports whether prefix may start a table name: a
+// lower-case letter, then up to 30 lower-case letters, digits or
+// underscores.
+func ValidateTablePrefix(prefix string) error {
+	if !prefixRE.MatchString(prefix) {
+		return fmt.Errorf("producer: invalid table prefix %q: want ^[a-z][a-z0-9_]{0,30}$", prefix)
+	}
+	return nil
+}
+
+// NodeLeaseConfig configures a node lease.
+type NodeLeaseConfig struct {
+	// TablePrefix starts the lease table's name, <prefix>node_leases (SQL
+	// leases only). Defaults to DefaultTablePrefix.
+	TablePrefix string
+	// KeyPrefix starts the lease keys, <prefix>node:<id> (Redis leases
+	// only). Defaults to DefaultKeyPrefix.
+	KeyPrefix string
+	// Migrate creates the lease table with gorm's AutoMigrate (SQL leases
+	// only). Without it the table must exist: see SchemaSQL. Defaults to
+	// false.
+	Migrate bool
+	// TTL is how long a lease lives without a heartbeat. Heartbeats run
+	// every TTL/3. The generator stops once TTL has passed since the last
+	// heartbeat that succeeded. Must be at least 100ms. Defaults to
+	// DefaultNodeLeaseTTL.
+	TTL time.Duration
+	// MinNode and MaxNode bound the node IDs this lease may take. Both
+	// must lie in 0..MaxNode. Defaults to 0 and MaxNode (when both are
+	// zero).
+	MinNode, MaxNode int64
+	// Logger receives heartbeat failures and lease loss. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *NodeLeaseConfig) defaults() error {
+	if c.TablePrefix == "" {
+		c.TablePrefix = DefaultTablePrefix
+	}
+	if err := ValidateTablePrefix(c.TablePrefix); err != nil {
+		return err
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultNodeLeaseTTL
+	}
+	if c.TTL < 100*time.Millisecond {
+		return fmt.Errorf("producer: node lease TTL %s is below 100ms", c.TTL)
+	}
+	if c.MinNode == 0 && c.MaxNode == 0 {
+		c.MaxNode = MaxNode
+	}
+	if c.MinNode < 0 || c.MaxNode > MaxNode || c.MinNode > c.MaxNode {
+		return fmt.Errorf("%w: node range %d..%d", ErrInvalidNode, c.MinNode, c.MaxNode)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// leaseBackend is the storage of a node lease.
+type leaseBackend interface {
+	// acquire claims a free or expired node in lo..hi and returns it with
+	// its high-water mark.
+	acquire(ctx context.Context, owner string, lo, hi int64) (node, lastMs int64, err error)
+	// renew extends the lease and records lastMs; ok is false if the
+	// lease belongs to someone else now.
+	renew(ctx context.Context, owner string, node, lastMs int64) (ok bool, err error)
+	// release frees the node and records lastMs.
+	release(ctx context.Context, owner string, node, lastMs int64) error
+	kind() string
+}
+
+// NodeLease is a snowflake node ID leased from a database or Redis, kept
+// alive by heartbeats. It implements NodeSource.
+//
+// The lease is valid until Close, until a heartbeat finds it taken by
+// another owner, or until TTL has passed since the start of the last
+// heartbeat that succeeded, whichever comes first. The last rule is checked
+// on every ID against the local monotonic clock, so a stalled heartbeat
+// stops generation before the storage could hand the node to someone else
+// (provided the storage's clock does not run faster than ours by more than
+// the heartbeat margin). Once invalid, a NodeLease never becomes valid
+// again.
+type NodeLease struct {
+	backend   leaseBackend
+	owner     string
+	node      int64
+	highWater int64
+	ttl       time.Duration
+	log       *slog.Logger
+
+	issued   atomic.Int64 // highest Unix ms issued
+	deadline atomic.Int64 // monotonic deadline, ns since base
+	base     time.Time    // monotonic reference
+	lost     atomic.Bool
+	lostErr  atomic.Pointer[error]
+	lostCh   chan struct{}
+	lostOnce sync.Once
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newOwnerToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("producer: owner token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*NodeLease, error) {
+	owner, err := newOwnerToken()
+	if err != nil {
+		return nil, err
+	}
+	base := time.Now()
+	node, last, err := b.acquire(ctx, owner, cfg.MinNode, cfg.MaxNode)
+	if err != nil {
+		return nil, err
+	}
+	l := &NodeLease{
+		backend:   b,
+		owner:     owner,
+		node:      node,
+		highWater: last,
+		ttl:       cfg.TTL,
+		log:       cfg.Logger.With("node_id", node, "lease", b.kind()),
+		base:      base,
+		lostCh:    make(chan struct{}),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	l.issued.Store(last)
+	l.deadline.Store(int64(cfg.TTL))
+	go l.heartbeat()
+	return l, nil
+}
+
+// NodeID returns the leased node ID.
+func (l *NodeLease) NodeID() int64 { return l.node }
+
+// HighWater returns the previous holder's highest issued timestamp (Unix
+// ms), as recorded when the lease was acquired.
+func (l *NodeLease) HighWater() int64 { return l.highWater }
+
+// Issued records the highest timestamp issued; heartbeats and Close store
+// it for the next holder.
+func (l *NodeLease) Issued(unixMillis int64) {
+	for {
+		cur := l.issued.Load()
+		if unixMillis <= cur || l.issued.CompareAndSwap(cur, unixMillis) {
+			return
+		}
+	}
+}
+
+// Valid returns nil while the lease is held, and an error wrapping
+// ErrNodeLeaseLost after it was lost or closed.
+func (l *NodeLease) Valid() error {
+	if l.lost.Load() {
+		return *l.lostErr.Load()
+	}
+	if time.Since(l.base) >= time.Duration(l.deadline.Load()) {
+		l.markLost(fmt.Errorf("%w: node %d: no successful heartbeat within %s", ErrNodeLeaseLost, l.node, l.ttl))
+		return *l.lostErr.Load()
+	}
+	return nil
+}
+
+// Lost returns a channel that is closed when the lease is lost or closed.
+func (l *NodeLease) Lost() <-chan struct{} { return l.lostCh }
+
+func (l *NodeLease) markLost(err error) {
+	l.lostOnce.Do(func() {
+		l.lostErr.Store(&err)
+		l.lost.Store(true)
+		close(l.lostCh)
+	})
+}
+
+func (l *NodeLease) heartbeat() {
+	defer close(l.done)
+	interval := l.ttl / 3
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		if l.lost.Load() {
+			return
+		}
+		start := time.Since(l.base)
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		ok, err := l.backend.renew(ctx, l.owner, l.node, l.issued.Load())
+		cancel()
+		switch {
+		case err != nil:
+			l.log.Warn("snowflake node lease heartbeat failed", "err", err)
+			if l.Valid() != nil {
+				l.log.Error("snowflake node lease lost: heartbeats failed past the TTL", "err", err)
+				return
+			}
+		case !ok:
+			l.markLost(fmt.Errorf("%w: node %d was taken by another owner", ErrNodeLeaseLost, l.node))
+			l.log.Error("snowflake node lease lost: taken by another owner")
+			return
+		default:
+			// Extend only forward: a late reply must not pull the
+			// deadline back.
+			d := int64(start) + int64(l.ttl)
+			for {
+				cur := l.deadline.Load()
+				if d <= cur || l.deadline.CompareAndSwap(cur, d) {
+					break
+				}
+			}
+		}
+	}
+}
+
+// Close stops the heartbeats, records the highest issued timestamp for the
+// next holder and releases the node. Generators using the lease stop
+// generating. Close is idempotent.
+func (l *NodeLease) Close() error {
+	l.closeOnce.Do(func() {
+		wasLost := l.lost.Load()
+		l.markLost(fmt.Errorf("%w: node %d: lease closed", ErrNodeLeaseLost, l.node))
+		close(l.stop)
+		<-l.done
+		if wasLost {
+			return // someone else may own the node now
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), l.ttl)
+		defer cancel()
+		if err := l.backend.release(ctx, l.owner, l.node, l.issued.Load()); err != nil {
+			l.closeErr = fmt.Errorf("producer: release node %d: %w", l.node, err)
+		}
+	})
+	return l.closeErr
+}
+
+// errLeaseGone is the internal signal of an owner-checked update that
+// matched nothing.
+var errLeaseGone = errors.New("lease gone")

@@ -1,0 +1,151 @@
+package outbox
+
+import (
+	"embed"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+// Dialect names, as gorm's Dialector.Name reports them.
+const (
+	DialectSQLite   = "sqlite"
+	DialectPostgres = "postgres"
+	DialectMySQL    = "mysql"
+)
+
+var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
+
+// ValidatePrefix reports whether prefix can be used as a table prefix: a
+// lower-case letter followed by at most 30 lower-case letters, digits or
+// underscores.
+func ValidatePrefix(prefix string) error {
+	if !prefixPattern.MatchString(prefix) {
+		return fmt.Errorf("%w: %q does not match %s", ErrInvalidPrefix, prefix, prefixPattern)
+	}
+	return nil
+}
+
+// Schema returns the SQL that creates the outbox table and its indexes for
+// dialect ("sqlite", "postgres" or "mysql") with the given table prefix. It
+// is the same SQL that [Outbox.AutoMigrate] runs; it is shipped in
+// producer/outbox/schema for migration tools.
+func Schema(dialect, prefix string) (string, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return "", err
+	}
+	switch dialect {
+	case DialectSQLite, DialectPostgres, DialectMySQL:
+	default:
+		return "", fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
+	}
+	b, err := schemaFS.ReadFile("schema/" + dialect + ".sql")
+	if err != nil {
+		return "", fmt.Errorf("outbox: read schema: %w", err)
+	}
+	return strings.ReplaceAll(string(b), "${prefix}", prefix), nil
+}
+
+// statements splits a schema into statements, dropping comment lines.
+func statements(schema string) []string {
+	var lines []string
+	for _, l := range strings.Split(schema, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "--") {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	var out []string
+	for _, s := range strings.Split(strings.Join(lines, "\n"), ";") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sqliteTime is the text layout SQLite timestamps are stored in.
+const sqliteTime = "2006-01-02 15:04:05.000"
+
+// dialect holds the SQL that differs between databases. Every time
+// comparison uses the database clock so that relays on hosts with skewed
+// clocks agree.
+type dialect struct {
+	name string
+}
+
+// now is the database's current time, in the column's representation.
+func (d dialect) now() string {
+	switch d.name {
+	case DialectPostgres:
+		return "now()"
+	case DialectMySQL:
+		return "UTC_TIMESTAMP(6)"
+	default:
+		return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+	}
+}
+
+// plus returns an expression for now + dur, and the argument it binds.
+func (d dialect) plus(dur time.Duration) (string, any) {
+	switch d.name {
+	case DialectPostgres:
+		return "now() + CAST(? AS double precision) * interval '1 microsecond'", dur.Microseconds()
+	case DialectMySQL:
+		return "UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND", dur.Microseconds()
+	default:
+		return "strftime('%Y-%m-%d %H:%M:%f', 'now', ?)", fmt.Sprintf("%+.3f seconds", dur.Seconds())
+	}
+}
+
+// dbTime scans a timestamp from any supported driver: time.Time, or text
+// when the driver does not parse it (SQLite expressions, MySQL without
+// parseTime). A MySQL DATETIME holds UTC wall-clock time whatever the
+// connection's loc setting, so its wall clock is read as UTC.
+type dbTime struct {
+	mysql bool
+	Time  time.Time
+	Valid bool
+}
+
+var timeLayouts = []string{
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.999999999-07:00",
+}
+
+// Scan implements sql.Scanner.
+func (t *dbTime) Scan(v any) error {
+	t.Valid = false
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case time.Time:
+		if t.mysql {
+			x = time.Date(x.Year(), x.Month(), x.Day(), x.Hour(), x.Minute(), x.Second(), x.Nanosecond(), time.UTC)
+		}
+		t.Time, t.Valid = x.UTC(), true
+		return nil
+	case []byte:
+		return t.parse(string(x))
+	case string:
+		return t.parse(x)
+	}
+	return fmt.Errorf("outbox: cannot scan %T into a timestamp", v)
+}
+
+func (t *dbTime) parse(s string) error {
+	for _, layout := range timeLayouts {
+		if p, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			t.Time, t.Valid = p.UTC(), true
+			return nil
+		}
+	}
+	return fmt.Errorf("outbox: cannot parse timestamp %q", s)
+}
