@@ -97,7 +97,7 @@ func DeadLetter(ledger dedup.Ledger, opts DeadLetterOptions) (idemq.Middleware, 
 func newDeadLetter(msg *idemq.Message, rec *dedup.Attempts, err error, now time.Time) *dedup.DeadLetter {
 	dl := &dedup.DeadLetter{
 		Group:         msg.Group,
-		Key:           msg.DedupKey(),
+		Key:           deadLetterKey(msg),
 		MessageID:     msg.ID,
 		Topic:         msg.Topic,
 		Tags:          msg.Tags,
@@ -120,6 +120,20 @@ func newDeadLetter(msg *idemq.Message, rec *dedup.Attempts, err error, now time.
 		dl.History = []dedup.AttemptError{{Attempt: dl.Attempts, At: now, Error: dl.Reason}}
 	}
 	return dl
+}
+
+// deadLetterKey is the key a dead letter is stored and marked dead under:
+// the message's dedup key, or, for a message whose key is unusable (its
+// failure is then ErrNoDedupKey), its message ID, or failing that a
+// fingerprint of its body, so that even such a message can be buried for an
+// operator instead of being redelivered until the broker gives up on it.
+func deadLetterKey(msg *idemq.Message) string {
+	for _, k := range []string{msg.DedupKey(), msg.ID} {
+		if idemq.ValidateKey(k) == nil {
+			return k
+		}
+	}
+	return "body-sha256:" + dedup.Fingerprint(msg.Body)
 }
 
 func deadLetterAttrs(msg *idemq.Message, dl *dedup.DeadLetter, err error) []any {
