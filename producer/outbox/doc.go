@@ -1,0 +1,81 @@
+// Package outbox is a transactional outbox with a relay: messages are
+// written into an outbox table inside the caller's own business
+// transaction, and relays send them to the broker afterwards.
+//
+// # Flow
+//
+//	err := db.Transaction(func(tx *gorm.DB) error {
+//		if err := tx.Create(&order).Error; err != nil {
+//			return err
+//		}
+//		return ob.Enqueue(tx, &idemq.Message{Topic: "orders", Body: body})
+//	})
+//	// optional, for low latency: relay.SendNow(ctx, msg.ID) or relay.Notify()
+//
+// Enqueue stamps a snowflake message ID on the message (from Config.IDs)
+// unless it has one. The ID is unique in the table, is carried in the
+// idemq.PropertyMessageID property of every send, and survives every
+// re-send and redrive, so consumers deduplicate on it.
+//
+// # States
+//
+// A row is pending (0), sent (1) or failed (2). A pending row may be
+// claimed: a relay has set claimed_by to its claim token and claim_until
+// to a visibility deadline (now + Visibility), during which no other relay
+// takes it. The relay sends it synchronously and then
+//
+//   - on the broker's confirmation marks it sent, with the broker's message
+//     ID and sent_at;
+//   - on a retryable error increments attempts, records last_error and sets
+//     next_attempt_at to now + an exponential, capped, jittered backoff, and
+//     releases the claim;
+//   - on a permanent error (the Sender returned an idemq.Permanent error, or
+//     the row cannot be sent: body larger than MaxBodySize, no topic,
+//     corrupt columns), or once attempts reach MaxAttempts, marks it
+//     failed. Failed rows stay until an operator redrives them (Redrive),
+//     which makes them pending with attempts 0 and the same message ID.
+//
+// Every mark is owner-checked: it applies only while the row is still
+// claimed by the same claim token. Sent rows are deleted after a retention
+// period in small batches. All due, deadline and retention comparisons use
+// the database clock, so relays on hosts with skewed clocks agree.
+//
+// # Guarantees
+//
+//   - Nothing is sent for a transaction that rolled back; a committed row is
+//     sent at least once, until it is sent or failed.
+//   - A relay that dies after claiming (before or after sending) leaves rows
+//     that become due again when their deadline passes; they are re-sent
+//     with the same message ID, and consumers' dedup absorbs the duplicate.
+//   - Several relays, and SendNow, may run at once against one table. They
+//     claim with SELECT ... FOR UPDATE SKIP LOCKED (PostgreSQL, MariaDB
+//     10.6+, MySQL 8+) or a single UPDATE ... RETURNING under SQLite's single
+//     writer, so in the normal case no row is claimed or sent by two of
+//     them.
+//   - A failing row never blocks the rows behind it (except its own sharding
+//     key in ordered mode).
+//   - Ordered mode (Config.Ordered): rows with the same sharding key
+//     (PropertyShardingKey) are sent strictly in id order; a row is not
+//     claimed while an earlier row of its key is pending, claimed or not.
+//
+// # Limits
+//
+//   - Delivery is at least once, never exactly once: a relay that stalls
+//     past its deadline (or dies between the broker's confirmation and the
+//     mark) causes a duplicate send with the same message ID. Consumers
+//     must deduplicate (package dedup).
+//   - Ordered mode costs throughput: one row per sharding key is in flight
+//     at a time (one claim, send and mark round trip per row of a key), the
+//     claim query checks for an earlier pending row of the key, and a
+//     retrying row holds back the rest of its key until it is sent or
+//     failed. A failed row no longer holds its key back, so the rows after
+//     it go out first and a redrive sends it out of order. The order is the
+//     id order, that is the insert order; two transactions that enqueue
+//     for the same key concurrently may commit out of id order, so
+//     serialize them (for example by locking the aggregate's row) if their
+//     order matters.
+//   - A relay sends the rows of a batch one after another; run several
+//     relays for more throughput. The broker's confirmation latency bounds
+//     one relay's rate.
+//   - MySQL DSNs need parseTime=true; timestamps are stored as UTC.
+package outbox
