@@ -134,7 +134,12 @@ func (c caller) do(ctx context.Context, f func(ctx context.Context) error) error
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if c.direct {
-		return f(ctx)
+		err := f(ctx)
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The socket deadline fired: report it as the timeout it is.
+			return fmt.Errorf("redisdedup: redis call timed out after %s: %w (%w)", c.timeout, context.DeadlineExceeded, err)
+		}
+		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- f(ctx) }()
