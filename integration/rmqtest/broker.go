@@ -1,0 +1,536 @@
+// Package rmqtest runs an in-process RocketMQ name server and broker for
+// tests and runnable examples, in the spirit of net/http/httptest.
+//
+// One loopback listener answers both as the name server and as the broker
+// (route replies point back at it), speaking the remoting protocol of
+// RocketMQ 4.x well enough for the unmodified
+// github.com/apache/rocketmq-client-go/v2 (v2.1.2) to run producers,
+// transactional producers and push consumers (concurrent and orderly)
+// against it:
+//
+//	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
+//	p, _ := rocketmq.NewProducer(producer.WithNameServer(primitive.NamesrvAddr{b.Addr()}), ...)
+//
+// What it keeps: topics (auto-created on first route lookup, with
+// Config.QueuesPerTopic queues; per-group %RETRY% and %DLQ% topics with
+// one), consumer offsets, consumer-group membership (with
+// NOTIFY_CONSUMER_IDS_CHANGED so a group rebalances at once), retries via
+// CONSUMER_SEND_MSG_BACK on RocketMQ's delay ladder, dead-letter topics,
+// delayed messages, half messages with commit, rollback and check-back, and
+// orderly queue locks. Inspection methods (Messages, DLQ, ConsumerOffset,
+// HalfMessages, Stats) and fault injection (DropConnections, FailSendBack,
+// DropSendBack, DelayReplies, Pause, RejectSends) serve tests.
+//
+// It is a test and development broker, not for production: everything is
+// in memory, nothing is replicated, nothing is ever deleted, there is no
+// authentication, and it listens on 127.0.0.1 only.
+package rmqtest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+)
+
+// Config configures a Broker. The zero value is usable: every field has a
+// default, applied by New.
+type Config struct {
+	// QueuesPerTopic is the number of queues an auto-created topic gets.
+	// Retry (%RETRY%group) and dead-letter (%DLQ%group) topics always get
+	// one. Defaults to 4.
+	QueuesPerTopic int
+
+	// TimeScale multiplies every delay-level delay (retries after
+	// CONSUMER_SEND_MSG_BACK and messages sent with a DELAY level). 0.01
+	// turns level 1 (1 s) into 10 ms and level 3 (10 s) into 100 ms.
+	// Defaults to 1 (RocketMQ's real ladder: 1s 5s 10s 30s 1m ... 2h).
+	TimeScale float64
+
+	// TransactionCheckInterval is how long a half message stays unsettled
+	// before the broker asks a producer of its group
+	// (CHECK_TRANSACTION_STATE), and the pause between checks. Defaults to
+	// 6 seconds (RocketMQ's transactionTimeOut).
+	TransactionCheckInterval time.Duration
+
+	// MaxTransactionChecks is how many checks a half message gets before
+	// the broker discards it. Defaults to 15, as RocketMQ.
+	MaxTransactionChecks int
+
+	// LongPollMax bounds how long a PULL_MESSAGE with nothing to return is
+	// held waiting for a message (the client asks for 20 s). Defaults to
+	// 5 seconds.
+	LongPollMax time.Duration
+
+	// LockExpiry is how long an orderly consumer's queue lock lasts unless
+	// renewed (the client renews every 20 s). Defaults to 60 seconds, as
+	// RocketMQ.
+	LockExpiry time.Duration
+
+	// MaxMessageSize bounds a message body (and the total of a batch).
+	// Larger sends are refused with code 13 (MESSAGE_ILLEGAL), which the
+	// producer returns as an error without retrying. Defaults to 4 MiB.
+	MaxMessageSize int
+
+	// Logger receives the broker's logs: connections, unknown request
+	// codes, malformed frames. Defaults to discarding them.
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultQueuesPerTopic           = 4
+	DefaultTimeScale                = 1.0
+	DefaultTransactionCheckInterval = 6 * time.Second
+	DefaultMaxTransactionChecks     = 15
+	DefaultLongPollMax              = 5 * time.Second
+	DefaultLockExpiry               = 60 * time.Second
+	DefaultMaxMessageSize           = 4 << 20
+)
+
+// Names the broker reports in routes.
+const (
+	// BrokerName is the broker name in route replies and MessageQueues.
+	BrokerName = "rmqtest-broker"
+	// ClusterName is the cluster name in route replies.
+	ClusterName = "rmqtest"
+)
+
+// ErrClosed is returned by operations on a closed Broker.
+var ErrClosed = errors.New("rmqtest: broker closed")
+
+// errBadConfig reports an invalid Config.
+var errBadConfig = errors.New("rmqtest: invalid config")
+
+func (c Config) withDefaults() (Config, error) {
+	if c.QueuesPerTopic == 0 {
+		c.QueuesPerTopic = DefaultQueuesPerTopic
+	}
+	if c.TimeScale == 0 {
+		c.TimeScale = DefaultTimeScale
+	}
+	if c.TransactionCheckInterval == 0 {
+		c.TransactionCheckInterval = DefaultTransactionCheckInterval
+	}
+	if c.MaxTransactionChecks == 0 {
+		c.MaxTransactionChecks = DefaultMaxTransactionChecks
+	}
+	if c.LongPollMax == 0 {
+		c.LongPollMax = DefaultLongPollMax
+	}
+	if c.LockExpiry == 0 {
+		c.LockExpiry = DefaultLockExpiry
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.QueuesPerTopic < 1 || c.QueuesPerTopic > 1024:
+		return c, fmt.Errorf("%w: QueuesPerTopic %d not in [1, 1024]", errBadConfig, c.QueuesPerTopic)
+	case c.TimeScale < 0:
+		return c, fmt.Errorf("%w: negative TimeScale %v", errBadConfig, c.TimeScale)
+	case c.TransactionCheckInterval < 0:
+		return c, fmt.Errorf("%w: negative TransactionCheckInterval", errBadConfig)
+	case c.MaxTransactionChecks < 0:
+		return c, fmt.Errorf("%w: negative MaxTransactionChecks", errBadConfig)
+	case c.LongPollMax < 0:
+		return c, fmt.Errorf("%w: negative LongPollMax", errBadConfig)
+	case c.LockExpiry < 0:
+		return c, fmt.Errorf("%w: negative LockExpiry", errBadConfig)
+	case c.MaxMessageSize < 0 || c.MaxMessageSize > 256<<20:
+		return c, fmt.Errorf("%w: MaxMessageSize %d not in [0, 256 MiB]", errBadConfig, c.MaxMessageSize)
+	}
+	return c, nil
+}
+
+// Stats counts what the broker has done since New.
+type Stats struct {
+	// Sends counts messages accepted by SEND_MESSAGE and batch sends (one
+	// per message), half messages included.
+	Sends int64
+	// SendsRefused counts send requests answered with an error (RejectSends,
+	// Pause, oversized or malformed messages).
+	SendsRefused int64
+	// Pulls counts PULL_MESSAGE requests answered.
+	Pulls int64
+	// SendBacks counts CONSUMER_SEND_MSG_BACK requests that stored a retry
+	// or dead-letter copy.
+	SendBacks int64
+	// SendBacksFailed counts CONSUMER_SEND_MSG_BACK requests answered with
+	// an error or dropped by fault injection.
+	SendBacksFailed int64
+	// DeadLettered counts messages written to a %DLQ% topic.
+	DeadLettered int64
+	// Heartbeats counts HEART_BEAT requests.
+	Heartbeats int64
+	// TransactionChecks counts CHECK_TRANSACTION_STATE requests sent.
+	TransactionChecks int64
+	// Commits and Rollbacks count settled half messages.
+	Commits, Rollbacks int64
+	// HalfDiscarded counts half messages dropped after MaxTransactionChecks.
+	HalfDiscarded int64
+	// Connections counts accepted client connections.
+	Connections int64
+}
+
+type counters struct {
+	sends, sendsRefused, pulls, sendBacks, sendBacksFailed, deadLettered atomic.Int64
+	heartbeats, txChecks, commits, rollbacks, halfDiscarded, connections atomic.Int64
+}
+
+// Broker is a running in-process RocketMQ name server and broker. All
+// methods are safe for concurrent use.
+type Broker struct {
+	cfg   Config
+	log   *slog.Logger
+	ln    net.Listener
+	addr  string
+	ip    [4]byte
+	port  int32
+	store *store
+	stats counters
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
+
+	// mu guards conns, groups, producers and timers.
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	groups    map[string]*groupInfo
+	producers map[string]map[*conn]struct{}
+	timers    map[*time.Timer]struct{}
+
+	opaque atomic.Int32
+
+	// Fault injection.
+	failSendBack atomic.Int64
+	dropSendBack atomic.Int64
+	rejectSends  atomic.Int64
+	replyDelay   atomic.Int64
+	pause        pauseGate
+}
+
+// groupInfo is one consumer group's membership.
+type groupInfo struct {
+	clients map[string]*conn
+	// subs maps a topic to the subscription expression from heartbeats.
+	subs map[string]string
+}
+
+// New starts a broker listening on a free loopback port.
+func New(cfg Config) (*Broker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("rmqtest: listen: %w", err)
+	}
+	tcp := ln.Addr().(*net.TCPAddr)
+	b := &Broker{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		ln:        ln,
+		addr:      tcp.String(),
+		port:      int32(tcp.Port),
+		store:     newStore(cfg.QueuesPerTopic),
+		closed:    make(chan struct{}),
+		conns:     make(map[*conn]struct{}),
+		groups:    make(map[string]*groupInfo),
+		producers: make(map[string]map[*conn]struct{}),
+		timers:    make(map[*time.Timer]struct{}),
+	}
+	copy(b.ip[:], tcp.IP.To4())
+	b.pause.init()
+	b.wg.Add(2)
+	go b.acceptLoop()
+	go b.transactionChecker()
+	b.log.Info("rmqtest: broker listening", "addr", b.addr)
+	return b, nil
+}
+
+// NewTest starts a broker for t and closes it in t.Cleanup. It fails the
+// test if the broker cannot start.
+func NewTest(t testing.TB, cfg Config) *Broker {
+	t.Helper()
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatalf("rmqtest: start broker: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// Addr returns the listener address, "127.0.0.1:port". It is both the name
+// server address (primitive.NamesrvAddr{b.Addr()}) and the broker address.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the listener, closes every connection, cancels pending
+// delayed deliveries and waits for the broker's goroutines. It is
+// idempotent and always returns nil after the first call.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		close(b.closed)
+		err = b.ln.Close()
+		b.mu.Lock()
+		for c := range b.conns {
+			c.close()
+		}
+		for t := range b.timers {
+			t.Stop()
+		}
+		b.timers = map[*time.Timer]struct{}{}
+		b.mu.Unlock()
+		b.wg.Wait()
+		b.log.Info("rmqtest: broker closed", "addr", b.addr)
+	})
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (b *Broker) isClosed() bool {
+	select {
+	case <-b.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// --- Inspection ---------------------------------------------------------
+
+// Messages returns the messages stored in topic, in store order, as a
+// consumer would decode them (retry copies keep the %RETRY% topic here;
+// the client restores the original topic on delivery). Half messages and
+// delayed messages not yet due are not included.
+func (b *Broker) Messages(topic string) []*primitive.MessageExt {
+	return b.toExts(b.store.topicMessages(topic))
+}
+
+// DLQ returns the dead-lettered messages of a consumer group (the topic
+// %DLQ%group).
+func (b *Broker) DLQ(group string) []*primitive.MessageExt {
+	return b.Messages(dlqTopicPrefix + group)
+}
+
+// RetryMessages returns the retry copies of a consumer group (the topic
+// %RETRY%group), due ones only.
+func (b *Broker) RetryMessages(group string) []*primitive.MessageExt {
+	return b.Messages(retryTopicPrefix + group)
+}
+
+// ConsumerOffset returns the committed offset of a group on one queue (the
+// offset of the next message to consume), or -1 if none was committed.
+func (b *Broker) ConsumerOffset(group, topic string, queueID int) int64 {
+	off, ok := b.store.consumerOffset(group, topic, int32(queueID))
+	if !ok {
+		return -1
+	}
+	return off
+}
+
+// Topics returns the names of all topics, sorted, including per-group
+// retry and dead-letter topics once used.
+func (b *Broker) Topics() []string { return b.store.topicNames() }
+
+// HalfMessages returns the unsettled transactional (half) messages, with
+// their real topic, in store order.
+func (b *Broker) HalfMessages() []*primitive.MessageExt {
+	halves := b.store.halfList()
+	msgs := make([]*storedMessage, len(halves))
+	for i, h := range halves {
+		m := h.msg
+		m.Topic, m.QueueID = h.realTopic, h.realQueue
+		msgs[i] = m
+	}
+	return b.toExts(msgs)
+}
+
+// ConsumerIDs returns the client IDs registered in a consumer group,
+// sorted.
+func (b *Broker) ConsumerIDs(group string) []string {
+	return b.consumerIDs(group)
+}
+
+// QueueLockOwner returns the client ID holding an orderly-consumer lock on
+// a queue, and whether the lock is live.
+func (b *Broker) QueueLockOwner(group, topic string, queueID int) (string, bool) {
+	return b.store.lockOwner(group, topic, int32(queueID), time.Now())
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	s := &b.stats
+	return Stats{
+		Sends:             s.sends.Load(),
+		SendsRefused:      s.sendsRefused.Load(),
+		Pulls:             s.pulls.Load(),
+		SendBacks:         s.sendBacks.Load(),
+		SendBacksFailed:   s.sendBacksFailed.Load(),
+		DeadLettered:      s.deadLettered.Load(),
+		Heartbeats:        s.heartbeats.Load(),
+		TransactionChecks: s.txChecks.Load(),
+		Commits:           s.commits.Load(),
+		Rollbacks:         s.rollbacks.Load(),
+		HalfDiscarded:     s.halfDiscarded.Load(),
+		Connections:       s.connections.Load(),
+	}
+}
+
+// toExts converts stored messages to what the client decodes.
+func (b *Broker) toExts(msgs []*storedMessage) []*primitive.MessageExt {
+	out := make([]*primitive.MessageExt, 0, len(msgs))
+	for _, m := range msgs {
+		decoded := primitive.DecodeMessage(encodeStored(nil, m, b.ip, b.port))
+		if len(decoded) != 1 {
+			continue
+		}
+		ext := decoded[0]
+		ext.Queue.Topic = m.Topic
+		ext.Queue.BrokerName = BrokerName
+		out = append(out, ext)
+	}
+	return out
+}
+
+// --- Fault injection ----------------------------------------------------
+
+// DropConnections closes every client connection now. Clients reconnect
+// on their next request; consumer-group membership is rebuilt from their
+// next heartbeat.
+func (b *Broker) DropConnections() {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
+
+// FailSendBack makes the next n CONSUMER_SEND_MSG_BACK requests get an
+// error reply (code 1) without storing a retry copy. Note that
+// rocketmq-client-go v2.1.2 does not check the reply code of a send-back:
+// it treats the error as success, acks the message and so loses it
+// (upstream issue 1106). Use DropSendBack to exercise the client's local
+// re-consume path instead.
+func (b *Broker) FailSendBack(n int) { b.failSendBack.Store(int64(max(n, 0))) }
+
+// DropSendBack makes the next n CONSUMER_SEND_MSG_BACK requests close the
+// client's connection instead of replying. The client sees a transport
+// error (after its 3 s request timeout) and re-consumes the message
+// locally 5 s later with ReconsumeTimes+1.
+func (b *Broker) DropSendBack(n int) { b.dropSendBack.Store(int64(max(n, 0))) }
+
+// RejectSends makes the next n send requests (single or batch) fail with
+// code 2 (SYSTEM_BUSY). The client does not retry that code, so each
+// rejected request is one failed SendSync.
+func (b *Broker) RejectSends(n int) { b.rejectSends.Store(int64(max(n, 0))) }
+
+// DelayReplies delays every reply by d (0 turns the delay off). Requests
+// are still processed at once; only the answers are late, so a client
+// whose timeout is shorter than d sees a timeout for a request that took
+// effect.
+func (b *Broker) DelayReplies(d time.Duration) { b.replyDelay.Store(int64(max(d, 0))) }
+
+// Pause stops the broker answering: requests received while paused are
+// held, unprocessed, until Resume (clients see timeouts), except sends,
+// which are refused at once with code 14 (SERVICE_NOT_AVAILABLE). Delayed
+// deliveries and transaction checks keep running.
+func (b *Broker) Pause() { b.pause.set(true) }
+
+// Resume ends a Pause; held requests are then processed in order.
+func (b *Broker) Resume() { b.pause.set(false) }
+
+// takeToken decrements a fault counter if positive and reports whether it
+// did.
+func takeToken(n *atomic.Int64) bool {
+	for {
+		v := n.Load()
+		if v <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(v, v-1) {
+			return true
+		}
+	}
+}
+
+// pauseGate blocks request processing while the broker is paused.
+type pauseGate struct {
+	mu     sync.Mutex
+	paused bool
+	// resumed is closed when the gate opens.
+	resumed chan struct{}
+}
+
+func (g *pauseGate) init() {
+	g.resumed = make(chan struct{})
+	close(g.resumed)
+}
+
+func (g *pauseGate) set(paused bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if paused == g.paused {
+		return
+	}
+	g.paused = paused
+	if paused {
+		g.resumed = make(chan struct{})
+	} else {
+		close(g.resumed)
+	}
+}
+
+func (g *pauseGate) isPaused() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused
+}
+
+// wait blocks until the gate is open or done is closed; it reports whether
+// the gate is open.
+func (g *pauseGate) wait(done <-chan struct{}) bool {
+	g.mu.Lock()
+	ch := g.resumed
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// sleepCtx sleeps for d unless done closes first.
+func sleepCtx(done <-chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
+}
+
