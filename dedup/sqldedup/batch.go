@@ -1,0 +1,154 @@
+package sqldedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/dedup"
+)
+
+// MaxBatch is the largest number of requests ProcessBatch takes.
+const MaxBatch = 1000
+
+// BatchFunc is the work of one batch: fresh lists the indexes (into the
+// requests given to ProcessBatch) of the first deliveries, in order. ctx
+// carries the transaction (dedup.Tx).
+type BatchFunc func(ctx context.Context, fresh []int) error
+
+// ProcessBatch is transactional-mode dedup for a batch of deliveries of one
+// consumer group: one transaction inserts every key with a single
+// multi-row statement, fn runs with the indexes of the keys that were new,
+// and one commit makes the rows and fn's effects durable together. If fn
+// fails, nothing of the batch is recorded. A key that appears twice in the
+// batch is a duplicate the second time.
+//
+// The returned outcomes are, per request, Processed or Duplicate (Dead and
+// mismatch are not reported in batch mode; use Process for them).
+func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn BatchFunc) ([]dedup.Outcome, error) {
+	if s.cfg.Mode != Transactional {
+		return nil, errors.New("sqldedup: ProcessBatch needs a transactional-mode store")
+	}
+	if fn == nil {
+		return nil, dedup.ErrNilFunc
+	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	if len(reqs) > MaxBatch {
+		return nil, fmt.Errorf("sqldedup: batch of %d exceeds %d", len(reqs), MaxBatch)
+	}
+	group := reqs[0].Group
+	outcomes := make([]dedup.Outcome, len(reqs))
+	first := make(map[string]int, len(reqs))
+	var uniq []int
+	for i, r := range reqs {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("sqldedup: batch request %d: %w", i, err)
+		}
+		if r.Group != group {
+			return nil, fmt.Errorf("sqldedup: batch mixes consumer groups %q and %q", group, r.Group)
+		}
+		if _, seen := first[r.Key]; seen {
+			outcomes[i] = dedup.Duplicate
+			continue
+		}
+		first[r.Key] = i
+		uniq = append(uniq, i)
+	}
+
+	tx := s.db.WithContext(ctx).Begin(s.cfg.TxOptions)
+	if tx.Error != nil {
+		return nil, fmt.Errorf("sqldedup: begin: %w", tx.Error)
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			tx.Rollback()
+		}
+	}()
+	inserted, err := s.insertBatch(tx, group, reqs, uniq)
+	if err != nil {
+		finished = true
+		tx.Rollback()
+		return nil, fmt.Errorf("sqldedup: batch insert: %w", err)
+	}
+	fresh := make([]int, 0, len(inserted))
+	for _, i := range uniq {
+		if inserted[reqs[i].Key] {
+			outcomes[i] = dedup.Processed
+			fresh = append(fresh, i)
+		} else {
+			outcomes[i] = dedup.Duplicate
+		}
+	}
+	if len(fresh) == 0 {
+		finished = true
+		tx.Rollback()
+		return outcomes, nil
+	}
+	ferr := fn(dedup.WithTx(ctx, tx), fresh)
+	finished = true
+	if ferr != nil {
+		tx.Rollback()
+		return nil, ferr
+	}
+	if err := tx.Commit().Error; err != nil {
+		return nil, fmt.Errorf("sqldedup: commit: %w", err)
+	}
+	return outcomes, nil
+}
+
+// insertBatch inserts the keys at idx in one statement and returns the set
+// of keys that were new.
+func (s *Store) insertBatch(tx *gorm.DB, group string, reqs []dedup.Request, idx []int) (map[string]bool, error) {
+	t := s.prefix + "dedup"
+	now := s.sql.now
+	var b strings.Builder
+	args := make([]any, 0, len(idx)*5)
+	token := ""
+	if s.dialect == "mysql" {
+		// MySQL has no INSERT ... RETURNING: tag this batch's rows with a
+		// token and read back the tagged ones.
+		token = newOwnerToken()
+	}
+	b.WriteString("INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, message_id, fingerprint, created_at, updated_at) VALUES ")
+	for n, i := range idx {
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?, ?, 2, ?, ?, ?, " + now + ", " + now + ")")
+		args = append(args, group, reqs[i].Key, token, reqs[i].MessageID, reqs[i].Fingerprint)
+	}
+	out := make(map[string]bool, len(idx))
+	if s.dialect != "mysql" {
+		b.WriteString(" ON CONFLICT (consumer_group, dedup_key) DO NOTHING RETURNING dedup_key")
+		var keys []string
+		if err := tx.Raw(b.String(), args...).Scan(&keys).Error; err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			out[k] = true
+		}
+		return out, nil
+	}
+	b.WriteString(" ON DUPLICATE KEY UPDATE id = id")
+	if err := tx.Exec(b.String(), args...).Error; err != nil {
+		return nil, err
+	}
+	keyArgs := make([]string, len(idx))
+	for n, i := range idx {
+		keyArgs[n] = reqs[i].Key
+	}
+	var keys []string
+	if err := tx.Raw("SELECT dedup_key FROM "+t+" WHERE consumer_group = ? AND dedup_key IN ? AND owner = ?", group, keyArgs, token).Scan(&keys).Error; err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		out[k] = true
+	}
+	return out, nil
+}
