@@ -41,14 +41,15 @@ func needEnv(t *testing.T, name string) string {
 	return v
 }
 
-var quietGorm = &gorm.Config{Logger: logger.Discard}
+// quietGorm returns a fresh config per Open: gorm.Open writes into it.
+func quietGorm() *gorm.Config { return &gorm.Config{Logger: logger.Discard} }
 
 func databases() []dbKind {
 	return []dbKind{
 		{name: "sqlite", open: sqliteOpener()},
 		{name: "postgres", open: func(t *testing.T) *gorm.DB {
 			dsn := needEnv(t, "IDEMQ_POSTGRES_DSN")
-			db, err := gorm.Open(postgres.Open(dsn), quietGorm)
+			db, err := gorm.Open(postgres.Open(dsn), quietGorm())
 			if err != nil {
 				t.Fatalf("open postgres: %v", err)
 			}
@@ -57,7 +58,7 @@ func databases() []dbKind {
 		}},
 		{name: "mysql", open: func(t *testing.T) *gorm.DB {
 			dsn := needEnv(t, "IDEMQ_MYSQL_DSN")
-			db, err := gorm.Open(mysql.Open(dsn), quietGorm)
+			db, err := gorm.Open(mysql.Open(dsn), quietGorm())
 			if err != nil {
 				t.Fatalf("open mysql: %v", err)
 			}
@@ -80,7 +81,7 @@ func sqliteOpener() func(t *testing.T) *gorm.DB {
 			files[t] = f
 		}
 		mu.Unlock()
-		db, err := gorm.Open(sqlite.Open(f+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"), quietGorm)
+		db, err := gorm.Open(sqlite.Open(f+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"), quietGorm())
 		if err != nil {
 			t.Fatalf("open sqlite: %v", err)
 		}

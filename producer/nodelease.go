@@ -52,10 +52,13 @@ type NodeLeaseConfig struct {
 	// heartbeat that succeeded. Must be at least 100ms. Defaults to
 	// DefaultNodeLeaseTTL.
 	TTL time.Duration
-	// MinNode and MaxNode bound the node IDs this lease may take. Both
-	// must lie in 0..MaxNode. Defaults to 0 and MaxNode (when both are
-	// zero).
-	MinNode, MaxNode int64
+	// MinNode is the lowest node ID this lease may take. Defaults to 0.
+	MinNode int64
+	// NodeCount is how many node IDs, from MinNode up, this lease may
+	// take; MinNode+NodeCount-1 must not exceed MaxNode. Use disjoint
+	// ranges (or separate tables) for independent fleets. Defaults to
+	// every node from MinNode to MaxNode.
+	NodeCount int64
 	// Logger receives heartbeat failures and lease loss. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
@@ -77,11 +80,14 @@ func (c *NodeLeaseConfig) defaults() error {
 	if c.TTL < 100*time.Millisecond {
 		return fmt.Errorf("producer: node lease TTL %s is below 100ms", c.TTL)
 	}
-	if c.MinNode == 0 && c.MaxNode == 0 {
-		c.MaxNode = MaxNode
+	if c.MinNode < 0 || c.MinNode > MaxNode {
+		return fmt.Errorf("%w: MinNode %d", ErrInvalidNode, c.MinNode)
 	}
-	if c.MinNode < 0 || c.MaxNode > MaxNode || c.MinNode > c.MaxNode {
-		return fmt.Errorf("%w: node range %d..%d", ErrInvalidNode, c.MinNode, c.MaxNode)
+	if c.NodeCount == 0 {
+		c.NodeCount = MaxNode - c.MinNode + 1
+	}
+	if c.NodeCount < 0 || c.MinNode+c.NodeCount-1 > MaxNode {
+		return fmt.Errorf("%w: MinNode %d with NodeCount %d", ErrInvalidNode, c.MinNode, c.NodeCount)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -149,7 +155,7 @@ func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*Node
 		return nil, err
 	}
 	base := time.Now()
-	node, last, err := b.acquire(ctx, owner, cfg.MinNode, cfg.MaxNode)
+	node, last, err := b.acquire(ctx, owner, cfg.MinNode, cfg.MinNode+cfg.NodeCount-1)
 	if err != nil {
 		return nil, err
 	}

@@ -85,7 +85,7 @@ type sqlLease struct {
 // the database clock. The new holder's IDs start strictly after the
 // previous holder's recorded high-water mark (and, after a takeover of an
 // expired lease, after that lease's deadline). It returns ErrNoFreeNode when
-// every node in cfg.MinNode..cfg.MaxNode is held.
+// every node in the configured range is held.
 func NewSQLNodeLease(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*NodeLease, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err

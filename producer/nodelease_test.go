@@ -1,0 +1,544 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+)
+
+var quietLog = slog.New(slog.DiscardHandler)
+
+// crash simulates a process that dies while holding the lease: heartbeats
+// stop and nothing is released.
+func (l *NodeLease) crash() {
+	l.closeOnce.Do(func() {
+		l.markLost(fmt.Errorf("%w: crashed", ErrNodeLeaseLost))
+		close(l.stop)
+		<-l.done
+	})
+}
+
+// leaseEnv gives a test leases backed by one store. Every call of acquire
+// uses its own connection, as a separate process would.
+type leaseEnv struct {
+	// acquire leases a node with cfg (prefix filled in).
+	acquire func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error)
+	// process opens a connection now and returns an acquire that uses
+	// it, safe to call from any goroutine.
+	process func() func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error)
+	// acquireBreakable is acquire, plus a func that cuts the lease's
+	// connection for good.
+	acquireBreakable func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, func(), error)
+	// steal overwrites the node's owner, as if another process had it.
+	steal func(t *testing.T, node int64)
+	// mark reads the stored high-water mark of a node.
+	mark func(t *testing.T, node int64) int64
+}
+
+type leaseKind struct {
+	name  string
+	setup func(t *testing.T) leaseEnv
+}
+
+func leaseKinds() []leaseKind {
+	var kinds []leaseKind
+	for _, k := range databases() {
+		kinds = append(kinds, leaseKind{name: k.name, setup: func(t *testing.T) leaseEnv { return sqlLeaseEnv(t, k) }})
+	}
+	kinds = append(kinds, leaseKind{name: "redis", setup: redisLeaseEnv})
+	return kinds
+}
+
+func sqlLeaseEnv(t *testing.T, k dbKind) leaseEnv {
+	admin := k.open(t)
+	prefix := tablePrefix(t, admin)
+	// Create the table once, from the shipped SQL: the leases below do not
+	// migrate, so this also proves the shipped schema is what they need.
+	stmts, err := SchemaStatements(k.name, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stmts {
+		if err := admin.Exec(s).Error; err != nil {
+			t.Fatalf("schema %q: %v", s, err)
+		}
+	}
+	table := prefix + "node_leases"
+	acquireOn := func(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*NodeLease, error) {
+		cfg.TablePrefix = prefix
+		cfg.Logger = quietLog
+		return NewSQLNodeLease(ctx, db, cfg)
+	}
+	return leaseEnv{
+		acquire: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
+			return acquireOn(ctx, k.open(t), cfg)
+		},
+		process: func() func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
+			db := k.open(t)
+			return func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) { return acquireOn(ctx, db, cfg) }
+		},
+		acquireBreakable: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, func(), error) {
+			db := k.open(t)
+			l, err := acquireOn(ctx, db, cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			sqlDB, _ := db.DB()
+			return l, func() { _ = sqlDB.Close() }, nil
+		},
+		steal: func(t *testing.T, node int64) {
+			res := admin.Exec("UPDATE "+table+" SET owner = 'thief' WHERE node_id = ?", node)
+			if res.Error != nil || res.RowsAffected != 1 {
+				t.Fatalf("steal node %d: %v (%d rows)", node, res.Error, res.RowsAffected)
+			}
+		},
+		mark: func(t *testing.T, node int64) int64 {
+			var v []int64
+			if err := admin.Raw("SELECT last_ms FROM "+table+" WHERE node_id = ?", node).Scan(&v).Error; err != nil || len(v) != 1 {
+				t.Fatalf("read mark of node %d: %v %v", node, v, err)
+			}
+			return v[0]
+		},
+	}
+}
+
+func redisLeaseEnv(t *testing.T) leaseEnv {
+	admin := newRedis(t)
+	prefix := keyPrefix(t, admin)
+	addr := admin.(*redis.Client).Options().Addr
+	client := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	return leaseEnv{
+		acquire: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
+			cfg.KeyPrefix = prefix
+			cfg.Logger = quietLog
+			return NewRedisNodeLease(ctx, client(), cfg)
+		},
+		process: func() func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
+			c := client()
+			return func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
+				cfg.KeyPrefix = prefix
+				cfg.Logger = quietLog
+				cfg.Logger = quietLog
+				return NewRedisNodeLease(ctx, c, cfg)
+			}
+		},
+		acquireBreakable: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, func(), error) {
+			cfg.KeyPrefix = prefix
+			cfg.Logger = quietLog
+			c := client()
+			l, err := NewRedisNodeLease(ctx, c, cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			return l, func() { _ = c.Close() }, nil
+		},
+		steal: func(t *testing.T, node int64) {
+			key := prefix + "node:" + strconv.FormatInt(node, 10)
+			if err := admin.Set(context.Background(), key, "thief", time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+		},
+		mark: func(t *testing.T, node int64) int64 {
+			v, err := admin.Get(context.Background(), prefix+"node:"+strconv.FormatInt(node, 10)+":last").Int64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		},
+	}
+}
+
+func forEachLeaseKind(t *testing.T, f func(t *testing.T, env leaseEnv)) {
+	for _, k := range leaseKinds() {
+		t.Run(k.name, func(t *testing.T) { f(t, k.setup(t)) })
+	}
+}
+
+func closeLease(t *testing.T, l *NodeLease) {
+	t.Cleanup(func() { _ = l.Close() })
+}
+
+// waitLost polls until the generator refuses, or fails the test after
+// limit. The limit is generous; it is not a timing assertion.
+func waitLost(t *testing.T, g *IDGenerator, limit time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if _, err := g.NextID(); err != nil {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("generator still issuing IDs after %s", limit)
+	return nil
+}
+
+// Sixteen processes race for four nodes: exactly four win, each a different
+// node; the rest get ErrNoFreeNode.
+func TestNodeLeaseRace(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		const racers, nodes = 16, 4
+		ctx := context.Background()
+		var (
+			mu     sync.Mutex
+			leases []*NodeLease
+			errs   []error
+			wg     sync.WaitGroup
+			start  = make(chan struct{})
+		)
+		for i := 0; i < racers; i++ {
+			acquire := env.process()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				l, err := acquire(ctx, NodeLeaseConfig{MinNode: 100, NodeCount: nodes, TTL: 10 * time.Second})
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				leases = append(leases, l)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for _, l := range leases {
+			closeLease(t, l)
+		}
+		for _, err := range errs {
+			if !errors.Is(err, ErrNoFreeNode) {
+				t.Errorf("losing racer: %v, want ErrNoFreeNode", err)
+			}
+		}
+		if len(leases) != nodes {
+			t.Fatalf("%d leases granted, want %d", len(leases), nodes)
+		}
+		got := map[int64]bool{}
+		for _, l := range leases {
+			if got[l.NodeID()] {
+				t.Fatalf("node %d granted twice", l.NodeID())
+			}
+			if l.NodeID() < 100 || l.NodeID() >= 100+nodes {
+				t.Fatalf("node %d outside 100..%d", l.NodeID(), 100+nodes-1)
+			}
+			got[l.NodeID()] = true
+		}
+	})
+}
+
+// 1e5 IDs from four generators on four leased nodes are all unique.
+func TestNodeLeaseUniqueIDs(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		const gens, each = 4, 25_000
+		ctx := context.Background()
+		var all []int64
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := 0; i < gens; i++ {
+			l, err := env.acquire(ctx, NodeLeaseConfig{MinNode: 0, NodeCount: gens, TTL: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			closeLease(t, l)
+			g, err := NewIDGenerator(l, IDConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ids := make([]int64, 0, each)
+				for j := 0; j < each; j++ {
+					id, err := g.Next()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ids = append(ids, id)
+				}
+				mu.Lock()
+				all = append(all, ids...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if len(all) != gens*each {
+			t.Fatalf("got %d IDs, want %d", len(all), gens*each)
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+		for i := 1; i < len(all); i++ {
+			if all[i] == all[i-1] {
+				t.Fatalf("duplicate ID %d", all[i])
+			}
+		}
+	})
+}
+
+// A lease taken by someone else stops the generator at the next heartbeat.
+func TestNodeLeaseLostWhenTaken(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		l, err := env.acquire(context.Background(), NodeLeaseConfig{MinNode: 5, NodeCount: 1, TTL: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeLease(t, l)
+		g, err := NewIDGenerator(l, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.NextID(); err != nil {
+			t.Fatal(err)
+		}
+		env.steal(t, 5)
+		err = waitLost(t, g, 10*time.Second)
+		if !errors.Is(err, ErrNodeLeaseLost) || !strings.Contains(err.Error(), "taken") {
+			t.Fatalf("err = %v, want ErrNodeLeaseLost (taken)", err)
+		}
+		select {
+		case <-l.Lost():
+		default:
+			t.Error("Lost() not closed")
+		}
+		if _, err := g.NextID(); !errors.Is(err, ErrNodeLeaseLost) {
+			t.Errorf("generator recovered: %v", err)
+		}
+	})
+}
+
+// Heartbeats that keep failing past the TTL stop the generator.
+func TestNodeLeaseLostWhenHeartbeatsFail(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		l, cut, err := env.acquireBreakable(context.Background(), NodeLeaseConfig{MinNode: 6, NodeCount: 1, TTL: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeLease(t, l)
+		g, err := NewIDGenerator(l, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.NextID(); err != nil {
+			t.Fatal(err)
+		}
+		cut()
+		err = waitLost(t, g, 10*time.Second)
+		if !errors.Is(err, ErrNodeLeaseLost) || !strings.Contains(err.Error(), "heartbeat") {
+			t.Fatalf("err = %v, want ErrNodeLeaseLost (heartbeat)", err)
+		}
+	})
+}
+
+// The lease of a crashed holder expires and is taken over; the new
+// holder's IDs are above everything the crashed one issued.
+func TestNodeLeaseExpiredIsReacquired(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		ctx := context.Background()
+		cfg := NodeLeaseConfig{MinNode: 7, NodeCount: 1, TTL: 300 * time.Millisecond}
+		a, err := env.acquire(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ga, err := NewIDGenerator(a, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lastA int64
+		for i := 0; i < 100; i++ {
+			if lastA, err = ga.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.crash()
+
+		if _, err := env.acquire(ctx, cfg); !errors.Is(err, ErrNoFreeNode) {
+			t.Fatalf("second holder while the lease is live: err = %v, want ErrNoFreeNode", err)
+		}
+		var b *NodeLease
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, err = env.acquire(ctx, cfg)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrNoFreeNode) || time.Now().After(deadline) {
+				t.Fatalf("re-acquire: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		closeLease(t, b)
+		if b.NodeID() != 7 {
+			t.Fatalf("node %d, want 7", b.NodeID())
+		}
+		atA, _, _, _ := ParseID(strconv.FormatInt(lastA, 10))
+		if b.HighWater() < atA.UnixMilli() {
+			t.Errorf("high water %d below the crashed holder's last timestamp %d", b.HighWater(), atA.UnixMilli())
+		}
+		gb, err := NewIDGenerator(b, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := gb.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first <= lastA {
+			t.Errorf("new holder's first ID %d not above the crashed holder's last %d", first, lastA)
+		}
+	})
+}
+
+// Close records the exact high-water mark; the next holder starts after it
+// even when the previous holder's clock ran ahead.
+func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		ctx := context.Background()
+		cfg := NodeLeaseConfig{MinNode: 8, NodeCount: 1, TTL: 5 * time.Second}
+		a, err := env.acquire(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ahead := func() time.Time { return time.Now().Add(400 * time.Millisecond) }
+		ga, err := NewIDGenerator(a, IDConfig{Clock: ahead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lastA int64
+		for i := 0; i < 10; i++ {
+			if lastA, err = ga.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ga.Next(); !errors.Is(err, ErrNodeLeaseLost) {
+			t.Fatalf("after Close: err = %v, want ErrNodeLeaseLost", err)
+		}
+		atA, _, _, _ := ParseID(strconv.FormatInt(lastA, 10))
+		if m := env.mark(t, 8); m != atA.UnixMilli() {
+			t.Errorf("stored mark %d, want the last issued %d", m, atA.UnixMilli())
+		}
+
+		b, err := env.acquire(ctx, cfg)
+		if err != nil {
+			t.Fatalf("node not free after Close: %v", err)
+		}
+		closeLease(t, b)
+		if b.NodeID() != 8 || b.HighWater() != atA.UnixMilli() {
+			t.Fatalf("node %d high water %d, want 8 and %d", b.NodeID(), b.HighWater(), atA.UnixMilli())
+		}
+		gb, err := NewIDGenerator(b, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := gb.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first <= lastA {
+			t.Errorf("first ID %d not above the previous holder's last %d", first, lastA)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+}
+
+func TestNodeLeaseConfigValidation(t *testing.T) {
+	db := databases()[0].open(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		cfg  NodeLeaseConfig
+		want string
+	}{
+		{"uppercase prefix", NodeLeaseConfig{TablePrefix: "Idemq_"}, "invalid table prefix"},
+		{"prefix with dash", NodeLeaseConfig{TablePrefix: "a-b"}, "invalid table prefix"},
+		{"prefix with quote", NodeLeaseConfig{TablePrefix: "a'; drop"}, "invalid table prefix"},
+		{"prefix too long", NodeLeaseConfig{TablePrefix: "a" + strings.Repeat("b", 31)}, "invalid table prefix"},
+		{"tiny TTL", NodeLeaseConfig{TTL: time.Millisecond}, "below 100ms"},
+		{"negative node", NodeLeaseConfig{MinNode: -1}, "node ID outside"},
+		{"range past max", NodeLeaseConfig{MinNode: 1000, NodeCount: 30}, "node ID outside"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewSQLNodeLease(ctx, db, tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := NewSQLNodeLease(ctx, nil, NodeLeaseConfig{}); err == nil {
+		t.Error("nil db accepted")
+	}
+	if _, err := NewRedisNodeLease(ctx, nil, NodeLeaseConfig{}); err == nil {
+		t.Error("nil redis client accepted")
+	}
+	// Without Migrate, a missing table is a clear error.
+	_, err := NewSQLNodeLease(ctx, db, NodeLeaseConfig{TablePrefix: "nosuch_"})
+	if err == nil || !strings.Contains(err.Error(), "nosuch_node_leases") {
+		t.Errorf("missing table: err = %v", err)
+	}
+}
+
+// Migrate creates the table with AutoMigrate, and leasing works on it.
+func TestNodeLeaseMigrate(t *testing.T) {
+	for _, k := range databases() {
+		t.Run(k.name, func(t *testing.T) {
+			db := k.open(t)
+			prefix := tablePrefix(t, db)
+			l, err := NewSQLNodeLease(context.Background(), db, NodeLeaseConfig{TablePrefix: prefix, Migrate: true, NodeCount: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if !db.Migrator().HasTable(prefix + "node_leases") {
+				t.Fatal("table not created")
+			}
+			l2, err := NewSQLNodeLease(context.Background(), db, NodeLeaseConfig{TablePrefix: prefix, Migrate: true, NodeCount: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close()
+			if l.NodeID() == l2.NodeID() {
+				t.Fatalf("both leases got node %d", l.NodeID())
+			}
+		})
+	}
+}
+
+func TestSchemaSQL(t *testing.T) {
+	for _, d := range []string{"postgres", "mysql", "sqlite"} {
+		s, err := SchemaSQL(d, "acme_")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(s, "acme_node_leases") || !strings.Contains(s, "acme_tx_records") || strings.Contains(s, "idemq_") {
+			t.Errorf("%s schema not re-prefixed:\n%s", d, s)
+		}
+	}
+	if _, err := SchemaSQL("oracle", ""); err == nil {
+		t.Error("unknown dialect accepted")
+	}
+	if _, err := SchemaSQL("postgres", "Bad"); err == nil {
+		t.Error("bad prefix accepted")
+	}
+}
