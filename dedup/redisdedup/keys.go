@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"reflect"
 	"strconv"
 	"sync/atomic"
@@ -135,8 +136,9 @@ func (c caller) do(ctx context.Context, f func(ctx context.Context) error) error
 	defer cancel()
 	if c.direct {
 		err := f(ctx)
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			// The socket deadline fired: report it as the timeout it is.
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && (isNetTimeout(err) || errors.Is(ctx.Err(), context.DeadlineExceeded)) {
+			// The socket deadline (taken from ctx) fired: report it as the
+			// timeout it is.
 			return fmt.Errorf("redisdedup: redis call timed out after %s: %w (%w)", c.timeout, context.DeadlineExceeded, err)
 		}
 		return err
@@ -152,6 +154,11 @@ func (c caller) do(ctx context.Context, f func(ctx context.Context) error) error
 		}
 		return ctx.Err()
 	}
+}
+
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // logLimiter lets one log line through per interval and counts the lines it

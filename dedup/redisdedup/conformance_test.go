@@ -1,0 +1,99 @@
+package redisdedup
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/deduptest"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/testenv"
+)
+
+const conformanceShortLease = 300 * time.Millisecond
+
+// leaseSubject is the Redis-only lease store on the real Redis.
+func leaseSubject(t *testing.T) deduptest.Subject {
+	client := newRedis(t)
+	prefix := keyPrefix(t)
+	s, err := NewLeaseStore(client, LeaseConfig{KeyPrefix: prefix, Lease: 2 * time.Second, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deduptest.Subject{
+		Store:      s,
+		Mode:       deduptest.Lease,
+		ShortLease: conformanceShortLease,
+		Zombie:     func(t *testing.T) dedup.Store { return stuckLeaseStore(t, client, prefix) },
+	}
+}
+
+// stuckLeaseStore returns a lease store on the same keys whose short
+// leases are never renewed: an owner that hangs.
+func stuckLeaseStore(t *testing.T, client *redis.Client, prefix string) *LeaseStore {
+	t.Helper()
+	z, err := NewLeaseStore(client, LeaseConfig{KeyPrefix: prefix, Lease: conformanceShortLease, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.noRenew = true
+	return z
+}
+
+// withFastPath puts a fast path in front of sub's store. The fast path
+// reaches Redis through a proxy the suite can cut; the inner store keeps
+// its own connections.
+func withFastPath(t *testing.T, sub deduptest.Subject) deduptest.Subject {
+	p := newProxy(t, redisAddr(t))
+	fp, err := NewFastPath(sub.Store, newClient(t, p.Addr()), FastPathConfig{
+		KeyPrefix: keyPrefix(t),
+		TTL:       dedup.Retention{}.WithDefaults().Keep,
+		Logger:    quietLogger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Store = fp
+	sub.CutRedis = p.Cut
+	sub.RestoreRedis = p.Restore
+	sub.Fallbacks = func() int64 { return int64(fp.Stats().Fallbacks) }
+	return sub
+}
+
+func TestConformanceLeaseStore(t *testing.T) {
+	deduptest.Run(t, deduptest.Harness{New: leaseSubject})
+}
+
+func TestConformanceFastPathOverLeaseStore(t *testing.T) {
+	deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+		return withFastPath(t, leaseSubject(t))
+	}})
+}
+
+// TestConformanceFastPathOverSQLite runs the fast path over the
+// transactional SQL store on the embedded SQLite database: the handler's
+// transaction passes through the fast path untouched. The server databases
+// are covered by the shared suite in dedup/sqldedup.
+func TestConformanceFastPathOverSQLite(t *testing.T) {
+	deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+		db := testenv.OpenSQLite(t)
+		prefix := testenv.TablePrefix(t)
+		s, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix, Logger: quietLogger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return withFastPath(t, deduptest.Subject{
+			Store:  s,
+			Mode:   deduptest.Transactional,
+			DB:     db,
+			Prefix: prefix,
+			Ledger: s,
+		})
+	}})
+}
