@@ -533,4 +533,3 @@ func sleepCtx(done <-chan struct{}, d time.Duration) bool {
 		return false
 	}
 }
-

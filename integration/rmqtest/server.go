@@ -138,10 +138,9 @@ func (b *Broker) acceptLoop() {
 func (c *conn) readLoop() {
 	b := c.b
 	defer b.wg.Done()
-	defer func() {
-		c.close()
-		b.forgetConn(c)
-	}()
+	// Closing work lets the worker finish what was read (a client's last
+	// one-way offset updates arrive just before it closes) and clean up.
+	defer close(c.work)
 	r := bufio.NewReaderSize(c.nc, 64<<10)
 	maxFrame := b.cfg.MaxMessageSize + frameHeadroom
 	for {
@@ -196,11 +195,7 @@ func (c *conn) readLoop() {
 			}()
 			continue
 		}
-		select {
-		case c.work <- cmd:
-		case <-c.done:
-			return
-		}
+		c.work <- cmd
 	}
 }
 
@@ -210,18 +205,17 @@ func (c *conn) readLoop() {
 func (c *conn) workLoop() {
 	b := c.b
 	defer b.wg.Done()
-	for {
-		select {
-		case <-c.done:
-			return
-		case cmd := <-c.work:
-			if !b.pause.wait(c.done) {
-				return
-			}
-			resp := b.handle(c, cmd)
-			if resp != nil && !cmd.isOneway() {
-				c.reply(resp)
-			}
+	defer func() {
+		c.close()
+		b.forgetConn(c)
+	}()
+	for cmd := range c.work {
+		if !b.pause.wait(b.closed) {
+			continue // closing: drain without processing
+		}
+		resp := b.handle(c, cmd)
+		if resp != nil && !cmd.isOneway() {
+			c.reply(resp)
 		}
 	}
 }
@@ -463,8 +457,7 @@ func (b *Broker) checkHalves(now time.Time) {
 			"offsetMsgId":          halfOffsetMsgID,
 		}
 		cmd := newRequest(codeCheckTransactionState, b.opaque.Add(1), true, ext, body)
-		if err := c.write(cmd); err == nil {
-			b.stats.txChecks.Add(1)
-		}
+		b.stats.txChecks.Add(1)
+		_ = c.write(cmd)
 	}
 }
