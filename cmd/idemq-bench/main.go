@@ -1,0 +1,253 @@
+// Command idemq-bench measures the cost of idemq's dedup against the bare
+// business transaction it protects, on SQLite, PostgreSQL and MySQL/MariaDB,
+// at several concurrencies, and prints msgs/s with the ratio of each case to
+// the baseline measured in the same run.
+//
+// Cases, per database and concurrency:
+//
+//	a  bare       the business transaction alone (credit a wallet, write a payout row)
+//	b  dedup      the same transaction behind transactional dedup (sqldedup)
+//	c  batch32    32 messages per transaction with one multi-row dedup insert
+//	d  dup-db     rejecting a duplicate through the database
+//	e  dup-redis  rejecting a duplicate through the Redis fast path
+//
+// Usage:
+//
+//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 3]
+//
+// PostgreSQL, MySQL and Redis are reached through IDEMQ_POSTGRES_DSN,
+// IDEMQ_MYSQL_DSN and IDEMQ_REDIS_ADDR (scripts/test sets them); a database
+// whose variable is unset is skipped with a note.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/redisdedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/benchwork"
+)
+
+func main() {
+	dbs := flag.String("db", "sqlite,postgres,mysql", "databases to measure")
+	conc := flag.String("c", "1,8,32", "concurrencies")
+	dur := flag.Duration("d", 3*time.Second, "duration of each case")
+	rounds := flag.Int("rounds", 1, "rounds per case (the median is reported)")
+	flag.Parse()
+	log.SetFlags(0)
+
+	var cs []int
+	for _, f := range strings.Split(*conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			log.Fatalf("bad concurrency %q", f)
+		}
+		cs = append(cs, n)
+	}
+	var rdb *redis.Client
+	if addr := os.Getenv("IDEMQ_REDIS_ADDR"); addr != "" {
+		rdb = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+		defer rdb.Close()
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("idemq-bench: %d cores, host %s, %s per case, median of %d\n\n", runtime.NumCPU(), host, *dur, *rounds)
+	fmt.Printf("%-9s %3s %9s %9s %6s %9s %6s %6s %9s %6s %9s %6s %7s\n",
+		"db", "c", "a bare", "b dedup", "b/a", "c batch", "c/a", "c/b", "d dupdb", "d/a", "e dupredis", "e/a", "e/d")
+	for _, name := range strings.Split(*dbs, ",") {
+		db, err := open(strings.TrimSpace(name))
+		if err != nil {
+			fmt.Printf("%-9s skipped: %v\n", name, err)
+			continue
+		}
+		for _, c := range cs {
+			r, err := run(db, c, *dur, *rounds, rdb)
+			if err != nil {
+				log.Fatalf("%s c=%d: %v", name, c, err)
+			}
+			redisCol, eA, eD := "-", "-", "-"
+			if r.dupRedis > 0 {
+				redisCol = fmt.Sprintf("%.0f", r.dupRedis)
+				eA = fmt.Sprintf("%.2f", r.dupRedis/r.bare)
+				eD = fmt.Sprintf("%.1fx", r.dupRedis/r.dupDB)
+			}
+			fmt.Printf("%-9s %3d %9.0f %9.0f %6.2f %9.0f %6.2f %5.1fx %9.0f %6.2f %9s %6s %7s\n",
+				name, c, r.bare, r.dedup, r.dedup/r.bare, r.batch, r.batch/r.bare, r.batch/r.dedup,
+				r.dupDB, r.dupDB/r.bare, redisCol, eA, eD)
+		}
+	}
+}
+
+type result struct{ bare, dedup, batch, dupDB, dupRedis float64 }
+
+func open(name string) (*gorm.DB, error) {
+	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true}
+	var d gorm.Dialector
+	switch name {
+	case "sqlite":
+		dir, err := os.MkdirTemp("", "idemq-bench-")
+		if err != nil {
+			return nil, err
+		}
+		d = sqlite.Open(sqldedup.SQLiteDSN(filepath.Join(dir, "bench.db")))
+	case "postgres":
+		dsn := os.Getenv("IDEMQ_POSTGRES_DSN")
+		if dsn == "" {
+			return nil, fmt.Errorf("IDEMQ_POSTGRES_DSN not set")
+		}
+		d = postgres.Open(dsn)
+	case "mysql":
+		dsn := os.Getenv("IDEMQ_MYSQL_DSN")
+		if dsn == "" {
+			return nil, fmt.Errorf("IDEMQ_MYSQL_DSN not set")
+		}
+		d = mysql.Open(dsn)
+	default:
+		return nil, fmt.Errorf("unknown database %q", name)
+	}
+	db, err := gorm.Open(d, cfg)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(64)
+	sqlDB.SetMaxIdleConns(64)
+	return db, nil
+}
+
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
+}
+
+func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client) (result, error) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("bench%d_", c)
+	w, err := benchwork.Setup(ctx, db, prefix)
+	if err != nil {
+		return result{}, err
+	}
+	for _, t := range []string{"dedup", "attempts", "dead_letters"} {
+		if err := db.Exec("DROP TABLE IF EXISTS " + prefix + t).Error; err != nil {
+			return result{}, err
+		}
+	}
+	store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
+	if err != nil {
+		return result{}, err
+	}
+	if err := store.Migrate(ctx); err != nil {
+		return result{}, err
+	}
+	run := fmt.Sprintf("%d", time.Now().UnixNano())
+	key := func(kind string, seq int64) string { return kind + ":" + run + ":" + strconv.FormatInt(seq, 10) }
+
+	// Keys that are already done, for the duplicate cases.
+	const pool = 2048
+	dupKeys := make([]string, pool)
+	for i := range dupKeys {
+		dupKeys[i] = key("dup", int64(i))
+	}
+	for i := 0; i < pool; i += 256 {
+		if err := w.Batch(ctx, store, "bench", dupKeys[i:i+256]); err != nil {
+			return result{}, err
+		}
+	}
+	var fast *redisdedup.FastPath
+	if rdb != nil {
+		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":"})
+		if err != nil {
+			return result{}, err
+		}
+		for _, k := range dupKeys { // writes the markers
+			if _, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: k}, noop); err != nil {
+				return result{}, err
+			}
+		}
+	}
+
+	var r result
+	var bare, dd, batch, dupDB, dupRedis []float64
+	for i := 0; i < rounds; i++ {
+		v, err := benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
+			return w.Bare(ctx, key("bare", seq))
+		})
+		if err != nil {
+			return r, fmt.Errorf("bare: %w", err)
+		}
+		bare = append(bare, v)
+		v, err = benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
+			out, err := w.Dedup(ctx, store, "bench", key(fmt.Sprintf("dedup%d", i), seq))
+			if err == nil && out != dedup.Processed {
+				err = fmt.Errorf("fresh key answered %s", out)
+			}
+			return err
+		})
+		if err != nil {
+			return r, fmt.Errorf("dedup: %w", err)
+		}
+		dd = append(dd, v)
+		v, err = benchwork.Measure(ctx, c, d, 32, func(ctx context.Context, seq int64) error {
+			keys := make([]string, 32)
+			for j := range keys {
+				keys[j] = key(fmt.Sprintf("batch%d", i), seq*32+int64(j))
+			}
+			return w.Batch(ctx, store, "bench", keys)
+		})
+		if err != nil {
+			return r, fmt.Errorf("batch: %w", err)
+		}
+		batch = append(batch, v)
+		v, err = benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
+			out, err := w.Dedup(ctx, store, "bench", dupKeys[seq%pool])
+			if err == nil && out != dedup.Duplicate {
+				err = fmt.Errorf("done key answered %s", out)
+			}
+			return err
+		})
+		if err != nil {
+			return r, fmt.Errorf("dup-db: %w", err)
+		}
+		dupDB = append(dupDB, v)
+		if fast != nil {
+			v, err = benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
+				res, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: dupKeys[seq%pool]}, noop)
+				if err == nil && (res.Outcome != dedup.Duplicate || !res.FastPath) {
+					err = fmt.Errorf("done key answered %s (fast path %v)", res.Outcome, res.FastPath)
+				}
+				return err
+			})
+			if err != nil {
+				return r, fmt.Errorf("dup-redis: %w", err)
+			}
+			dupRedis = append(dupRedis, v)
+		}
+	}
+	r.bare, r.dedup, r.batch, r.dupDB = median(bare), median(dd), median(batch), median(dupDB)
+	if len(dupRedis) > 0 {
+		r.dupRedis = median(dupRedis)
+	}
+	return r, nil
+}
+
+func noop(context.Context) error { return nil }

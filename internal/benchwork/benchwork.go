@@ -1,0 +1,167 @@
+// Package benchwork is the business workload the idemq benchmarks measure:
+// a red-packet payout that credits a wallet and writes a payout row, run
+// either bare (the baseline) or behind transactional dedup. Both variants
+// run the very same statements, so their ratio is the cost of dedup.
+package benchwork
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+)
+
+// Wallets is the number of wallets payouts are spread over.
+const Wallets = 1000
+
+// Workload owns the business tables of one benchmark run.
+type Workload struct {
+	DB      *gorm.DB
+	Prefix  string
+	wallets string
+	payouts string
+}
+
+// Setup creates fresh business tables with the given prefix.
+func Setup(ctx context.Context, db *gorm.DB, prefix string) (*Workload, error) {
+	w := &Workload{DB: db, Prefix: prefix, wallets: prefix + "wallets", payouts: prefix + "payouts"}
+	auto := "BIGSERIAL PRIMARY KEY"
+	switch db.Dialector.Name() {
+	case "sqlite":
+		auto = "INTEGER PRIMARY KEY"
+	case "mysql":
+		auto = "BIGINT AUTO_INCREMENT PRIMARY KEY"
+	}
+	stmts := []string{
+		"DROP TABLE IF EXISTS " + w.payouts,
+		"DROP TABLE IF EXISTS " + w.wallets,
+		"CREATE TABLE " + w.wallets + " (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)",
+		"CREATE TABLE " + w.payouts + " (id " + auto + ", msg_key VARCHAR(191) NOT NULL, wallet_id BIGINT NOT NULL, amount BIGINT NOT NULL)",
+	}
+	for _, s := range stmts {
+		if err := db.WithContext(ctx).Exec(s).Error; err != nil {
+			return nil, fmt.Errorf("benchwork: %w", err)
+		}
+	}
+	rows := make([]string, 0, Wallets)
+	for i := 0; i < Wallets; i++ {
+		rows = append(rows, fmt.Sprintf("(%d, 0)", i))
+	}
+	for i := 0; i < len(rows); i += 250 {
+		end := min(i+250, len(rows))
+		q := "INSERT INTO " + w.wallets + " (id, balance) VALUES " + join(rows[i:end])
+		if err := db.WithContext(ctx).Exec(q).Error; err != nil {
+			return nil, fmt.Errorf("benchwork: %w", err)
+		}
+	}
+	return w, nil
+}
+
+func join(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}
+
+// Pay is the business work of one message, in tx.
+func (w *Workload) Pay(tx *gorm.DB, key string, wallet int64, amount int64) error {
+	if err := tx.Exec("UPDATE "+w.wallets+" SET balance = balance + ? WHERE id = ?", amount, wallet).Error; err != nil {
+		return err
+	}
+	return tx.Exec("INSERT INTO "+w.payouts+" (msg_key, wallet_id, amount) VALUES (?, ?, ?)", key, wallet, amount).Error
+}
+
+// Bare runs the business transaction with no dedup: the baseline.
+func (w *Workload) Bare(ctx context.Context, key string) error {
+	wallet := rand.Int64N(Wallets)
+	return w.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return w.Pay(tx, key, wallet, 1)
+	})
+}
+
+// Dedup runs the business transaction behind a transactional store.
+func (w *Workload) Dedup(ctx context.Context, s dedup.Store, group, key string) (dedup.Outcome, error) {
+	wallet := rand.Int64N(Wallets)
+	res, err := s.Process(ctx, dedup.Request{Group: group, Key: key, MessageID: key}, func(ctx context.Context) error {
+		return w.Pay(dedup.Tx(ctx), key, wallet, 1)
+	})
+	return res.Outcome, err
+}
+
+// Batch runs one transaction for a batch of keys behind ProcessBatch.
+func (w *Workload) Batch(ctx context.Context, s *sqldedup.Store, group string, keys []string) error {
+	reqs := make([]dedup.Request, len(keys))
+	for i, k := range keys {
+		reqs[i] = dedup.Request{Group: group, Key: k, MessageID: k}
+	}
+	_, err := s.ProcessBatch(ctx, reqs, func(ctx context.Context, fresh []int) error {
+		// Credit wallets in ascending order, as a real batch handler must,
+		// so that concurrent batches cannot deadlock on wallet rows.
+		wallets := make([]int64, len(fresh))
+		for i := range wallets {
+			wallets[i] = rand.Int64N(Wallets)
+		}
+		slices.Sort(wallets)
+		tx := dedup.Tx(ctx)
+		for n, i := range fresh {
+			if err := w.Pay(tx, keys[i], wallets[n], 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// Payouts counts payout rows.
+func (w *Workload) Payouts(ctx context.Context) (int64, error) {
+	var n int64
+	err := w.DB.WithContext(ctx).Raw("SELECT COUNT(*) FROM " + w.payouts).Scan(&n).Error
+	return n, err
+}
+
+// Measure runs op from c goroutines for d (after a short warm-up) and
+// returns operations per second. Each op handles perOp messages. op gets a
+// unique sequence number. The first error stops the run.
+func Measure(ctx context.Context, c int, d time.Duration, perOp int, op func(ctx context.Context, seq int64) error) (float64, error) {
+	var (
+		seq   atomic.Int64
+		done  atomic.Int64
+		wg    sync.WaitGroup
+		first error
+		once  sync.Once
+	)
+	stopAt := time.Now().Add(d)
+	start := time.Now()
+	for g := 0; g < c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stopAt) && ctx.Err() == nil {
+				if err := op(ctx, seq.Add(1)); err != nil {
+					once.Do(func() { first = err })
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
+	}
+	return float64(done.Load()*int64(perOp)) / time.Since(start).Seconds(), nil
+}
