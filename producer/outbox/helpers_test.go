@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ func setup(t *testing.T, d testenv.DB, cfg Config) *bundle {
 	cfg.TablePrefix = prefix
 	if cfg.IDs == nil {
 		cfg.IDs = &seqIDs{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
 	}
 	ob, err := New(db, cfg)
 	if err != nil {
@@ -221,6 +225,9 @@ func drain(t testing.TB, b *bundle, r *Relay) {
 		return b.stats(t).Pending == 0
 	})
 }
+
+// quiet discards the relay's logs in tests.
+var quiet = slog.New(slog.DiscardHandler)
 
 var errBroker = errors.New("broker unavailable")
 

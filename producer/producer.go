@@ -1,0 +1,257 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	rocketmq "github.com/apache/rocketmq-client-go/v2"
+	"github.com/idemq/idemq"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
+)
+
+// Defaults of Config.
+const (
+	DefaultRetries          = 2
+	DefaultSendTimeout      = 10 * time.Second
+	DefaultAsyncConcurrency = 64
+	DefaultGroup            = "idemq_producer"
+)
+
+// Errors of the producer.
+var (
+	// ErrClosed is returned by sends on a Producer after Shutdown.
+	ErrClosed = errors.New("producer: shut down")
+	// ErrSendNotOK is returned when the broker answered a send with a
+	// status other than SEND_OK (flush or slave timeouts). The message may
+	// well be stored: re-sending it is safe, because it keeps its ID and
+	// consumers deduplicate by it.
+	ErrSendNotOK = errors.New("producer: broker did not confirm the send")
+	// ErrInvalidMessage is returned (wrapped in idemq.Permanent) for a
+	// message that can never be sent as it is: no topic, an empty or
+	// reserved property name, separators inside names, values or keys.
+	ErrInvalidMessage = errors.New("producer: invalid message")
+)
+
+// IDSource issues message IDs. *IDGenerator implements it.
+type IDSource interface {
+	NextID() (string, error)
+}
+
+// Config configures a Producer.
+type Config struct {
+	// NameServers are the RocketMQ name servers as host:port. Host names
+	// are resolved to IP addresses by New (rocketmq-client-go accepts only
+	// IP:port). Required.
+	NameServers []string
+	// Group is the producer group. Defaults to DefaultGroup.
+	Group string
+	// InstanceName names the client instance. rocketmq-client-go shares one
+	// internal client (connections, routes, callbacks) among all
+	// producers and consumers of a process with the same instance name,
+	// which breaks when they use different name servers or are
+	// transaction producers. Defaults to a name unique to this Producer.
+	InstanceName string
+	// Retries is how many times the client re-sends after a failed attempt
+	// (to another broker when there is one). -1 disables retries.
+	// Defaults to DefaultRetries.
+	Retries int
+	// SendTimeout bounds one send call, all attempts included. The client
+	// also gives each attempt a fixed 3 s. Defaults to DefaultSendTimeout.
+	SendTimeout time.Duration
+	// IDs issues the message IDs. Required: use an *IDGenerator on a
+	// leased or explicitly configured node.
+	IDs IDSource
+	// AsyncConcurrency bounds the sends SendAsync runs at once; further
+	// calls wait for a slot. Defaults to DefaultAsyncConcurrency.
+	AsyncConcurrency int
+	// Logger receives the producer's own logs. Defaults to slog.Default().
+	// See SetClientLogger for the client library's logs.
+	Logger *slog.Logger
+}
+
+var instanceSeq atomic.Int64
+
+func uniqueInstanceName(kind string) string {
+	return fmt.Sprintf("idemq-%s-%d-%d-%d", kind, os.Getpid(), time.Now().UnixNano(), instanceSeq.Add(1))
+}
+
+func (c *Config) defaults(kind string) error {
+	if len(c.NameServers) == 0 {
+		return errors.New("producer: Config.NameServers is empty")
+	}
+	if c.IDs == nil {
+		return errors.New("producer: Config.IDs is required (an *IDGenerator on a leased or configured node)")
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.InstanceName == "" {
+		c.InstanceName = uniqueInstanceName(kind)
+	}
+	switch {
+	case c.Retries == 0:
+		c.Retries = DefaultRetries
+	case c.Retries == -1:
+		c.Retries = 0
+	case c.Retries < -1:
+		return fmt.Errorf("producer: Retries %d (want -1 for none, or a positive count)", c.Retries)
+	}
+	if c.SendTimeout < 0 {
+		return fmt.Errorf("producer: negative SendTimeout %s", c.SendTimeout)
+	}
+	if c.SendTimeout == 0 {
+		c.SendTimeout = DefaultSendTimeout
+	}
+	if c.AsyncConcurrency < 0 {
+		return fmt.Errorf("producer: negative AsyncConcurrency %d", c.AsyncConcurrency)
+	}
+	if c.AsyncConcurrency == 0 {
+		c.AsyncConcurrency = DefaultAsyncConcurrency
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// resolveNameServers turns host:port into IP:port, as the client demands.
+func resolveNameServers(ctx context.Context, addrs []string) (primitive.NamesrvAddr, error) {
+	out := make(primitive.NamesrvAddr, 0, len(addrs))
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("producer: name server %q: %w", a, err)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return nil, fmt.Errorf("producer: name server %q: bad port", a)
+		}
+		if net.ParseIP(host) != nil {
+			out = append(out, net.JoinHostPort(host, port))
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		if err != nil {
+			return nil, fmt.Errorf("producer: resolve name server %q: %w", a, err)
+		}
+		if len(ips) == 0 {
+			return nil, fmt.Errorf("producer: name server %q resolves to no address", a)
+		}
+		// Prefer IPv4, which every broker setup listens on.
+		ip := ips[0].IP
+		for _, cand := range ips {
+			if cand.IP.To4() != nil {
+				ip = cand.IP
+				break
+			}
+		}
+		out = append(out, net.JoinHostPort(ip.String(), port))
+	}
+	return out, nil
+}
+
+func clientOptions(cfg *Config, ns primitive.NamesrvAddr, selector rmqproducer.QueueSelector) []rmqproducer.Option {
+	return []rmqproducer.Option{
+		rmqproducer.WithNameServer(ns),
+		rmqproducer.WithGroupName(cfg.Group),
+		rmqproducer.WithInstanceName(cfg.InstanceName),
+		rmqproducer.WithRetry(cfg.Retries),
+		rmqproducer.WithSendMsgTimeout(cfg.SendTimeout),
+		rmqproducer.WithQueueSelector(selector),
+	}
+}
+
+// Producer sends idemq messages to RocketMQ. Every send stamps the message
+// first (see Stamp), so its ID is fixed before the first attempt and is the
+// same on every re-send of that *idemq.Message. It is safe for concurrent
+// use.
+//
+// New starts the underlying client; Shutdown stops it. There is no separate
+// Start.
+type Producer struct {
+	cfg    Config
+	client rocketmq.Producer
+	log    *slog.Logger
+
+	mu     sync.RWMutex // guards closed against in-flight sends
+	closed bool
+	async  chan struct{} // SendAsync slots
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New creates a Producer and starts its client. The client connects lazily:
+// an unreachable name server shows up as an error of the first send, not
+// here.
+func New(cfg Config) (*Producer, error) {
+	if err := cfg.defaults("producer"); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ns, err := resolveNameServers(ctx, cfg.NameServers)
+	if err != nil {
+		return nil, err
+	}
+	client, err := rocketmq.NewProducer(clientOptions(&cfg, ns, newShardingSelector())...)
+	if err != nil {
+		return nil, fmt.Errorf("producer: new client: %w", err)
+	}
+	if err := client.Start(); err != nil {
+		return nil, fmt.Errorf("producer: start client (group %q, instance %q): %w", cfg.Group, cfg.InstanceName, err)
+	}
+	return &Producer{
+		cfg:    cfg,
+		client: client,
+		log:    cfg.Logger.With("producer_group", cfg.Group),
+		async:  make(chan struct{}, cfg.AsyncConcurrency),
+	}, nil
+}
+
+// Shutdown stops accepting sends, waits for SendAsync sends in flight (their
+// callbacks run) and stops the client. Further sends return ErrClosed.
+// Shutdown is idempotent.
+func (p *Producer) Shutdown() error {
+	var err error
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		p.wg.Wait()
+		if e := p.client.Shutdown(); e != nil {
+			err = fmt.Errorf("producer: shutdown client: %w", e)
+		}
+	})
+	return err
+}
+
+// begin registers a send in flight; end must follow.
+func (p *Producer) begin() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	p.wg.Add(1)
+	return nil
+}
+
+func (p *Producer) end() { p.wg.Done() }
+
+// Stamp gives msg its idemq message ID if it has none, from the Producer's
+// ID source: msg.ID, the property idemq.PropertyMessageID and an entry in
+// msg.Keys (added once). A message stamped earlier keeps its ID; a message
+// whose ID is empty but whose PropertyMessageID property is set (a
+// redriven dead letter, say) takes the ID from the property. Every send
+// calls Stamp first.
+func (p *Producer) Stamp(msg *idemq.Message) error {
+	return stamp(p.cfg.IDs, msg)
+}
