@@ -13,9 +13,9 @@ import (
 	"time"
 
 	rocketmq "github.com/apache/rocketmq-client-go/v2"
-	"github.com/idemq/idemq"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
+	"github.com/idemq/idemq"
 )
 
 // Defaults of Config.
