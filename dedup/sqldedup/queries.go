@@ -5,17 +5,20 @@ package sqldedup
 type queries struct {
 	now string // expression: database clock in Unix ms
 
-	insertDone    string // group, key, message_id, fingerprint
-	selectRow     string // group, key -> status, fingerprint, lease_until - now
-	insertClaim   string // group, key, owner, lease ms, message_id, fingerprint
-	takeover      string // owner, lease ms, message_id, fingerprint, group, key
-	renew         string // lease ms, group, key, owner
-	markDone      string // group, key, owner
-	release       string // group, key, owner
-	insertDead    string // group, key, message_id
-	clearDead     string // group, key
-	cleanupWindow string // after id, limit -> max id, min created
-	cleanupDelete string // after id, upto id, cutoff
+	insertDone string // group, key, message_id, fingerprint
+
+	beginInsertPG    string // BEGIN; insertDone with $n placeholders
+	beginInsertMySQL string // BEGIN; insertDone
+	selectRow        string // group, key -> status, fingerprint, lease_until - now
+	insertClaim      string // group, key, owner, lease ms, message_id, fingerprint
+	takeover         string // owner, lease ms, message_id, fingerprint, group, key
+	renew            string // lease ms, group, key, owner
+	markDone         string // group, key, owner
+	release          string // group, key, owner
+	insertDead       string // group, key, message_id
+	clearDead        string // group, key
+	cleanupWindow    string // after id, limit -> max id, min created
+	cleanupDelete    string // after id, upto id, cutoff
 }
 
 func buildQueries(dialect, prefix string) queries {
@@ -35,6 +38,8 @@ func buildQueries(dialect, prefix string) queries {
 	}
 	now := q.now
 	q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, " + now + ", " + now + ")" + onConflictNothing
+	q.beginInsertPG = "BEGIN; INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES ($1, $2, 2, $3, $4, " + now + ", " + now + ")" + onConflictNothing
+	q.beginInsertMySQL = "BEGIN; " + q.insertDone
 	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
 	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + now + ", " + now + ")" + onConflictNothing
 	q.takeover = "UPDATE " + t + " SET owner = ?, lease_until = " + now + " + ?, message_id = ?, fingerprint = ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND lease_until < " + now

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/deduptest"
@@ -54,12 +56,55 @@ func killer(d testenv.DB) func(t *testing.T, tx *gorm.DB) {
 	return nil
 }
 
+// databases lists the databases the store is tested on: every testenv
+// database, and MySQL once more with multiStatements=true, which turns on
+// the one-round-trip begin there.
+func databases() []testenv.DB {
+	var out []testenv.DB
+	for _, d := range testenv.Databases() {
+		out = append(out, d)
+		if d.Dialect == "mysql" {
+			out = append(out, testenv.DB{Name: "mysql-multistatements", Dialect: "mysql", Open: func(t testing.TB) *gorm.DB {
+				dsn := testenv.MySQLDSN(t)
+				if !strings.Contains(dsn, "multiStatements") {
+					dsn += "&multiStatements=true"
+				}
+				return openMySQL(t, dsn)
+			}})
+		}
+	}
+	return out
+}
+
+func openMySQL(t testing.TB, dsn string) *gorm.DB {
+	db, err := gorm.Open(mysql.Open(dsn), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatalf("open mysql: %v", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sqlDB.Close() })
+	return db
+}
+
 // subject builds a conformance subject for a SQL store on d.
-func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode) deduptest.Subject {
+func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) deduptest.Subject {
 	db := d.Open(t)
 	prefix := testenv.TablePrefix(t)
 	cfg := sqldedup.Config{Mode: mode, TablePrefix: prefix, LeaseDuration: 2 * time.Second, CleanupBatch: 4}
+	if slowBegin {
+		cfg = sqldedup.WithoutFastBegin(cfg)
+	}
 	s := newStore(t, db, cfg)
+	wantFast := map[string]string{"postgres": "postgres", "mysql-multistatements": "mysql"}[d.Name]
+	if slowBegin || mode == sqldedup.Lease {
+		wantFast = ""
+	}
+	if mode == sqldedup.Transactional && s.FastBegin() != wantFast {
+		t.Fatalf("store on %s uses fast begin %q, want %q", d.Name, s.FastBegin(), wantFast)
+	}
 	sub := deduptest.Subject{
 		Store:  s,
 		DB:     db,
@@ -92,11 +137,20 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode) deduptest.Subject {
 }
 
 func TestConformance(t *testing.T) {
-	for _, d := range testenv.Databases() {
+	for _, d := range databases() {
 		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
 			t.Run(d.Name+"/"+mode.String(), func(t *testing.T) {
 				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
-					return subject(t, d, mode)
+					return subject(t, d, mode, false)
+				}})
+			})
+		}
+		if d.Dialect != "sqlite" {
+			// The ordinary BEGIN path, which a store takes with TxOptions
+			// or a MySQL DSN without multiStatements.
+			t.Run(d.Name+"/transactional-plain-begin", func(t *testing.T) {
+				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+					return subject(t, d, sqldedup.Transactional, true)
 				}})
 			})
 		}
@@ -199,7 +253,7 @@ func TestSchemaRejectsBadInput(t *testing.T) {
 // TestLeaseRenewal proves that a lease outlives a handler longer than the
 // lease while it is renewed, and that losing the key cancels the handler.
 func TestLeaseRenewal(t *testing.T) {
-	for _, d := range testenv.Databases() {
+	for _, d := range databases() {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
 			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 300 * time.Millisecond, RenewInterval: 50 * time.Millisecond})

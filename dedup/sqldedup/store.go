@@ -87,6 +87,9 @@ type Config struct {
 	// TxOptions are the options of the transactional-mode transaction.
 	// Defaults to the database's defaults.
 	TxOptions *sql.TxOptions
+	// disableFastBegin turns the one-round-trip begin off (tests compare
+	// both paths).
+	disableFastBegin bool
 	// Logger receives the store's warnings (failed releases, renewals).
 	// Defaults to slog.Default().
 	Logger *slog.Logger
@@ -150,6 +153,9 @@ type Store struct {
 	dialect string
 	prefix  string
 	sql     queries
+	// fastBegin is "postgres" or "mysql" when BEGIN and the dedup insert
+	// can share a round trip (see fastbegin.go), else "".
+	fastBegin string
 	// hooks for tests: called in lease mode between steps.
 	testHookBeforeMark func()
 }
@@ -178,6 +184,9 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 	}
 	s := &Store{db: db, cfg: cfg, dialect: dialect, prefix: cfg.TablePrefix}
 	s.sql = buildQueries(dialect, cfg.TablePrefix)
+	if cfg.TxOptions == nil && !cfg.disableFastBegin {
+		s.fastBegin = fastBeginKind(db, dialect)
+	}
 	return s, nil
 }
 

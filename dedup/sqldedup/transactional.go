@@ -18,6 +18,9 @@ type rowState struct {
 
 // processTx runs fn in a transaction that first inserts the dedup row.
 func (s *Store) processTx(ctx context.Context, req dedup.Request, fn dedup.Func) (res dedup.Result, err error) {
+	if s.fastBegin != "" {
+		return s.processTxFast(ctx, req, fn)
+	}
 	tx := s.db.WithContext(ctx).Begin(s.txOptions())
 	if tx.Error != nil {
 		return dedup.Result{}, fmt.Errorf("sqldedup: begin: %w", tx.Error)

@@ -1,0 +1,11 @@
+package sqldedup
+
+// WithoutFastBegin returns cfg with the one-round-trip begin turned off, so
+// that tests run both transaction paths.
+func WithoutFastBegin(cfg Config) Config {
+	cfg.disableFastBegin = true
+	return cfg
+}
+
+// FastBegin reports which fast begin the store uses ("" for none).
+func (s *Store) FastBegin() string { return s.fastBegin }
