@@ -19,6 +19,20 @@
 // key blocks on the unique index until the first commits (then it is a
 // duplicate) or rolls back (then it runs).
 //
+// # One round trip for BEGIN and the dedup insert
+//
+// At the concurrency a consumer runs at, a round trip costs more than the
+// dedup insert itself. On PostgreSQL (pgx, the driver of
+// gorm.io/driver/postgres) the store sends BEGIN and the insert as one
+// simple-protocol request, pgx binding the arguments client-side, on a
+// connection it pins for the transaction; the handler's statements run on
+// that connection through the *gorm.DB that dedup.Tx returns, and its own
+// Transaction calls become savepoints. On MySQL/MariaDB it does the same
+// when the DSN has multiStatements=true and interpolateParams=true; without
+// them, and whenever Config.TxOptions is set, it uses an ordinary gorm
+// transaction. A connection whose COMMIT or ROLLBACK fails is discarded,
+// never returned to the pool inside a transaction.
+//
 // # Lease mode
 //
 // For effects outside the database. The key is claimed as PROCESSING with a
