@@ -1,15 +1,12 @@
 package producer
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/glebarez/sqlite"
+	"github.com/idemq/idemq/internal/testenv"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
@@ -18,58 +15,63 @@ import (
 )
 
 // The database tests run on SQLite always and on PostgreSQL, MariaDB and
-// Redis when scripts/test provides them through IDEMQ_POSTGRES_DSN,
-// IDEMQ_MYSQL_DSN and IDEMQ_REDIS_ADDR. Without them a test skips, except
-// under CI=true, where a missing server is a failure.
+// Redis when scripts/test provides them (internal/testenv reads
+// IDEMQ_POSTGRES_DSN, IDEMQ_MYSQL_DSN and IDEMQ_REDIS_ADDR). Without them a
+// test skips, except under CI=true, where a missing server is a failure.
 
 type dbKind struct {
 	name string
 	// open returns a new connection pool, as a separate process would
-	// have. All pools of one test share a database.
+	// have. All pools opened in one test share one database.
 	open func(t *testing.T) *gorm.DB
-}
-
-func needEnv(t *testing.T, name string) string {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set; CI must provide the server (run scripts/test)", name)
-		}
-		t.Skipf("%s not set: this test needs a real server (scripts/test starts one)", name)
-	}
-	return v
+	// via opens a pool that reaches the server through addr (a
+	// testenv.Proxy), or is nil for SQLite.
+	via func(t *testing.T, addr string) *gorm.DB
+	// addr is the server's host:port, for a proxy.
+	addr func(t *testing.T) string
 }
 
 // quietGorm returns a fresh config per Open: gorm.Open writes into it.
 func quietGorm() *gorm.Config { return &gorm.Config{Logger: logger.Discard} }
 
+func gormOpen(t *testing.T, d gorm.Dialector) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(d, quietGorm())
+	if err != nil {
+		t.Fatalf("open %s: %v", d.Name(), err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	return db
+}
+
 func databases() []dbKind {
 	return []dbKind{
 		{name: "sqlite", open: sqliteOpener()},
-		{name: "postgres", open: func(t *testing.T) *gorm.DB {
-			dsn := needEnv(t, "IDEMQ_POSTGRES_DSN")
-			db, err := gorm.Open(postgres.Open(dsn), quietGorm())
-			if err != nil {
-				t.Fatalf("open postgres: %v", err)
-			}
-			closeDB(t, db)
-			return db
-		}},
-		{name: "mysql", open: func(t *testing.T) *gorm.DB {
-			dsn := needEnv(t, "IDEMQ_MYSQL_DSN")
-			db, err := gorm.Open(mysql.Open(dsn), quietGorm())
-			if err != nil {
-				t.Fatalf("open mysql: %v", err)
-			}
-			closeDB(t, db)
-			return db
-		}},
+		{
+			name: "postgres",
+			open: func(t *testing.T) *gorm.DB { return testenv.OpenPostgres(t) },
+			via: func(t *testing.T, addr string) *gorm.DB {
+				return gormOpen(t, postgres.Open(testenv.PostgresDSNVia(t, addr)))
+			},
+			addr: func(t *testing.T) string { return testenv.PostgresAddr(t) },
+		},
+		{
+			name: "mysql",
+			open: func(t *testing.T) *gorm.DB { return testenv.OpenMySQL(t) },
+			via: func(t *testing.T, addr string) *gorm.DB {
+				return gormOpen(t, mysql.Open(testenv.MySQLDSNVia(t, addr)))
+			},
+			addr: func(t *testing.T) string { return testenv.MySQLAddr(t) },
+		},
 	}
 }
 
 // sqliteOpener returns an opener whose pools share one database file per
-// test.
+// test (testenv.OpenSQLite makes a new database on every call).
 func sqliteOpener() func(t *testing.T) *gorm.DB {
 	var mu sync.Mutex
 	files := map[*testing.T]string{}
@@ -81,68 +83,19 @@ func sqliteOpener() func(t *testing.T) *gorm.DB {
 			files[t] = f
 		}
 		mu.Unlock()
-		db, err := gorm.Open(sqlite.Open(f+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"), quietGorm())
-		if err != nil {
-			t.Fatalf("open sqlite: %v", err)
-		}
-		closeDB(t, db)
-		return db
+		return gormOpen(t, sqlite.Open(testenv.SQLiteDSN(f)))
 	}
-}
-
-func closeDB(t *testing.T, db *gorm.DB) {
-	t.Helper()
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-}
-
-func randHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // tablePrefix returns a prefix unique to the test and drops its tables
-// afterwards.
+// when the test ends.
 func tablePrefix(t *testing.T, db *gorm.DB) string {
 	t.Helper()
-	p := "t" + randHex(t, 5) + "_"
-	t.Cleanup(func() {
-		for _, tbl := range []string{"node_leases", "tx_records"} {
-			_ = db.Exec("DROP TABLE IF EXISTS " + p + tbl).Error
-		}
-	})
+	p := testenv.TablePrefix(t)
+	testenv.DropTables(t, db, p+"node_leases", p+"tx_records")
 	return p
 }
 
-func newRedis(t *testing.T) redis.UniversalClient {
-	t.Helper()
-	addr := needEnv(t, "IDEMQ_REDIS_ADDR")
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("redis at %s: %v", addr, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
+func newRedis(t *testing.T) *redis.Client { return testenv.NewRedis(t) }
 
-// keyPrefix returns a Redis key prefix unique to the test and deletes its
-// keys afterwards.
-func keyPrefix(t *testing.T, c redis.UniversalClient) string {
-	t.Helper()
-	p := "idemqtest:" + randHex(t, 5) + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := c.Keys(ctx, p+"*").Result()
-		if len(keys) > 0 {
-			_ = c.Del(ctx, keys...).Err()
-		}
-	})
-	return p
-}
+func keyPrefix(t *testing.T) string { return testenv.KeyPrefix(t) }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemq/idemq/internal/testenv"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -88,13 +89,22 @@ func sqlLeaseEnv(t *testing.T, k dbKind) leaseEnv {
 			return func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) { return acquireOn(ctx, db, cfg) }
 		},
 		acquireBreakable: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, func(), error) {
-			db := k.open(t)
-			l, err := acquireOn(ctx, db, cfg)
+			if k.via == nil {
+				// SQLite has no network to cut: close the pool.
+				db := k.open(t)
+				l, err := acquireOn(ctx, db, cfg)
+				if err != nil {
+					return nil, nil, err
+				}
+				sqlDB, _ := db.DB()
+				return l, func() { _ = sqlDB.Close() }, nil
+			}
+			proxy := testenv.NewProxy(t, k.addr(t))
+			l, err := acquireOn(ctx, k.via(t, proxy.Addr()), cfg)
 			if err != nil {
 				return nil, nil, err
 			}
-			sqlDB, _ := db.DB()
-			return l, func() { _ = sqlDB.Close() }, nil
+			return l, proxy.Cut, nil
 		},
 		steal: func(t *testing.T, node int64) {
 			res := admin.Exec("UPDATE "+table+" SET owner = 'thief' WHERE node_id = ?", node)
@@ -114,37 +124,27 @@ func sqlLeaseEnv(t *testing.T, k dbKind) leaseEnv {
 
 func redisLeaseEnv(t *testing.T) leaseEnv {
 	admin := newRedis(t)
-	prefix := keyPrefix(t, admin)
-	addr := admin.(*redis.Client).Options().Addr
-	client := func() *redis.Client {
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		t.Cleanup(func() { _ = c.Close() })
-		return c
+	prefix := keyPrefix(t)
+	acquireOn := func(ctx context.Context, c redis.UniversalClient, cfg NodeLeaseConfig) (*NodeLease, error) {
+		cfg.KeyPrefix = prefix
+		cfg.Logger = quietLog
+		return NewRedisNodeLease(ctx, c, cfg)
 	}
 	return leaseEnv{
 		acquire: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
-			cfg.KeyPrefix = prefix
-			cfg.Logger = quietLog
-			return NewRedisNodeLease(ctx, client(), cfg)
+			return acquireOn(ctx, newRedis(t), cfg)
 		},
 		process: func() func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
-			c := client()
-			return func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
-				cfg.KeyPrefix = prefix
-				cfg.Logger = quietLog
-				cfg.Logger = quietLog
-				return NewRedisNodeLease(ctx, c, cfg)
-			}
+			c := newRedis(t)
+			return func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) { return acquireOn(ctx, c, cfg) }
 		},
 		acquireBreakable: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, func(), error) {
-			cfg.KeyPrefix = prefix
-			cfg.Logger = quietLog
-			c := client()
-			l, err := NewRedisNodeLease(ctx, c, cfg)
+			proxy := testenv.NewProxy(t, testenv.RedisAddr(t))
+			l, err := acquireOn(ctx, testenv.NewRedisAt(t, proxy.Addr()), cfg)
 			if err != nil {
 				return nil, nil, err
 			}
-			return l, func() { _ = c.Close() }, nil
+			return l, proxy.Cut, nil
 		},
 		steal: func(t *testing.T, node int64) {
 			key := prefix + "node:" + strconv.FormatInt(node, 10)

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/testenv"
 	"gorm.io/gorm"
 )
 
@@ -27,7 +28,7 @@ func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
 	db := k.open(t)
 	prefix := tablePrefix(t, db)
 	orders := prefix + "orders"
-	t.Cleanup(func() { _ = db.Exec("DROP TABLE IF EXISTS " + orders).Error })
+	testenv.DropTables(t, db, orders)
 	if err := db.Exec("CREATE TABLE " + orders + " (id VARCHAR(64) NOT NULL PRIMARY KEY, note VARCHAR(64) NOT NULL)").Error; err != nil {
 		t.Fatal(err)
 	}
@@ -277,8 +278,10 @@ func TestCheckLocalTransactionDecisions(t *testing.T) {
 				}
 			}
 			// A database error is "unknown", never a rollback.
-			sqlDB, _ := b.db.DB()
+			down := k.open(t)
+			sqlDB, _ := down.DB()
 			_ = sqlDB.Close()
+			p.db = down
 			if got := p.check(ext("1002", now.Add(-time.Hour))); got != primitive.UnknowState {
 				t.Errorf("database down: %v, want unknown", got)
 			}

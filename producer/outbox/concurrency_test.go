@@ -69,7 +69,10 @@ func runRelays(t *testing.T, b *bundle, n int, s Sender, cfg RelayConfig) []*Rel
 
 func TestFourRelaysSendEachRowOnce(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testenv.DB) {
-		const rows = 10_000
+		rows := 10_000
+		if d.Dialect == DialectSQLite && raceEnabled {
+			rows = 1_000 // see raceEnabled
+		}
 		b := setup(t, d, Config{})
 		ids := b.enqueueN(t, "orders", rows)
 		s := &recSender{}
@@ -98,13 +101,13 @@ func TestFourRelaysSendEachRowOnce(t *testing.T) {
 				busy++
 			}
 		}
-		if sent != rows || lost != 0 || log.claims != rows {
+		if sent != int64(rows) || lost != 0 || log.claims != rows {
 			t.Fatalf("relays marked %d sent, lost %d claims, claimed %d; want %d, 0, %d", sent, lost, log.claims, rows, rows)
 		}
 		if busy < 2 {
 			t.Fatalf("only %d of 4 relays sent anything; the test did not exercise concurrency", busy)
 		}
-		if st := b.stats(t); st.Sent != rows {
+		if st := b.stats(t); st.Sent != int64(rows) {
 			t.Fatalf("stats = %+v", st)
 		}
 	})
@@ -112,7 +115,10 @@ func TestFourRelaysSendEachRowOnce(t *testing.T) {
 
 func TestOrderedModeKeepsPerKeyOrder(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testenv.DB) {
-		const keys, perKey = 8, 60
+		keys, perKey := 8, 60
+		if d.Dialect == DialectSQLite && raceEnabled {
+			keys, perKey = 4, 20 // see raceEnabled
+		}
 		b := setup(t, d, Config{Ordered: true})
 		// Interleave keys, one transaction per round, plus unkeyed rows.
 		for i := 0; i < perKey; i++ {
@@ -162,7 +168,7 @@ func TestOrderedModeKeepsPerKeyOrder(t *testing.T) {
 				t.Fatalf("key-%d: %d rows sent, want %d", k, n, perKey)
 			}
 		}
-		if st := b.stats(t); st.Sent != keys*perKey+perKey || st.Failed != 0 {
+		if st := b.stats(t); st.Sent != int64(keys*perKey+perKey) || st.Failed != 0 {
 			t.Fatalf("stats = %+v", st)
 		}
 	})

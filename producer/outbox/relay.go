@@ -384,9 +384,10 @@ func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, stri
 	if ob.ordered {
 		// A row with a sharding key waits for every earlier row of its key
 		// that is still pending (claimed or not): at most one row per key
-		// is in flight, and rows go out in id order.
+		// is in flight, and rows go out in id order. The redundant
+		// "p.sharding_key <> ''" lets the planner use the partial index.
 		where += " AND (o.sharding_key = '' OR NOT EXISTS (SELECT 1 FROM " + ob.table +
-			" p WHERE p.sharding_key = o.sharding_key AND p.status = 0 AND p.id < o.id))"
+			" p WHERE p.sharding_key = o.sharding_key AND p.sharding_key <> '' AND p.status = 0 AND p.id < o.id))"
 	}
 	pick := "SELECT o.id FROM " + ob.table + " o WHERE " + where + " ORDER BY o.next_attempt_at, o.id LIMIT ?"
 	pickArgs := append(whereArgs, limit)
