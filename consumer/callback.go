@@ -1,0 +1,189 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	rmq "github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/middleware"
+)
+
+// verdict is the consumer's decision about one message.
+type verdict int
+
+const (
+	ack   verdict = iota // acknowledge
+	retry                // redeliver later
+)
+
+// outcome is the result of running one message through the chain.
+type outcome struct {
+	verdict verdict
+	// delay is how long to wait before the redelivery (retry only).
+	delay time.Duration
+}
+
+// consume is the callback the client calls with a batch of messages (one
+// unless BatchSize is larger). The client takes only the returned result
+// (it logs the error and ignores it: returning ConsumeSuccess with an
+// error acknowledges), so consume always returns a nil error and says
+// RetryLater or SuspendCurrentQueueAMoment explicitly.
+//
+// Each message runs through the chain on its own. In concurrent mode every
+// message of the batch runs, and if any fails the whole batch is retried
+// with the longest delay asked for; in orderly mode the batch stops at the
+// first failure, since later messages must not overtake it.
+func (c *Consumer) consume(ctx context.Context, msgs ...*primitive.MessageExt) (result rmq.ConsumeResult, _ error) {
+	if !c.enter() {
+		return c.refuse(ctx, len(msgs)), nil
+	}
+	defer c.leave()
+	// Belt and braces: a panic outside the chain (conversion, KeyFunc, a
+	// chain without Recover) must not kill the process (orderly mode) or
+	// leave the batch unacknowledged until the consume timeout
+	// (concurrent mode).
+	defer func() {
+		if v := recover(); v != nil {
+			c.stats.panics.Add(1)
+			c.log.Error("panic in the consumer callback; the batch will be redelivered",
+				slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			result = c.failResult(ctx, c.cfg.SuspendInterval, middleware.RocketMQDelayLevel(c.cfg.RetryPolicy.Initial))
+		}
+	}()
+
+	failed := false
+	var longest time.Duration
+	for _, ext := range msgs {
+		o := c.process(ctx, ext)
+		if o.verdict == ack {
+			continue
+		}
+		failed = true
+		longest = max(longest, o.delay)
+		if c.cfg.Orderly {
+			break
+		}
+	}
+	if !failed {
+		return rmq.ConsumeSuccess, nil
+	}
+	pause := min(max(longest, c.cfg.SuspendInterval), c.cfg.MaxSuspendInterval)
+	return c.failResult(ctx, pause, middleware.RocketMQDelayLevel(longest)), nil
+}
+
+// failResult returns the result that asks the client to redeliver the
+// batch: in orderly mode SuspendCurrentQueueAMoment with the queue's
+// pause, otherwise RetryLater with the delay level.
+func (c *Consumer) failResult(ctx context.Context, pause time.Duration, level int) rmq.ConsumeResult {
+	if c.cfg.Orderly {
+		if oc, ok := primitive.GetOrderlyCtx(ctx); ok {
+			oc.SuspendCurrentQueueTimeMillis = int(pause.Milliseconds())
+		}
+		return rmq.SuspendCurrentQueueAMoment
+	}
+	if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
+		cc.DelayLevelWhenNextConsume = level
+	}
+	return rmq.ConsumeRetryLater
+}
+
+// process runs one message through the chain and classifies the result.
+func (c *Consumer) process(ctx context.Context, ext *primitive.MessageExt) outcome {
+	c.stats.delivered.Add(1)
+	// The handler's context keeps the client's values (primitive.
+	// GetConsumerCtx and friends) and is cancelled when Shutdown gives up
+	// waiting.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.baseCtx, cancel)
+	defer stop()
+
+	msg, err := c.run(hctx, ext)
+	attempt := 1
+	if msg != nil {
+		attempt = msg.Attempt
+	}
+	var perr *middleware.PanicError
+	if errors.As(err, &perr) {
+		c.stats.panics.Add(1)
+	}
+	switch {
+	case err != nil && c.baseCtx.Err() != nil:
+		// Interrupted by Shutdown: never acknowledge, whatever the chain
+		// said (the DeadLetter middleware buries nothing while its context
+		// is done, so even a permanent error is retried).
+		c.stats.retried.Add(1)
+		return outcome{verdict: retry, delay: c.cfg.RetryPolicy.Next(attempt, err)}
+	case err == nil:
+		c.stats.succeeded.Add(1)
+		return outcome{verdict: ack}
+	case idemq.IsPermanent(err):
+		c.stats.discarded.Add(1)
+		c.stats.succeeded.Add(1)
+		c.log.ErrorContext(ctx, "permanent failure reached the consumer (no DeadLetter middleware in the chain); message acknowledged and dropped",
+			append(msgAttrs(msg, ext), slog.Any("error", err))...)
+		return outcome{verdict: ack}
+	default:
+		c.stats.retried.Add(1)
+		d := c.cfg.RetryPolicy.Next(attempt, err)
+		c.log.DebugContext(ctx, "message will be redelivered",
+			append(msgAttrs(msg, ext), slog.Any("error", err), slog.Duration("delay", d))...)
+		return outcome{verdict: retry, delay: d}
+	}
+}
+
+// run converts ext, applies KeyFunc and calls the chain. A panic anywhere
+// in it becomes a *middleware.PanicError.
+func (c *Consumer) run(ctx context.Context, ext *primitive.MessageExt) (msg *idemq.Message, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &middleware.PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	msg = ToMessage(ext, c.cfg.Group)
+	if msg == nil {
+		return nil, idemq.Permanent(errors.New("consumer: nil message from the client"))
+	}
+	if c.cfg.KeyFunc != nil {
+		if k := c.cfg.KeyFunc(msg); k != "" {
+			msg.Key = k
+		}
+	}
+	return msg, c.handler.Handle(ctx, msg)
+}
+
+// refuse answers a callback that arrived after Shutdown began, without
+// running the handler. It waits until the client is shut down, so that the
+// client drops the result (it ignores the result of a callback whose
+// process queue was dropped): the messages are neither sent back to the
+// retry topic, where they would count a broker-side attempt, nor
+// acknowledged. Their offsets stay uncommitted and the broker delivers them
+// again.
+func (c *Consumer) refuse(ctx context.Context, n int) rmq.ConsumeResult {
+	c.stats.refused.Add(int64(n))
+	<-c.released
+	return c.failResult(ctx, c.cfg.SuspendInterval, middleware.RocketMQDelayLevel(c.cfg.RetryPolicy.Initial))
+}
+
+func msgAttrs(msg *idemq.Message, ext *primitive.MessageExt) []any {
+	if msg == nil {
+		if ext == nil {
+			return nil
+		}
+		return []any{slog.String("topic", ext.Topic), slog.String("msg_id", ext.MsgId)}
+	}
+	return []any{
+		slog.String("message_id", msg.ID),
+		slog.String("key", msg.DedupKey()),
+		slog.String("topic", msg.Topic),
+		slog.String("tags", msg.Tags),
+		slog.Int("attempt", msg.Attempt),
+		slog.Int("body_bytes", len(msg.Body)),
+	}
+}

@@ -1,0 +1,324 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/middleware"
+)
+
+// Defaults of Config.
+const (
+	// DefaultConsumeGoroutines is the client's own default.
+	DefaultConsumeGoroutines = 20
+	// DefaultBatchSize delivers one message per callback.
+	DefaultBatchSize = 1
+	// DefaultMaxAttempts matches middleware.DefaultMaxAttempts and
+	// RocketMQ's default of 16 redeliveries.
+	DefaultMaxAttempts = middleware.DefaultMaxAttempts
+	// DefaultSuspendInterval is the shortest pause of an orderly queue
+	// after a failure.
+	DefaultSuspendInterval = time.Second
+	// DefaultMaxSuspendInterval caps the pause of an orderly queue after a
+	// failure.
+	DefaultMaxSuspendInterval = 30 * time.Second
+	// DefaultShutdownTimeout bounds how long Shutdown waits for handlers in
+	// flight.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultTagExpression selects every tag.
+	DefaultTagExpression = "*"
+)
+
+// Limits of Config.
+const (
+	// MaxBatchSize is the client's largest ConsumeMessageBatchMaxSize.
+	MaxBatchSize = 1024
+	// MaxConsumeGoroutines bounds ConsumeGoroutines.
+	MaxConsumeGoroutines = 1000
+	// MaxMaxAttempts bounds MaxAttempts.
+	MaxMaxAttempts = 1000
+)
+
+// ErrInvalidConfig is wrapped by every error New returns for a bad Config.
+var ErrInvalidConfig = errors.New("consumer: invalid config")
+
+// Subscription selects messages of one topic.
+type Subscription struct {
+	// Topic is the topic to consume. Required.
+	Topic string
+	// Tags is a RocketMQ tag expression such as "created||paid". Defaults
+	// to DefaultTagExpression ("*", every tag).
+	Tags string
+}
+
+// Config configures a Consumer. Zero fields take the defaults named in
+// their comments; New applies them and validates the result.
+type Config struct {
+	// NameServers are the RocketMQ name servers as host:port. Host names
+	// are resolved to IP addresses by New, because rocketmq-client-go
+	// accepts only IP:port (it rejects "localhost:9876"). Required.
+	NameServers []string
+
+	// Group is the consumer group. It also scopes the dedup rows: two
+	// groups never share them. Required; at most idemq.MaxKeyLen bytes of
+	// [a-zA-Z0-9_%|-].
+	Group string
+
+	// InstanceName names the client instance. rocketmq-client-go shares one
+	// internal client (connections, routes, rebalancing) among all
+	// producers and consumers of a process with the same instance name,
+	// which breaks when they use different name servers. Defaults to a
+	// name unique to this Consumer ("<group>@<pid>#<n>").
+	InstanceName string
+
+	// Subscriptions lists the topics to consume, each at most once.
+	// Required.
+	Subscriptions []Subscription
+
+	// Handler consumes the messages. Required.
+	Handler idemq.Handler
+
+	// Middleware wraps Handler with idemq.Chain, Middleware[0] outermost;
+	// typically the result of middleware.Standard. Without the DeadLetter
+	// middleware a permanent failure is acknowledged and logged at Error
+	// level, and nothing else keeps the message (see the package
+	// documentation). Defaults to none.
+	Middleware []idemq.Middleware
+
+	// Orderly consumes each queue in order, one callback at a time: a
+	// failure pauses the queue (see SuspendInterval) and redelivers the
+	// same messages in place, so later messages of the queue wait. Defaults
+	// to false: concurrent consumption.
+	Orderly bool
+
+	// ConsumeGoroutines bounds the callbacks the client runs at once per
+	// topic (concurrent mode). Defaults to DefaultConsumeGoroutines (20).
+	ConsumeGoroutines int
+
+	// BatchSize is the most messages the client hands to one callback
+	// (1 to MaxBatchSize). Each message runs through the chain on its own,
+	// with its own dedup; but the client takes one result per batch, so if
+	// one message fails the whole batch is redelivered, and the messages
+	// that had succeeded come back as duplicates (dedup acknowledges them
+	// without calling the handler). Keep 1 unless handlers are cheap.
+	// Defaults to DefaultBatchSize (1).
+	BatchSize int
+
+	// MaxAttempts is passed to the client as MaxReconsumeTimes: in
+	// concurrent mode the broker moves a message to its own dead-letter
+	// queue (%DLQ%<group>) when delivery MaxAttempts+1 fails; in orderly
+	// mode the client sends it there after about MaxAttempts+2 failed
+	// deliveries. Set the DeadLetter middleware's MaxAttempts to this
+	// value or lower (both default to 16): the middleware then buries the
+	// message in the ledger at attempt MaxAttempts and acknowledges it, and
+	// the broker's %DLQ% is only a backstop for a message whose dead letter
+	// could not be stored. The idemq ledger never reads the %DLQ%.
+	// Defaults to DefaultMaxAttempts (16).
+	MaxAttempts int
+
+	// RetryPolicy computes the delay before a failed message is
+	// redelivered: in concurrent mode it is rounded up to a RocketMQ delay
+	// level (middleware.RocketMQDelayLevel), in orderly mode it is the
+	// queue's pause, within [SuspendInterval, MaxSuspendInterval]. An
+	// idemq.RetryAfter delay is honoured as a floor. Defaults to
+	// middleware.RetryPolicy{} (1s doubling, jittered, capped at 2h).
+	RetryPolicy middleware.RetryPolicy
+
+	// SuspendInterval is the shortest pause of an orderly queue after a
+	// failure, before the same messages are delivered again (the client's
+	// own default is no pause at all). Defaults to DefaultSuspendInterval
+	// (1s).
+	SuspendInterval time.Duration
+
+	// MaxSuspendInterval caps the pause of an orderly queue after a
+	// failure. Defaults to DefaultMaxSuspendInterval (30s).
+	MaxSuspendInterval time.Duration
+
+	// ShutdownTimeout bounds how long Shutdown waits for handlers in
+	// flight, whatever the deadline of its context. Defaults to
+	// DefaultShutdownTimeout (30s).
+	ShutdownTimeout time.Duration
+
+	// KeyFunc, if set, maps a message to a business dedup key such as
+	// "order:123:redpacket", stored in msg.Key before the chain runs; ""
+	// keeps the default (the message ID). For an extractor that can fail
+	// (parsing the body, say), use middleware.DedupOptions.KeyFunc instead:
+	// its failures are permanent and reach the dead letters. Defaults to
+	// nil.
+	KeyFunc func(msg *idemq.Message) string
+
+	// Logger receives the consumer's own logs. Defaults to slog.Default().
+	// The client library logs through its rlog package (see
+	// producer.SetClientLogger).
+	Logger *slog.Logger
+}
+
+var groupRE = regexp.MustCompile(`^[%|a-zA-Z0-9_-]+$`)
+
+var instanceSeq atomic.Int64
+
+// withDefaults returns c with zero fields set to their defaults. It is the
+// only place defaults are applied.
+func (c Config) withDefaults() Config {
+	if c.InstanceName == "" && c.Group != "" {
+		c.InstanceName = fmt.Sprintf("%s@%d#%d", c.Group, os.Getpid(), instanceSeq.Add(1))
+	}
+	subs := make([]Subscription, len(c.Subscriptions))
+	for i, s := range c.Subscriptions {
+		if s.Tags == "" {
+			s.Tags = DefaultTagExpression
+		}
+		subs[i] = s
+	}
+	c.Subscriptions = subs
+	c.Middleware = append([]idemq.Middleware(nil), c.Middleware...)
+	c.NameServers = append([]string(nil), c.NameServers...)
+	if c.ConsumeGoroutines == 0 {
+		c.ConsumeGoroutines = DefaultConsumeGoroutines
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	c.RetryPolicy = c.RetryPolicy.WithDefaults()
+	if c.SuspendInterval == 0 {
+		c.SuspendInterval = DefaultSuspendInterval
+	}
+	if c.MaxSuspendInterval == 0 {
+		c.MaxSuspendInterval = max(DefaultMaxSuspendInterval, c.SuspendInterval)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate reports the first invalid field of a Config with its defaults
+// applied.
+func (c Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	if len(c.NameServers) == 0 {
+		return bad("NameServers is empty")
+	}
+	for _, a := range c.NameServers {
+		if _, _, err := splitHostPort(a); err != nil {
+			return bad("%v", err)
+		}
+	}
+	switch {
+	case c.Group == "":
+		return bad("Group is empty")
+	case len(c.Group) > idemq.MaxKeyLen:
+		return bad("Group %q is longer than %d bytes", c.Group, idemq.MaxKeyLen)
+	case !groupRE.MatchString(c.Group):
+		return bad("Group %q may hold only [a-zA-Z0-9_%%|-]", c.Group)
+	case len(c.InstanceName) > 255:
+		return bad("InstanceName is longer than 255 bytes")
+	case len(c.Subscriptions) == 0:
+		return bad("Subscriptions is empty")
+	}
+	seen := make(map[string]bool, len(c.Subscriptions))
+	for i, s := range c.Subscriptions {
+		switch {
+		case !groupRE.MatchString(s.Topic) || len(s.Topic) > 127:
+			return bad("Subscriptions[%d].Topic %q: want 1 to 127 of [a-zA-Z0-9_%%|-]", i, s.Topic)
+		case seen[s.Topic]:
+			return bad("topic %q is subscribed twice (the client keeps one callback per topic)", s.Topic)
+		}
+		seen[s.Topic] = true
+	}
+	if c.Handler == nil {
+		return bad("%w", idemq.ErrNilHandler)
+	}
+	if f, ok := c.Handler.(idemq.HandlerFunc); ok && f == nil {
+		return bad("%w", idemq.ErrNilHandler)
+	}
+	for i, m := range c.Middleware {
+		if m == nil {
+			return bad("Middleware[%d]: %w", i, idemq.ErrNilMiddleware)
+		}
+	}
+	switch {
+	case c.ConsumeGoroutines < 1 || c.ConsumeGoroutines > MaxConsumeGoroutines:
+		return bad("ConsumeGoroutines %d not in [1, %d]", c.ConsumeGoroutines, MaxConsumeGoroutines)
+	case c.BatchSize < 1 || c.BatchSize > MaxBatchSize:
+		return bad("BatchSize %d not in [1, %d]", c.BatchSize, MaxBatchSize)
+	case c.MaxAttempts < 1 || c.MaxAttempts > MaxMaxAttempts:
+		return bad("MaxAttempts %d not in [1, %d]", c.MaxAttempts, MaxMaxAttempts)
+	case c.SuspendInterval < time.Millisecond:
+		return bad("SuspendInterval %s below 1ms", c.SuspendInterval)
+	case c.MaxSuspendInterval < c.SuspendInterval:
+		return bad("MaxSuspendInterval %s below SuspendInterval %s", c.MaxSuspendInterval, c.SuspendInterval)
+	case c.ShutdownTimeout < 0:
+		return bad("negative ShutdownTimeout %s", c.ShutdownTimeout)
+	}
+	if err := c.RetryPolicy.Validate(); err != nil {
+		return bad("RetryPolicy: %w", err)
+	}
+	return nil
+}
+
+// splitHostPort checks a name server address.
+func splitHostPort(addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("name server %q: %w", addr, err)
+	}
+	if host == "" {
+		return "", "", fmt.Errorf("name server %q: no host", addr)
+	}
+	if n, perr := strconv.ParseUint(port, 10, 16); perr != nil || n == 0 {
+		return "", "", fmt.Errorf("name server %q: bad port %q", addr, port)
+	}
+	return host, port, nil
+}
+
+// resolveNameServers turns host:port into IP:port, as the client demands,
+// preferring an IPv4 address.
+func resolveNameServers(ctx context.Context, addrs []string) (primitive.NamesrvAddr, error) {
+	out := make(primitive.NamesrvAddr, 0, len(addrs))
+	for _, a := range addrs {
+		host, port, err := splitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		if ip := net.ParseIP(host); ip != nil {
+			out = append(out, net.JoinHostPort(ip.String(), port))
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		if err != nil {
+			return nil, fmt.Errorf("consumer: resolve name server %q: %w", a, err)
+		}
+		if len(ips) == 0 {
+			return nil, fmt.Errorf("consumer: name server %q resolves to no address", a)
+		}
+		ip := ips[0].IP
+		for _, cand := range ips {
+			if cand.IP.To4() != nil {
+				ip = cand.IP
+				break
+			}
+		}
+		out = append(out, net.JoinHostPort(ip.String(), port))
+	}
+	return out, nil
+}

@@ -1,0 +1,85 @@
+// Package consumer turns an idemq.Handler and its middleware into a
+// RocketMQ push consumer (github.com/apache/rocketmq-client-go/v2, v2.1.2),
+// in clustering mode, concurrent or orderly.
+//
+//	mws, _ := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store})
+//	c, err := consumer.New(consumer.Config{
+//		NameServers:   []string{"rocketmq-ns:9876"},
+//		Group:         "rewards",
+//		Subscriptions: []consumer.Subscription{{Topic: "orders", Tags: "paid"}},
+//		Handler:       grantRedPacket,
+//		Middleware:    mws,
+//	})
+//	if err != nil { ... }
+//	if err := c.Start(); err != nil { ... }
+//	defer c.Shutdown(context.Background())
+//
+// Every delivered message is converted with ToMessage (ID from the
+// idemq.PropertyMessageID property, Attempt = ReconsumeTimes+1, user
+// properties only) and run through the chain on its own. The chain's
+// result decides the delivery, exactly:
+//
+//   - nil (processed, duplicate or dead-lettered by the DeadLetter
+//     middleware): ConsumeSuccess, the message is acknowledged;
+//   - a retryable error: ConsumeRetryLater, returned explicitly (the client
+//     ignores a callback's error, and "ConsumeSuccess, err" would
+//     acknowledge), with DelayLevelWhenNextConsume set from
+//     Config.RetryPolicy at the message's attempt, rounded up to a RocketMQ
+//     delay level; an idemq.RetryAfter delay is honoured as a floor. In
+//     orderly mode: SuspendCurrentQueueAMoment, with the queue paused for
+//     that delay held within [SuspendInterval, MaxSuspendInterval];
+//   - an idemq.Permanent error that reached the consumer, which happens
+//     only when no DeadLetter middleware is in the chain (with one, it was
+//     buried and the chain returned nil): acknowledged and logged at Error
+//     level with the message's ID, key and topic. Nothing else keeps the
+//     message: put middleware.DeadLetter in the chain (Standard does);
+//   - a panic anywhere in the chain or in the consumer's own code:
+//     recovered and retried, counted in Stats.Panics. (An orderly-mode
+//     panic in the client's callback would kill the process.)
+//
+// # What the consumer guarantees
+//
+//   - A message is acknowledged only when the chain returned nil or a
+//     permanent error; every other outcome, panics and handlers cut short
+//     by Shutdown included, leads to a redelivery. With the Standard chain
+//     that means a message is acknowledged only once it was processed,
+//     found a duplicate, or buried as a dead letter.
+//   - In a batch (BatchSize > 1) each message has its own dedup; if one
+//     fails the whole batch is redelivered (the client keeps one result
+//     per batch), and its other messages come back as duplicates that
+//     dedup acknowledges without running the handler. In orderly mode the
+//     batch stops at the first failure, so no later message overtakes it.
+//   - Orderly mode keeps the order of each queue through retries: a failed
+//     message is redelivered in place after a real pause, and Attempt
+//     grows with each try, so the DeadLetter middleware's MaxAttempts ends
+//     a poison message instead of blocking its queue forever. Attempt
+//     counted by the client is lost on restart or rebalance; the Attempts
+//     middleware keeps the durable count in the ledger.
+//   - The broker's MaxReconsumeTimes is Config.MaxAttempts, so its own
+//     dead-letter queue (%DLQ%<group>) is reached only after the
+//     DeadLetter middleware had its chance (when its MaxAttempts is not
+//     above the consumer's): it is a backstop for a dead letter that could
+//     not be stored.
+//   - Shutdown stops pulling, waits for handlers in flight up to its
+//     deadline, then shuts the client down (persisting offsets). Callbacks
+//     that arrive once Shutdown began run no handler and are handed back
+//     without counting an attempt (see Consumer.Shutdown).
+//
+// # What it does not guarantee
+//
+//   - It does not make RocketMQ deliver exactly once: redeliveries and
+//     duplicates after a rebalance or restart are normal, and only the
+//     dedup middleware makes their effects happen once.
+//   - A retry relies on the client's send-back to the broker. In
+//     rocketmq-client-go v2.1.2 a send-back the broker refuses with an
+//     error reply is taken as a success, and the message is lost (upstream
+//     issue 1106); a send-back that fails in transport is re-consumed
+//     locally after 5 s.
+//   - The delay before a concurrent-mode retry is one of RocketMQ's 18
+//     levels (1s 5s 10s 30s 1m ... 2h), never finer.
+//   - A handler that ignores its context runs on after Shutdown's deadline;
+//     its result is then ignored and its message redelivered.
+//   - rocketmq-client-go's push consumer has data races of its own
+//     (upstream issue 961): a process that runs it under the race detector
+//     reports them.
+package consumer
