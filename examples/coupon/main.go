@@ -1,0 +1,337 @@
+// Command coupon is a coupon-issuing service built on idemq's lease mode.
+//
+// Issuing a coupon is an effect outside the database: a call to a coupon
+// API. The consumer claims each message's key with an owner-fenced lease
+// (sqldedup in lease mode, with the Redis fast path in front when -redis is
+// given), calls the API, and marks the key done. The API receives the idemq
+// message ID as its idempotency key, which covers lease mode's honest limit:
+// a consumer that dies after the API call and before marking done has its
+// message redelivered, and the API answers the replay with the coupon it
+// already issued.
+//
+// The run injects duplicate sends and consumers that fail right after the
+// API call, then prints a reconciliation: messages, API calls, replays the
+// API absorbed, coupons issued, and double coupons, which must be 0.
+//
+// With no flags it runs on SQLite and the in-process test broker, with the
+// coupon API on a loopback port:
+//
+//	go run ./examples/coupon
+//	go run ./examples/coupon -redis 127.0.0.1:6379 -db postgres -dsn "host=... dbname=..."
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/redisdedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/producer"
+)
+
+const (
+	topic = "coupon_issue"
+	group = "coupon_service"
+)
+
+// couponAPI is the external coupon service: it issues a coupon per
+// idempotency key and answers a replayed key with the coupon it issued.
+type couponAPI struct {
+	mu      sync.Mutex
+	byKey   map[string]string // idempotency key -> coupon code
+	perUser map[string]int    // user+campaign -> coupons issued
+	calls   atomic.Int64
+	replays atomic.Int64
+}
+
+type issueRequest struct {
+	User     string `json:"user"`
+	Campaign string `json:"campaign"`
+}
+
+func (a *couponAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.calls.Add(1)
+	key := r.Header.Get("Idempotency-Key")
+	if r.Method != http.MethodPost || key == "" {
+		http.Error(w, "POST with an Idempotency-Key header", http.StatusBadRequest)
+		return
+	}
+	var req issueRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.User == "" {
+		http.Error(w, "bad request body", http.StatusBadRequest)
+		return
+	}
+	a.mu.Lock()
+	code, seen := a.byKey[key]
+	if !seen {
+		code = fmt.Sprintf("CPN-%s-%d", req.Campaign, len(a.byKey)+1)
+		a.byKey[key] = code
+		a.perUser[req.User+"/"+req.Campaign]++
+	}
+	a.mu.Unlock()
+	if seen {
+		a.replays.Add(1)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{"code": code})
+}
+
+// issuer is the consumer side.
+type issuer struct {
+	api        string
+	client     *http.Client
+	delivered  atomic.Int64
+	duplicates atomic.Int64
+	failOnce   sync.Map
+	failures   atomic.Int64
+}
+
+// issue calls the coupon API with the message ID as the idempotency key.
+// For every 15th user it then fails once, as a consumer that died after
+// the API call and before marking the key done.
+func (s *issuer) issue(ctx context.Context, msg *idemq.Message) error {
+	s.delivered.Add(1)
+	var req issueRequest
+	if err := json.Unmarshal(msg.Body, &req); err != nil {
+		return idemq.Permanent(fmt.Errorf("bad coupon request: %w", err))
+	}
+	body, _ := json.Marshal(req)
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.api+"/coupons", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Idempotency-Key", msg.ID)
+	resp, err := s.client.Do(hr)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("coupon API: %s", resp.Status)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return idemq.Permanent(fmt.Errorf("coupon API refused: %s", resp.Status))
+	}
+	if n, _ := strconv.Atoi(msg.Property("user_no")); n%15 == 0 {
+		if _, again := s.failOnce.LoadOrStore(msg.ID, struct{}{}); !again {
+			s.failures.Add(1)
+			return errors.New("injected failure after the API call")
+		}
+	}
+	return nil
+}
+
+func main() {
+	users := flag.Int("users", 120, "number of users to issue a coupon to")
+	dbName := flag.String("db", "sqlite", "database: sqlite, postgres or mysql")
+	dsn := flag.String("dsn", "", "database DSN (default: a SQLite file in a temporary directory)")
+	namesrv := flag.String("namesrv", "", "RocketMQ name server host:port (default: the in-process test broker)")
+	redisAddr := flag.String("redis", "", "Redis address for the dedup fast path (default: none)")
+	timeout := flag.Duration("timeout", 90*time.Second, "give up waiting after this long")
+	flag.Parse()
+	if err := run(*users, *dbName, *dsn, *namesrv, *redisAddr, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "coupon:", err)
+		os.Exit(1)
+	}
+}
+
+func openDB(name, dsn string) (*gorm.DB, func(), error) {
+	cleanup := func() {}
+	var d gorm.Dialector
+	switch name {
+	case "sqlite":
+		if dsn == "" {
+			dir, err := os.MkdirTemp("", "coupon-")
+			if err != nil {
+				return nil, nil, err
+			}
+			cleanup = func() { os.RemoveAll(dir) }
+			dsn = sqldedup.SQLiteDSN(filepath.Join(dir, "coupon.db"))
+		}
+		d = sqlite.Open(dsn)
+	case "postgres":
+		d = postgres.Open(dsn)
+	case "mysql":
+		d = mysql.Open(dsn)
+	default:
+		return nil, nil, fmt.Errorf("unknown -db %q", name)
+	}
+	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return db, cleanup, nil
+}
+
+func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duration) error {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	producer.SetClientLogger(log)
+
+	api := &couponAPI{byKey: map[string]string{}, perUser: map[string]int{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	db, cleanup, err := openDB(dbName, dsn)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	nameServers := []string{namesrv}
+	if namesrv == "" {
+		b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		nameServers = []string{b.Addr()}
+	}
+
+	store, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: "coupon_idemq_", LeaseDuration: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	if err := store.Migrate(ctx); err != nil {
+		return err
+	}
+	var ds dedup.Store = store
+	mode := "lease mode on " + dbName
+	if redisAddr != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+		defer rdb.Close()
+		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{Logger: log}); err != nil {
+			return err
+		}
+		mode += " with the Redis fast path at " + redisAddr
+	}
+	fmt.Printf("coupon: %d users, %s, coupon API at http://%s\n", users, mode, ln.Addr())
+
+	is := &issuer{api: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 5 * time.Second}}
+	chain, err := middleware.Standard(middleware.StandardConfig{
+		Store: ds, Ledger: store, Logger: log,
+		Dedup: middleware.DedupOptions{OnOutcome: func(_ context.Context, _ *idemq.Message, r dedup.Result) {
+			if r.Outcome == dedup.Duplicate {
+				is.duplicates.Add(1)
+			}
+		}},
+	})
+	if err != nil {
+		return err
+	}
+	cons, err := consumer.New(consumer.Config{
+		NameServers: nameServers, Group: group,
+		Subscriptions:     []consumer.Subscription{{Topic: topic, Expression: "*"}},
+		Handler:           idemq.HandlerFunc(is.issue),
+		Middleware:        chain,
+		ConsumeGoroutines: 8,
+		Logger:            log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := cons.Start(); err != nil {
+		return err
+	}
+
+	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	if err != nil {
+		return err
+	}
+	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDs: ids, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer prod.Shutdown()
+
+	sends := 0
+	for i := 1; i <= users; i++ {
+		body, _ := json.Marshal(issueRequest{User: fmt.Sprintf("user-%d", i), Campaign: "double11"})
+		msg := &idemq.Message{Topic: topic, Body: body, Properties: map[string]string{"user_no": strconv.Itoa(i)}}
+		copies := 1
+		if i%4 == 0 {
+			copies = 2 // a producer retry: same message, same ID
+		}
+		for c := 0; c < copies; c++ {
+			if _, err := prod.SendSync(ctx, msg); err != nil {
+				return fmt.Errorf("send for user %d: %w", i, err)
+			}
+			sends++
+		}
+	}
+
+	deadline := time.Now().Add(timeout)
+	for {
+		api.mu.Lock()
+		issued := len(api.byKey)
+		api.mu.Unlock()
+		if issued == users && is.duplicates.Load() >= int64(sends-users) {
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Printf("timed out: %d of %d coupons issued\n", issued, users)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := cons.Shutdown(sctx); err != nil {
+		return err
+	}
+
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	doubles := 0
+	for _, n := range api.perUser {
+		if n > 1 {
+			doubles++
+		}
+	}
+	fmt.Println("reconciliation")
+	fmt.Printf("  users                       %6d\n", users)
+	fmt.Printf("  messages sent               %6d\n", sends)
+	fmt.Printf("  deliveries                  %6d  (%d failures after the API call injected)\n", is.delivered.Load(), is.failures.Load())
+	fmt.Printf("  duplicates skipped          %6d\n", is.duplicates.Load())
+	fmt.Printf("  coupon API calls            %6d  (%d replays answered by the idempotency key)\n", api.calls.Load(), api.replays.Load())
+	fmt.Printf("  coupons issued              %6d\n", len(api.byKey))
+	fmt.Printf("  double coupons              %6d\n", doubles)
+	switch {
+	case doubles != 0:
+		return fmt.Errorf("%d users got two coupons", doubles)
+	case len(api.byKey) != users:
+		return fmt.Errorf("%d of %d coupons issued", len(api.byKey), users)
+	}
+	fmt.Println("OK: every coupon issued exactly once")
+	return nil
+}
