@@ -250,8 +250,11 @@ func (p *Producer) end() { p.wg.Done() }
 // ID source: msg.ID, the property idemq.PropertyMessageID and an entry in
 // msg.Keys (added once). A message stamped earlier keeps its ID; a message
 // whose ID is empty but whose PropertyMessageID property is set (a
-// redriven dead letter, say) takes the ID from the property. Every send
-// calls Stamp first.
+// redriven dead letter, say) takes the ID from the property; an ID that
+// differs from that property is refused. Every send calls Stamp first.
+//
+// Stamp writes to msg, so one message must not be stamped or sent from two
+// goroutines at once.
 func (p *Producer) Stamp(msg *idemq.Message) error {
 	return stamp(p.cfg.IDs, msg)
 }
