@@ -51,6 +51,7 @@ func withFastPath(t *testing.T, sub deduptest.Subject) deduptest.Subject {
 	fp, err := NewFastPath(sub.Store, newClient(t, p.Addr()), FastPathConfig{
 		KeyPrefix: keyPrefix(t),
 		TTL:       dedup.Retention{}.WithDefaults().Keep,
+		Timeout:   2 * time.Second, // a busy test machine must not turn hits into fallbacks
 		Logger:    quietLogger,
 	})
 	if err != nil {

@@ -35,6 +35,11 @@ func setupFastPath(t *testing.T, client *redis.Client, cfg FastPathConfig) *fast
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger
 	}
+	if cfg.Timeout == 0 {
+		// Generous: the test machine may be busy, and a timeout here would
+		// turn a hit into a fallback. Tests of timeouts set their own.
+		cfg.Timeout = 2 * time.Second
+	}
 	inner := newMapStore()
 	fp, err := NewFastPath(inner, client, cfg)
 	if err != nil {

@@ -289,7 +289,7 @@ func TestLeaseZombieCannotReleaseSuccessor(t *testing.T) {
 // TestLeaseRenewalKeepsClaim holds a short lease for several lease
 // periods: renewals keep it, so other deliveries stay Busy throughout.
 func TestLeaseRenewalKeepsClaim(t *testing.T) {
-	const lease = 300 * time.Millisecond
+	const lease = 1500 * time.Millisecond
 	b := setupLease(t, newRedis(t), LeaseConfig{Lease: lease})
 	req := dedup.Request{Group: "g", Key: "k"}
 	h := hold(t, b.store, req, nil)
@@ -301,6 +301,9 @@ func TestLeaseRenewalKeepsClaim(t *testing.T) {
 	renewals := 0
 	last := time.Duration(-1)
 	waitFor(t, "three renewals", func() bool {
+		if fnCtx.Err() != nil {
+			t.Fatalf("fn's context was cancelled after %d renewals: %v", renewals, context.Cause(fnCtx))
+		}
 		pttl, err := b.client.PTTL(context.Background(), rk).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -333,8 +336,12 @@ func TestLeaseLostCancelsFunc(t *testing.T) {
 		if err := b.client.Set(context.Background(), rk, foreign, time.Minute).Err(); err != nil {
 			return err
 		}
-		<-ctx.Done()
-		return context.Cause(ctx)
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(15 * time.Second):
+			return errors.New("fn's context was not cancelled although the key was taken")
+		}
 	})
 	if !errors.Is(err, dedup.ErrLeaseLost) {
 		t.Fatalf("got %+v, %v; want fn's ErrLeaseLost cause", res, err)
@@ -353,7 +360,11 @@ func TestLeaseRenewalFailureCancelsFunc(t *testing.T) {
 	var cause error
 	_, err := b.store.Process(context.Background(), req, func(ctx context.Context) error {
 		p.Cut()
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-time.After(15 * time.Second):
+			return errors.New("fn's context was not cancelled although renewals failed")
+		}
 		cause = context.Cause(ctx)
 		return cause
 	})
