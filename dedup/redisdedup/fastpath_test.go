@@ -453,6 +453,42 @@ func TestFastPathLeavesFailedRedisAlone(t *testing.T) {
 	}
 }
 
+// TestFastPathMarkerWriteFailureIsNotAnError cuts Redis while fn runs,
+// between the marker lookup and the marker write: the delivery still
+// succeeds (the inner store recorded it), and the failed write is counted.
+func TestFastPathMarkerWriteFailureIsNotAnError(t *testing.T) {
+	p := newProxy(t, redisAddr(t))
+	b := setupFastPath(t, newClient(t, p.Addr()), FastPathConfig{RetryInterval: -1})
+	req := dedup.Request{Group: "g", Key: "k"}
+	var runs atomic.Int64
+	res, err := b.fp.Process(context.Background(), req, func(context.Context) error {
+		runs.Add(1)
+		p.Cut()
+		return nil
+	})
+	if err != nil || res.Outcome != dedup.Processed {
+		t.Fatalf("got %+v, %v; want Processed despite the failed marker write", res, err)
+	}
+	if st := b.fp.Stats(); st.MarkerWriteErrors != 1 || st.MarkerWrites != 0 {
+		t.Fatalf("stats = %+v, want one marker write error", st)
+	}
+	p.Restore()
+	waitFor(t, "redis answering again", func() bool {
+		return b.client.Ping(context.Background()).Err() == nil
+	})
+	res = mustProcess(t, b.fp, req, counter(&runs))
+	if res.Outcome != dedup.Duplicate || res.FastPath {
+		t.Fatalf("got %+v, want the inner store's Duplicate", res)
+	}
+	res = mustProcess(t, b.fp, req, counter(&runs))
+	if res.Outcome != dedup.Duplicate || !res.FastPath {
+		t.Fatalf("got %+v, want a fast-path Duplicate once the marker is rewritten", res)
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("fn ran %d times, want 1", runs.Load())
+	}
+}
+
 // TestFastPathTimesOutOnHungRedis points the fast path at a server that
 // accepts connections and never answers. The clients have no read timeout
 // of their own, so without the fast path's call timeout Process would
