@@ -442,3 +442,31 @@ func TestSendNowClaimsLikeARelay(t *testing.T) {
 		}
 	})
 }
+
+// routeSender records the route SendRoute receives.
+type routeSender struct {
+	recSender
+	shard string
+	delay int
+	props map[string]string
+}
+
+func (s *routeSender) SendRoute(ctx context.Context, msg *idemq.Message, shardingKey string, delayLevel int) (string, error) {
+	s.shard, s.delay, s.props = shardingKey, delayLevel, msg.Properties
+	return s.Send(ctx, msg)
+}
+
+func TestRouteSenderGetsShardingKeyAndDelay(t *testing.T) {
+	b := setup(t, testenv.Databases()[0], Config{})
+	b.enqueue(t, &idemq.Message{Topic: "orders", Properties: map[string]string{PropertyShardingKey: "order:9", PropertyDelayLevel: "2", "x": "y"}})
+	s := &routeSender{}
+	if n, err := newRelay(t, b.ob, s, RelayConfig{}).RunOnce(context.Background()); err != nil || n != 1 {
+		t.Fatalf("RunOnce = %d, %v", n, err)
+	}
+	if s.shard != "order:9" || s.delay != 2 || s.props["x"] != "y" {
+		t.Fatalf("route = %q, %d, props %v", s.shard, s.delay, s.props)
+	}
+	if _, ok := s.props[PropertyShardingKey]; ok {
+		t.Fatal("the sharding key stayed in the properties of a routed send")
+	}
+}

@@ -29,6 +29,17 @@ type Sender interface {
 	Send(ctx context.Context, msg *idemq.Message) (string, error)
 }
 
+// RouteSender is a Sender that can also route by sharding key and delay by
+// level without reading them from the message properties (the producer
+// reserves RocketMQ's own property names). When the relay's Sender
+// implements it, a row with a sharding key or a delay level is sent through
+// SendRoute, and PropertyShardingKey and PropertyDelayLevel are removed
+// from the message's properties. Otherwise they stay in the properties.
+type RouteSender interface {
+	Sender
+	SendRoute(ctx context.Context, msg *idemq.Message, shardingKey string, delayLevel int) (string, error)
+}
+
 // SenderFunc adapts a function to a Sender.
 type SenderFunc func(ctx context.Context, msg *idemq.Message) (string, error)
 
@@ -485,7 +496,7 @@ func (r *Relay) handle(ctx context.Context, row *sendRow, token string) bool {
 		r.recordFailure(ctx, row, token, idemq.Permanent(fmt.Errorf("outbox: row %s cannot be sent: %w", row.MessageID, err)))
 		return false
 	}
-	brokerID, err := r.send(ctx, msg)
+	brokerID, err := r.send(ctx, msg, row.ShardingKey, row.DelayLevel)
 	if err != nil {
 		if ctx.Err() != nil && !idemq.IsPermanent(err) {
 			// Shutting down: not the message's fault, hand it back.
@@ -503,7 +514,7 @@ func (r *Relay) handle(ctx context.Context, row *sendRow, token string) bool {
 }
 
 // send calls the sender with a timeout, turning a panic into an error.
-func (r *Relay) send(ctx context.Context, msg *idemq.Message) (id string, err error) {
+func (r *Relay) send(ctx context.Context, msg *idemq.Message, shardingKey string, delayLevel int) (id string, err error) {
 	sctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
 	defer cancel()
 	defer func() {
@@ -511,6 +522,11 @@ func (r *Relay) send(ctx context.Context, msg *idemq.Message) (id string, err er
 			err = fmt.Errorf("outbox: sender panicked: %v", p)
 		}
 	}()
+	if rs, ok := r.sender.(RouteSender); ok && (shardingKey != "" || delayLevel > 0) {
+		delete(msg.Properties, PropertyShardingKey)
+		delete(msg.Properties, PropertyDelayLevel)
+		return rs.SendRoute(sctx, msg, shardingKey, delayLevel)
+	}
 	return r.sender.Send(sctx, msg)
 }
 
