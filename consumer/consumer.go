@@ -80,12 +80,12 @@ type Consumer struct {
 	released chan struct{}
 
 	// life serialises Start and Shutdown.
-	life     sync.Mutex
-	client   rocketmq.PushConsumer
-	started  bool
-	stopped  chan struct{} // closed when Shutdown finished
-	stopErr  error
-	stopOnce sync.Once
+	life      sync.Mutex
+	client    rocketmq.PushConsumer
+	started   bool
+	stopped   chan struct{} // closed when Shutdown finished
+	stopErr   error
+	stopBegun atomic.Bool
 }
 
 // New checks cfg, applies its defaults, resolves the name servers and
@@ -217,24 +217,17 @@ func (c *Consumer) Start() error {
 // the first call's result once it is done (or its own ctx's error if that
 // comes first). It may be called without Start.
 func (c *Consumer) Shutdown(ctx context.Context) error {
-	c.stopOnce.Do(func() {
-		go func() {
-			c.stopErr = c.shutdown(ctx)
-			close(c.stopped)
-		}()
-	})
+	if c.stopBegun.CompareAndSwap(false, true) {
+		c.stopErr = c.shutdown(ctx)
+		close(c.stopped)
+		return c.stopErr
+	}
+	// A later caller waits for the first one, which honours its own ctx.
 	select {
 	case <-c.stopped:
 		return c.stopErr
 	case <-ctx.Done():
-		// The first call's ctx is the one shutdown honours; a later caller
-		// with a shorter ctx stops waiting here.
-		select {
-		case <-c.stopped:
-			return c.stopErr
-		default:
-			return fmt.Errorf("consumer: shutdown still in progress: %w", ctx.Err())
-		}
+		return fmt.Errorf("consumer: shutdown still in progress: %w", ctx.Err())
 	}
 }
 
