@@ -539,3 +539,35 @@ func BenchmarkSendSyncParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestSendRoute proves the outbox relay's route: a sharding key lands on the
+// same queue SendOrdered picks, and a delay level holds the message back.
+func TestSendRoute(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{QueuesPerTopic: 8, TimeScale: 0.2})
+	p := newTestProducer(t, b, Config{Group: "pg-route"})
+	ctx := context.Background()
+	ordered, err := p.SendOrdered(ctx, &idemq.Message{Topic: "routed"}, "order-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := p.SendRoute(ctx, &idemq.Message{Topic: "routed", Body: []byte("x")}, "order-9", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range b.Messages("routed") {
+		if m.Queue.QueueId != ordered.QueueID {
+			t.Fatalf("routed message on queue %d, SendOrdered chose %d", m.Queue.QueueId, ordered.QueueID)
+		}
+	}
+	msg := &idemq.Message{Topic: "routed-later", Body: []byte("later")}
+	if _, err := p.SendRoute(ctx, msg, "", 3); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.Messages("routed-later")); n != 0 {
+		t.Fatalf("delayed message visible at once (%d)", n)
+	}
+	if _, err := p.SendRoute(ctx, &idemq.Message{Topic: "routed"}, "bad\x01key", 0); err == nil {
+		t.Fatal("sharding key with a separator accepted")
+	}
+}

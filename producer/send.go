@@ -285,7 +285,30 @@ func (p *Producer) SendSync(ctx context.Context, msg *idemq.Message, opts ...Sen
 // Send is SendSync returning only the broker's message ID (OffsetMsgID, or
 // MsgID when the broker gave none). It is the Sender of the outbox relay.
 func (p *Producer) Send(ctx context.Context, msg *idemq.Message) (string, error) {
-	res, err := p.sendSync(ctx, msg, sendOptions{})
+	return p.SendRoute(ctx, msg, "", 0)
+}
+
+// SendRoute is Send with routing: a non-empty shardingKey sends to the
+// queue the key hashes to (as SendOrdered), and a positive delayLevel
+// delays delivery (as WithDelayLevel). It makes the Producer an
+// outbox.RouteSender, so that outbox rows with a sharding key or a delay
+// level keep them through the relay.
+func (p *Producer) SendRoute(ctx context.Context, msg *idemq.Message, shardingKey string, delayLevel int) (string, error) {
+	var opts []SendOption
+	if delayLevel > 0 {
+		opts = append(opts, WithDelayLevel(delayLevel))
+	}
+	o, err := applyOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	if shardingKey != "" {
+		if hasSeparator(shardingKey) {
+			return "", invalid("sharding key contains a separator byte")
+		}
+		o.shardingKey = shardingKey
+	}
+	res, err := p.sendSync(ctx, msg, o)
 	if err != nil {
 		return "", err
 	}
