@@ -40,7 +40,8 @@ type LeaseConfig struct {
 // LeaseStore is a Redis-only [dedup.Store] in lease mode. A key holds, at
 // any time, nothing, a claim (PROCESSING, with its owner token and a
 // lease), a done mark (with the payload fingerprint), or a dead mark. See
-// the package documentation for its guarantees and its limits.
+// the package documentation for its guarantees and its limits. Its results
+// never set FastPath: the store is itself the authority.
 type LeaseStore struct {
 	client  redis.UniversalClient
 	prefix  string
