@@ -1,0 +1,178 @@
+//go:build rocketmq
+
+// Tests in files with the rocketmq build tag run the real
+// rocketmq-client-go push consumer against the in-process test broker
+// (integration/rmqtest). They are kept out of the default build because
+// the client's push consumer races internally (upstream issue 961), so
+// `go test -race` fails whenever one runs. Run them without -race:
+//
+//	go test -tags rocketmq -run TestLive ./consumer/
+
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2/rlog"
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/producer"
+)
+
+func TestMain(m *testing.M) {
+	rlog.SetLogLevel("error")
+	os.Exit(m.Run())
+}
+
+// quiet is a logger for the consumer and the chain; set
+// IDEMQ_TEST_LOG=1 to see their logs.
+func quiet() *slog.Logger {
+	if os.Getenv("IDEMQ_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// fast is a retry policy for a broker with a TimeScale: every delay maps
+// to RocketMQ's shortest level (1s, scaled).
+var fast = middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1}
+
+// world is one test's broker, producer and SQLite dedup store, with an
+// effects table the handlers write to through dedup.Tx.
+type world struct {
+	b     *rmqtest.Broker
+	p     *producer.Producer
+	db    *gorm.DB
+	store *sqldedup.Store
+}
+
+func newWorld(t *testing.T, bcfg rmqtest.Config) *world {
+	t.Helper()
+	b := rmqtest.NewTest(t, bcfg)
+	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := producer.New(producer.Config{
+		NameServers: []string{b.Addr()},
+		Group:       "pg_" + t.Name(),
+		IDs:         ids,
+		Logger:      quiet(),
+	})
+	if err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown() })
+
+	db := testenv.OpenSQLite(t)
+	store, err := sqldedup.New(db, sqldedup.Config{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// seq gives the commit order (SQLite serialises writers).
+	if err := db.Exec(`CREATE TABLE effects (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		k TEXT NOT NULL, body TEXT NOT NULL, attempt INTEGER NOT NULL)`).Error; err != nil {
+		t.Fatal(err)
+	}
+	return &world{b: b, p: p, db: db, store: store}
+}
+
+// chain returns the Standard chain on the world's store.
+func (w *world) chain(t *testing.T, maxAttempts int) []idemq.Middleware {
+	t.Helper()
+	mws, err := middleware.Standard(middleware.StandardConfig{
+		Store:      w.store,
+		Ledger:     w.store,
+		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: maxAttempts},
+		Logger:     quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mws
+}
+
+// writeEffect records msg's effect in the dedup transaction.
+func writeEffect(ctx context.Context, msg *idemq.Message) error {
+	tx := dedup.Tx(ctx)
+	if tx == nil {
+		return fmt.Errorf("no dedup transaction")
+	}
+	return tx.Exec("INSERT INTO effects (k, body, attempt) VALUES (?, ?, ?)", msg.DedupKey(), string(msg.Body), msg.Attempt).Error
+}
+
+type effect struct {
+	Seq     int64
+	K       string
+	Body    string
+	Attempt int
+}
+
+func (w *world) effects(t *testing.T) []effect {
+	t.Helper()
+	var out []effect
+	if err := w.db.Raw("SELECT seq, k, body, attempt FROM effects ORDER BY seq").Scan(&out).Error; err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// send sends a message with the given idemq ID (a re-send of the same ID is
+// a duplicate for the consumers).
+func (w *world) send(t *testing.T, topic, id, body string) {
+	t.Helper()
+	msg := &idemq.Message{ID: id, Topic: topic, Body: []byte(body)}
+	if _, err := w.p.SendSync(context.Background(), msg); err != nil {
+		t.Fatalf("send %s: %v", id, err)
+	}
+}
+
+// start creates and starts a consumer and shuts it down at cleanup. It
+// logs how long Start took.
+func start(t *testing.T, w *world, cfg Config) *Consumer {
+	t.Helper()
+	cfg.NameServers = []string{w.b.Addr()}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	begin := time.Now()
+	if err := c.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Logf("consumer %s (orderly=%v) Start took %v", cfg.Group, cfg.Orderly, time.Since(begin))
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { _ = c.Shutdown(context.Background()) }) })
+	return c
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
