@@ -219,7 +219,7 @@ func orderKey(msg *idemq.Message) string {
 }
 
 func run(ctx context.Context, o options) error {
-	level := slog.LevelWarn
+	level := slog.LevelError // the injected failures are expected
 	if o.verbose {
 		level = slog.LevelDebug
 	}
@@ -300,7 +300,7 @@ func run(ctx context.Context, o options) error {
 		c, err := consumer.New(consumer.Config{
 			NameServers:       nameServers,
 			Group:             group,
-			Subscriptions:     []consumer.Subscription{{Topic: topic, Expression: "*"}},
+			Subscriptions:     []consumer.Subscription{{Topic: topic}},
 			Handler:           idemq.HandlerFunc(svc.pay),
 			Middleware:        chain,
 			ConsumeGoroutines: 8,
