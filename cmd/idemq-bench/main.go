@@ -14,6 +14,13 @@
 // Usage:
 //
 //	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 3]
+//	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
+//	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
+//
+// The pipeline mode measures the whole path (producer, in-process test
+// broker, consumer, dedup, handler) with and without dedup; the outbox mode
+// measures the relay (rows/s from commit to broker confirm) against the raw
+// send rate of the producer to the same broker. Each prints its ratios.
 //
 // PostgreSQL, MySQL and Redis are reached through IDEMQ_POSTGRES_DSN,
 // IDEMQ_MYSQL_DSN and IDEMQ_REDIS_ADDR (scripts/test sets them); a database
@@ -49,6 +56,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "pipeline":
+			pipelineMain(os.Args[2:])
+			return
+		case "outbox":
+			outboxMain(os.Args[2:])
+			return
+		}
+	}
 	dbs := flag.String("db", "sqlite,postgres,mysql", "databases to measure")
 	conc := flag.String("c", "1,8,32", "concurrencies")
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
