@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/integration/rmqtest"
@@ -102,6 +104,7 @@ func TestLiveRetryThenSuccess(t *testing.T) {
 	w := newWorld(t, rmqtest.Config{TimeScale: 0.01})
 	var calls atomic.Int32
 	var attempts []int
+	var topics []string
 	var mu sync.Mutex
 	c := start(t, w, Config{
 		Group:         "cg-retry",
@@ -109,6 +112,9 @@ func TestLiveRetryThenSuccess(t *testing.T) {
 		Handler: idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
 			mu.Lock()
 			attempts = append(attempts, msg.Attempt)
+			// The client itself restores the original topic of a retry
+			// copy (read from %RETRY%cg-retry): check the raw message too.
+			topics = append(topics, msg.Topic+"|"+msg.Raw.(*primitive.MessageExt).Topic)
 			mu.Unlock()
 			if err := writeEffect(ctx, msg); err != nil {
 				return err
@@ -133,6 +139,9 @@ func TestLiveRetryThenSuccess(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(attempts, []int{1, 2, 3}) {
 		t.Errorf("handler saw attempts %v, want [1 2 3]", attempts)
+	}
+	if want := []string{"retry|retry", "retry|retry", "retry|retry"}; !slices.Equal(topics, want) {
+		t.Errorf("topics (idemq|raw) %v, want %v", topics, want)
 	}
 	if s := c.Stats(); s.Retried != 2 || s.Succeeded != 1 {
 		t.Errorf("stats %+v", s)
@@ -456,4 +465,63 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// An orderly consumer shut down mid-stream and replaced: every message is
+// processed once, and each key's messages commit in order across the
+// hand-over (the refused callbacks run no handler, and the queue lock is
+// released only after the handlers in flight finished).
+func TestLiveOrderlyShutdownMidStream(t *testing.T) {
+	w := newWorld(t, rmqtest.Config{})
+	const perKey = 15
+	keys := []string{"k1", "k2", "k3", "k4"}
+	cfg := Config{
+		Group:         "cg-orderly-restart",
+		Subscriptions: []Subscription{{Topic: "ordered"}},
+		Orderly:       true,
+		BatchSize:     2,
+		Handler: idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
+			if err := writeEffect(ctx, msg); err != nil {
+				return err
+			}
+			time.Sleep(5 * time.Millisecond)
+			return nil
+		}),
+		Middleware: w.chain(t, 16),
+	}
+	for i := range perKey {
+		for _, k := range keys {
+			msg := &idemq.Message{Topic: "ordered", Body: []byte(k + ":" + fmt.Sprintf("%02d", i))}
+			if _, err := w.p.SendOrdered(context.Background(), msg, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c1 := start(t, w, cfg)
+	eventually(t, 15*time.Second, "some effects", func() bool { return len(w.effects(t)) >= 8 })
+	if err := c1.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	s1 := c1.Stats()
+	if s1.Succeeded >= perKey*int64(len(keys)) {
+		t.Fatalf("consumer 1 finished everything (%+v): not mid-stream", s1)
+	}
+	c2 := start(t, w, cfg)
+	eventually(t, 30*time.Second, "all effects", func() bool { return len(w.effects(t)) == perKey*len(keys) })
+	time.Sleep(300 * time.Millisecond)
+	seen := map[string][]string{}
+	for _, e := range w.effects(t) {
+		k := e.Body[:2]
+		seen[k] = append(seen[k], e.Body)
+	}
+	for _, k := range keys {
+		var want []string
+		for i := range perKey {
+			want = append(want, k+":"+fmt.Sprintf("%02d", i))
+		}
+		if !slices.Equal(seen[k], want) {
+			t.Errorf("%s committed %v, want %v", k, seen[k], want)
+		}
+	}
+	t.Logf("consumer 1: %+v; consumer 2: %+v", s1, c2.Stats())
 }
