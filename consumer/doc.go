@@ -75,6 +75,10 @@
 //     error reply is taken as a success, and the message is lost (upstream
 //     issue 1106); a send-back that fails in transport is re-consumed
 //     locally after 5 s.
+//   - Acknowledged offsets reach the broker periodically and at Shutdown:
+//     after a crash (or a result that lands just as Shutdown persists the
+//     offsets) messages already acknowledged are delivered again. They are
+//     duplicates, which dedup acknowledges without running the handler.
 //   - The delay before a concurrent-mode retry is one of RocketMQ's 18
 //     levels (1s 5s 10s 30s 1m ... 2h), never finer.
 //   - A handler that ignores its context runs on after Shutdown's deadline;

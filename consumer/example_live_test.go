@@ -1,0 +1,95 @@
+//go:build rocketmq
+
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/producer"
+)
+
+// A consumer that grants one red packet per paid order, on an embedded
+// SQLite database and the in-process test broker, although the producer
+// sends the same message twice.
+func Example() {
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	broker, err := rmqtest.New(rmqtest.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer broker.Close()
+
+	dir, _ := os.MkdirTemp("", "idemq-consumer-example")
+	defer os.RemoveAll(dir)
+	db, err := gorm.Open(sqlite.Open(sqldedup.SQLiteDSN(filepath.Join(dir, "shop.db"))), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+	store, _ := sqldedup.New(db, sqldedup.Config{Logger: quiet})
+	if err := store.Migrate(ctx); err != nil {
+		panic(err)
+	}
+	db.Exec("CREATE TABLE red_packets (order_id TEXT NOT NULL)")
+
+	mws, _ := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store, Logger: quiet})
+	c, err := consumer.New(consumer.Config{
+		NameServers:   []string{broker.Addr()},
+		Group:         "rewards",
+		Subscriptions: []consumer.Subscription{{Topic: "orders", Tags: "paid"}},
+		Handler: idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
+			// Written in the dedup transaction: it commits with the dedup row.
+			return dedup.Tx(ctx).Exec("INSERT INTO red_packets VALUES (?)", string(msg.Body)).Error
+		}),
+		Middleware: mws,
+		Logger:     quiet,
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := c.Start(); err != nil {
+		panic(err)
+	}
+
+	ids, _ := producer.NewIDGenerator(producer.FixedNode(1), producer.IDConfig{})
+	p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: quiet})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Shutdown()
+	paid := &idemq.Message{Topic: "orders", Tags: "paid", Body: []byte("order-42")}
+	for range 2 { // the second send keeps the ID stamped by the first
+		if _, err := p.SendSync(ctx, paid); err != nil {
+			panic(err)
+		}
+	}
+
+	for deadline := time.Now().Add(10 * time.Second); c.Stats().Succeeded < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := c.Shutdown(ctx); err != nil {
+		panic(err)
+	}
+	var granted int64
+	db.Raw("SELECT COUNT(*) FROM red_packets").Scan(&granted)
+	fmt.Println("deliveries acknowledged:", c.Stats().Succeeded)
+	fmt.Println("red packets granted:", granted)
+	// Output:
+	// deliveries acknowledged: 2
+	// red packets granted: 1
+}
