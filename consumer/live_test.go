@@ -525,3 +525,61 @@ func TestLiveOrderlyShutdownMidStream(t *testing.T) {
 	}
 	t.Logf("consumer 1: %+v; consumer 2: %+v", s1, c2.Stats())
 }
+
+// In orderly mode a poison message is retried in place with a growing
+// Attempt until the DeadLetter middleware buries it; the messages behind it
+// in its queue then proceed, in order.
+func TestLiveOrderlyPoisonIsDeadLettered(t *testing.T) {
+	w := newWorld(t, rmqtest.Config{QueuesPerTopic: 1})
+	const maxAttempts = 3
+	var attempts []int
+	var mu sync.Mutex
+	c := start(t, w, Config{
+		Group:         "cg-orderly-poison",
+		Subscriptions: []Subscription{{Topic: "poison"}},
+		Orderly:       true,
+		Handler: idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
+			if string(msg.Body) == "k:1" {
+				mu.Lock()
+				attempts = append(attempts, msg.Attempt)
+				mu.Unlock()
+				return errors.New("poison")
+			}
+			return writeEffect(ctx, msg)
+		}),
+		Middleware:      w.chain(t, maxAttempts),
+		MaxAttempts:     maxAttempts,
+		SuspendInterval: 20 * time.Millisecond,
+		RetryPolicy:     fast,
+	})
+	for i := range 4 {
+		msg := &idemq.Message{Topic: "poison", Body: []byte("k:" + strconv.Itoa(i))}
+		if _, err := w.p.SendOrdered(context.Background(), msg, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "three effects", func() bool { return len(w.effects(t)) == 3 })
+	time.Sleep(300 * time.Millisecond)
+	var bodies []string
+	for _, e := range w.effects(t) {
+		bodies = append(bodies, e.Body)
+	}
+	if want := []string{"k:0", "k:2", "k:3"}; !slices.Equal(bodies, want) {
+		t.Errorf("effects %v, want %v", bodies, want)
+	}
+	mu.Lock()
+	if !slices.Equal(attempts, []int{1, 2, 3}) {
+		t.Errorf("poison attempts %v, want [1 2 3]", attempts)
+	}
+	mu.Unlock()
+	dls, err := w.store.DeadLetters(context.Background(), dedup.DeadLetterFilter{Group: "cg-orderly-poison"})
+	if err != nil || len(dls) != 1 || string(dls[0].Body) != "k:1" || dls[0].Attempts != maxAttempts {
+		t.Fatalf("dead letters %+v, %v", dls, err)
+	}
+	if n := len(w.b.DLQ("cg-orderly-poison")); n != 0 {
+		t.Errorf("broker DLQ holds %d", n)
+	}
+	if s := c.Stats(); s.Retried != maxAttempts-1 {
+		t.Errorf("stats %+v", s)
+	}
+}
