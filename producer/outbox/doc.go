@@ -25,7 +25,8 @@
 // takes it. The relay sends it synchronously and then
 //
 //   - on the broker's confirmation marks it sent, with the broker's message
-//     ID and sent_at;
+//     ID and sent_at (the confirmed rows of one claimed batch are marked
+//     together, in one statement, after the batch's last send);
 //   - on a retryable error increments attempts, records last_error and sets
 //     next_attempt_at to now + an exponential, capped, jittered backoff, and
 //     releases the claim;
@@ -61,9 +62,11 @@
 // # Limits
 //
 //   - Delivery is at least once, never exactly once: a relay that stalls
-//     past its deadline (or dies between the broker's confirmation and the
-//     mark) causes a duplicate send with the same message ID. Consumers
-//     must deduplicate (package dedup).
+//     past its deadline (or dies between the broker's confirmations and the
+//     batch's mark) causes duplicate sends with the same message IDs, up to
+//     one batch (RelayConfig.BatchSize) per relay. Consumers must
+//     deduplicate (package dedup). Marking per batch rather than per row is
+//     what lets a relay approach the producer's raw send rate.
 //   - Ordered mode costs throughput: one row per sharding key is in flight
 //     at a time (one claim, send and mark round trip per row of a key), the
 //     claim query checks for an earlier pending row of the key, and a

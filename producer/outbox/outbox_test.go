@@ -217,7 +217,7 @@ func TestRelayDiesBetweenSendAndMark(t *testing.T) {
 		}
 		// The zombie's late mark is fenced off by the claim token.
 		row := sendRow{ID: e.ID, MessageID: e.MessageID}
-		dead.markSent(context.Background(), &row, "dead#1", "LATE")
+		dead.markSent(context.Background(), []sentRow{{row: &row, brokerID: "LATE"}}, "dead#1")
 		if got := b.get(t, ids[0]); got.BrokerMessageID == "LATE" {
 			t.Fatal("a zombie relay overwrote its successor's mark")
 		}

@@ -464,27 +464,43 @@ func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, stri
 	return rows, token, nil
 }
 
-// process sends claimed rows in order and records each outcome. It stops
-// early, releasing the rest, when ctx is done or the claim's deadline
-// would pass during the next send. It returns the number of rows sent.
+// process sends claimed rows in order and records each outcome. Sent rows
+// are marked together, in one statement per batch, so that the cost of a
+// committed mark is shared by the batch; a relay that dies before the mark
+// leaves the batch's rows to be re-sent after the deadline, with the same
+// message IDs. It stops early, releasing the rest, when ctx is done or the
+// claim's deadline would pass during the next send. It returns the number
+// of rows sent.
 func (r *Relay) process(ctx context.Context, rows []sendRow, token string) int {
 	start := time.Now()
-	sent := 0
+	var done []sentRow
+	skipped := 0
 	for i := range rows {
 		if ctx.Err() != nil || time.Since(start)+r.cfg.SendTimeout >= r.cfg.Visibility {
 			r.release(ctx, rows[i:], token)
 			break
 		}
-		if r.handle(ctx, &rows[i], token) {
-			sent++
+		if id, ok := r.handle(ctx, &rows[i], token); ok {
+			if r.skipMark != nil && r.skipMark(rows[i].MessageID) {
+				skipped++ // a test's relay "dying" between send and mark
+				continue
+			}
+			done = append(done, sentRow{row: &rows[i], brokerID: id})
 		}
 	}
-	return sent
+	r.markSent(ctx, done, token)
+	return len(done) + skipped
 }
 
-// handle sends one claimed row and records the outcome; it reports
-// whether the row was sent.
-func (r *Relay) handle(ctx context.Context, row *sendRow, token string) bool {
+// sentRow is a row the broker confirmed, waiting for its mark.
+type sentRow struct {
+	row      *sendRow
+	brokerID string
+}
+
+// handle sends one claimed row, records a failure, and reports the
+// broker's message ID and whether the row was sent.
+func (r *Relay) handle(ctx context.Context, row *sendRow, token string) (string, bool) {
 	msg, err := row.message()
 	if err == nil && msg.Topic == "" {
 		err = errors.New("empty topic")
@@ -494,23 +510,19 @@ func (r *Relay) handle(ctx context.Context, row *sendRow, token string) bool {
 	}
 	if err != nil {
 		r.recordFailure(ctx, row, token, idemq.Permanent(fmt.Errorf("outbox: row %s cannot be sent: %w", row.MessageID, err)))
-		return false
+		return "", false
 	}
 	brokerID, err := r.send(ctx, msg, row.ShardingKey, row.DelayLevel)
 	if err != nil {
 		if ctx.Err() != nil && !idemq.IsPermanent(err) {
 			// Shutting down: not the message's fault, hand it back.
 			r.release(ctx, []sendRow{*row}, token)
-			return false
+			return "", false
 		}
 		r.recordFailure(ctx, row, token, err)
-		return false
+		return "", false
 	}
-	if r.skipMark != nil && r.skipMark(row.MessageID) {
-		return true
-	}
-	r.markSent(ctx, row, token, brokerID)
-	return true
+	return brokerID, true
 }
 
 // send calls the sender with a timeout, turning a panic into an error.
@@ -536,29 +548,57 @@ func markCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-// markSent records the broker's confirmation, only if this claim still
-// holds the row.
-func (r *Relay) markSent(ctx context.Context, row *sendRow, token, brokerID string) {
+// markSent records the broker's confirmations of a batch in one
+// statement, for the rows this claim still holds.
+func (r *Relay) markSent(ctx context.Context, done []sentRow, token string) {
+	if len(done) == 0 {
+		return
+	}
 	mctx, cancel := markCtx(ctx)
 	defer cancel()
 	ob := r.ob
 	now := ob.d.now()
-	res := ob.db.WithContext(mctx).Exec("UPDATE "+ob.table+" SET status = 1, broker_msg_id = ?, sent_at = "+now+
-		", claim_until = NULL, updated_at = "+now+" WHERE id = ? AND claimed_by = ? AND status = 0",
-		truncate(brokerID, 128), row.ID, token)
+	var cases strings.Builder
+	args := make([]any, 0, 2*len(done)+2)
+	ids := make([]int64, len(done))
+	cases.WriteString("CASE id")
+	for i, d := range done {
+		cases.WriteString(" WHEN ? THEN ?")
+		args = append(args, d.row.ID, truncate(d.brokerID, 128))
+		ids[i] = d.row.ID
+	}
+	cases.WriteString(" END")
+	args = append(args, ids, token)
+	res := ob.db.WithContext(mctx).Exec("UPDATE "+ob.table+" SET status = 1, broker_msg_id = "+cases.String()+", sent_at = "+now+
+		", claim_until = NULL, updated_at = "+now+" WHERE id IN ? AND claimed_by = ? AND status = 0", args...)
 	if res.Error != nil {
-		// The row stays claimed; after the deadline it is sent again with
-		// the same message ID and consumers' dedup absorbs the duplicate.
-		ob.log.Error("outbox relay: mark sent failed", "relay", r.cfg.ID, "message_id", row.MessageID, "err", res.Error)
+		// The rows stay claimed; after the deadline they are sent again
+		// with the same message IDs and consumers' dedup absorbs the
+		// duplicates.
+		ob.log.Error("outbox relay: mark sent failed", "relay", r.cfg.ID, "rows", len(done), "err", res.Error)
 		return
 	}
-	if res.RowsAffected == 0 {
-		r.lostClaim(row)
-		return
+	marked := map[int64]bool{}
+	if res.RowsAffected < int64(len(done)) {
+		// Some claims were taken over: find out which rows are ours.
+		var mine []int64
+		if err := ob.db.WithContext(mctx).Raw("SELECT id FROM "+ob.table+" WHERE id IN ? AND claimed_by = ? AND status = 1", ids, token).
+			Scan(&mine).Error; err != nil {
+			ob.log.Error("outbox relay: reading marks failed", "relay", r.cfg.ID, "err", err)
+		}
+		for _, id := range mine {
+			marked[id] = true
+		}
 	}
-	r.sent.Add(1)
-	if h := r.cfg.Hooks.Sent; h != nil {
-		h(r.cfg.ID, row.MessageID, brokerID)
+	for _, d := range done {
+		if res.RowsAffected < int64(len(done)) && !marked[d.row.ID] {
+			r.lostClaim(d.row)
+			continue
+		}
+		r.sent.Add(1)
+		if h := r.cfg.Hooks.Sent; h != nil {
+			h(r.cfg.ID, d.row.MessageID, d.brokerID)
+		}
 	}
 }
 
