@@ -30,8 +30,8 @@ var (
 type Stats struct {
 	// Delivered counts messages run through the chain.
 	Delivered int64
-	// Succeeded counts messages the chain acknowledged: processed,
-	// duplicates and dead letters.
+	// Succeeded counts messages acknowledged: processed, duplicates, dead
+	// letters and the Discarded ones.
 	Succeeded int64
 	// Retried counts messages that failed and were handed back for
 	// redelivery (a batch-mate of a failed message is not counted here).
@@ -201,10 +201,13 @@ func (c *Consumer) Start() error {
 //     releases orderly queue locks.
 //
 // If handlers are still running at the deadline, their contexts are
-// cancelled, the client is shut down anyway (it then ignores their
-// results, so their messages are redelivered, to another consumer of the
-// group or after a restart) and Shutdown returns an error wrapping
-// ErrShutdownTimeout and the context's error.
+// cancelled and the client is shut down anyway; Shutdown returns an error
+// wrapping ErrShutdownTimeout and the context's error. A cancelled
+// handler's delivery is never acknowledged, even if the chain returned a
+// permanent error: its message is sent back for a retry if the client is
+// still up when it returns, and otherwise the client ignores the result
+// and the message is read again from the uncommitted offset, by another
+// consumer of the group or after a restart.
 //
 // A refused callback waits until the client is shut down before it
 // returns RetryLater (concurrent) or SuspendCurrentQueueAMoment (orderly):
