@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"regexp"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/nameserver"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -219,7 +218,7 @@ func (c Config) validate() error {
 		return bad("NameServers is empty")
 	}
 	for _, a := range c.NameServers {
-		if _, _, err := splitHostPort(a); err != nil {
+		if _, _, err := nameserver.Check(a); err != nil {
 			return bad("%v", err)
 		}
 	}
@@ -276,49 +275,11 @@ func (c Config) validate() error {
 	return nil
 }
 
-// splitHostPort checks a name server address.
-func splitHostPort(addr string) (host, port string, err error) {
-	host, port, err = net.SplitHostPort(addr)
-	if err != nil {
-		return "", "", fmt.Errorf("name server %q: %w", addr, err)
-	}
-	if host == "" {
-		return "", "", fmt.Errorf("name server %q: no host", addr)
-	}
-	if n, perr := strconv.ParseUint(port, 10, 16); perr != nil || n == 0 {
-		return "", "", fmt.Errorf("name server %q: bad port %q", addr, port)
-	}
-	return host, port, nil
-}
-
-// resolveNameServers turns host:port into IP:port, as the client demands,
-// preferring an IPv4 address.
+// resolveNameServers turns host:port into IP:port, as the client demands.
 func resolveNameServers(ctx context.Context, addrs []string) (primitive.NamesrvAddr, error) {
-	out := make(primitive.NamesrvAddr, 0, len(addrs))
-	for _, a := range addrs {
-		host, port, err := splitHostPort(a)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-		if ip := net.ParseIP(host); ip != nil {
-			out = append(out, net.JoinHostPort(ip.String(), port))
-			continue
-		}
-		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
-		if err != nil {
-			return nil, fmt.Errorf("consumer: resolve name server %q: %w", a, err)
-		}
-		if len(ips) == 0 {
-			return nil, fmt.Errorf("consumer: name server %q resolves to no address", a)
-		}
-		ip := ips[0].IP
-		for _, cand := range ips {
-			if cand.IP.To4() != nil {
-				ip = cand.IP
-				break
-			}
-		}
-		out = append(out, net.JoinHostPort(ip.String(), port))
+	ns, err := nameserver.Resolve(ctx, addrs)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
 	}
-	return out, nil
+	return ns, nil
 }

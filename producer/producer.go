@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/nameserver"
 )
 
 // Defaults of Config.
@@ -123,41 +122,6 @@ func (c *Config) defaults(kind string) error {
 	return nil
 }
 
-// resolveNameServers turns host:port into IP:port, as the client demands.
-func resolveNameServers(ctx context.Context, addrs []string) (primitive.NamesrvAddr, error) {
-	out := make(primitive.NamesrvAddr, 0, len(addrs))
-	for _, a := range addrs {
-		host, port, err := net.SplitHostPort(a)
-		if err != nil {
-			return nil, fmt.Errorf("producer: name server %q: %w", a, err)
-		}
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return nil, fmt.Errorf("producer: name server %q: bad port", a)
-		}
-		if net.ParseIP(host) != nil {
-			out = append(out, net.JoinHostPort(host, port))
-			continue
-		}
-		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
-		if err != nil {
-			return nil, fmt.Errorf("producer: resolve name server %q: %w", a, err)
-		}
-		if len(ips) == 0 {
-			return nil, fmt.Errorf("producer: name server %q resolves to no address", a)
-		}
-		// Prefer IPv4, which every broker setup listens on.
-		ip := ips[0].IP
-		for _, cand := range ips {
-			if cand.IP.To4() != nil {
-				ip = cand.IP
-				break
-			}
-		}
-		out = append(out, net.JoinHostPort(ip.String(), port))
-	}
-	return out, nil
-}
-
 func clientOptions(cfg *Config, ns primitive.NamesrvAddr, selector rmqproducer.QueueSelector) []rmqproducer.Option {
 	return []rmqproducer.Option{
 		rmqproducer.WithNameServer(ns),
@@ -257,4 +221,13 @@ func (p *Producer) end() { p.wg.Done() }
 // goroutines at once.
 func (p *Producer) Stamp(msg *idemq.Message) error {
 	return stamp(p.cfg.IDs, msg)
+}
+
+// resolveNameServers turns host:port into IP:port, as the client demands.
+func resolveNameServers(ctx context.Context, addrs []string) (primitive.NamesrvAddr, error) {
+	ns, err := nameserver.Resolve(ctx, addrs)
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	return ns, nil
 }
