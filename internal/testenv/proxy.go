@@ -59,8 +59,8 @@ func NewProxy(t testing.TB, target string) *Proxy {
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Cut severs the link: it resets every open connection and makes the proxy
-// reset every new one until [Proxy.Restore]. Cutting a cut proxy resets any
-// connection made since and counts again.
+// reset every new one until [Proxy.Restore]. Cutting a cut proxy changes
+// nothing but [Proxy.Cuts].
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
