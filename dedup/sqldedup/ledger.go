@@ -369,3 +369,44 @@ func nonNilHistory(h []dedup.AttemptError) []dedup.AttemptError {
 	}
 	return h
 }
+
+// StaleAttempts lists keys whose last recorded failure is older than
+// olderThan (by the database clock) and that were neither retried since,
+// nor succeeded, nor dead-lettered: messages the broker stopped
+// redelivering. With RocketMQ that happens when a send-back fails and the
+// client drops the message (rocketmq-client-go v2.1.2 does not check the
+// send-back reply), or when a message reaches the broker's own %DLQ%
+// without the DeadLetter middleware. Choose olderThan above the longest
+// retry delay in use (RocketMQ's ladder tops out at 2 hours). At most limit
+// records are returned, oldest first (limit <= 0 means 100).
+func (s *Store) StaleAttempts(ctx context.Context, olderThan time.Duration, limit int) ([]dedup.Attempts, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	now, err := s.now(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	type row struct {
+		ConsumerGroup string
+		DedupKey      string
+		Attempts      int
+		LastError     string
+		History       string
+		FirstAt       int64
+		LastAt        int64
+	}
+	var rows []row
+	err = s.db.WithContext(ctx).Raw("SELECT consumer_group, dedup_key, attempts, last_error, history, first_at, last_at FROM "+
+		s.prefix+"attempts WHERE last_at < ? ORDER BY last_at LIMIT ?", now-olderThan.Milliseconds(), limit).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("sqldedup: stale attempts: %w", err)
+	}
+	out := make([]dedup.Attempts, len(rows))
+	for i, r := range rows {
+		out[i] = dedup.Attempts{Group: r.ConsumerGroup, Key: r.DedupKey, Count: r.Attempts, LastError: r.LastError,
+			FirstAt: fromMillis(r.FirstAt), LastAt: fromMillis(r.LastAt)}
+		_ = json.Unmarshal([]byte(r.History), &out[i].History)
+	}
+	return out, nil
+}

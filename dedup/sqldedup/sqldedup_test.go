@@ -315,3 +315,44 @@ func TestLeaseRenewal(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleAttempts proves that a failure nobody retried is reported once
+// it is older than the threshold, and that success and burial remove it.
+func TestStaleAttempts(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			ctx := context.Background()
+			for _, k := range []string{"lost", "retried", "buried"} {
+				if _, err := s.RecordFailure(ctx, "g", k, 1, errors.New("boom")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Exec("UPDATE "+s.Table("attempts")+" SET last_at = last_at - ?", time.Hour.Milliseconds()).Error; err != nil {
+				t.Fatal(err)
+			}
+			// "retried" came back (and failed again) just now; "buried" went
+			// to the dead letters.
+			if _, err := s.RecordFailure(ctx, "g", "retried", 2, errors.New("boom again")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Bury(ctx, &dedup.DeadLetter{Group: "g", Key: "buried", Reason: "boom"}); err != nil {
+				t.Fatal(err)
+			}
+			stale, err := s.StaleAttempts(ctx, 30*time.Minute, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(stale) != 1 || stale[0].Key != "lost" || stale[0].Count != 1 || stale[0].LastError != "boom" {
+				t.Fatalf("stale = %+v, want only the lost key", stale)
+			}
+			if err := s.ClearAttempts(ctx, "g", "lost"); err != nil {
+				t.Fatal(err)
+			}
+			if stale, _ := s.StaleAttempts(ctx, 30*time.Minute, 10); len(stale) != 0 {
+				t.Fatalf("stale after clear = %+v", stale)
+			}
+		})
+	}
+}
