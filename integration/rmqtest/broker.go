@@ -409,9 +409,20 @@ func (b *Broker) toExts(msgs []*storedMessage) []*primitive.MessageExt {
 
 // --- Fault injection ----------------------------------------------------
 
-// DropConnections closes every client connection now. Clients reconnect
-// on their next request; consumer-group membership is rebuilt from their
-// next heartbeat.
+// DropConnections closes every client connection. Clients reconnect on
+// their next request; consumer-group membership is rebuilt from their next
+// heartbeat (the client sends one every 30 s), and until then the broker
+// treats them as gone, as RocketMQ does when a channel closes.
+//
+// rocketmq-client-go v2.1.2 never fails a request pending on a closed
+// connection: it waits out the request's timeout (30 s for a pull). So
+// DropConnections first answers held long-polls, and for 50 ms any new
+// request, with an error (code 14, after which a push consumer pulls again
+// 3 s later), then half-closes each connection and waits up to a second
+// for the client to close its side (a reset could destroy the replies). A
+// request that still reaches the broker after that is lost and costs the
+// client its timeout. DropConnections returns once the connections are
+// closed.
 func (b *Broker) DropConnections() {
 	b.mu.Lock()
 	conns := make([]*conn, 0, len(b.conns))
@@ -419,9 +430,11 @@ func (b *Broker) DropConnections() {
 		conns = append(conns, c)
 	}
 	b.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range conns {
-		c.close()
+		wg.Go(c.dropGracefully)
 	}
+	wg.Wait()
 }
 
 // FailSendBack makes the next n CONSUMER_SEND_MSG_BACK requests get an

@@ -455,6 +455,12 @@ func (b *Broker) handlePull(c *conn, cmd *command) *command {
 		case <-arrived:
 			t.Stop()
 		case <-t.C:
+		case <-c.drain:
+			t.Stop()
+			// An error reply makes the client wait 3 s before pulling again,
+			// by which time it has seen the connection close and will dial
+			// a new one.
+			return newResponse(cmd, respServiceNotAvailable, dropRemark)
 		case <-c.done:
 			t.Stop()
 			return nil

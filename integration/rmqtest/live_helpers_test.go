@@ -12,6 +12,7 @@ package rmqtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,14 @@ import (
 func TestMain(m *testing.M) {
 	rlog.SetLogLevel("error")
 	os.Exit(m.Run())
+}
+
+// testConfig adds a debug logger to cfg when RMQTEST_DEBUG is set.
+func testConfig(cfg Config) Config {
+	if os.Getenv("RMQTEST_DEBUG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return cfg
 }
 
 var instanceSeq atomic.Int64

@@ -2,8 +2,10 @@ package rmqtest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sort"
 	"sync"
@@ -26,18 +28,29 @@ const (
 	// frame whose body is a little over the message limit is still read,
 	// so the producer gets code 13 rather than a dropped connection.
 	frameHeadroom = 1 << 20
+	// dropGrace is how long DropConnections keeps answering requests on a
+	// connection with an error before shutting it.
+	dropGrace = 50 * time.Millisecond
+	// dropRemark is the remark of replies refused by DropConnections.
+	dropRemark = "connection dropped (rmqtest DropConnections)"
 )
 
 // conn is one client connection.
 type conn struct {
-	b      *Broker
-	nc     net.Conn
-	wmu    sync.Mutex
-	work   chan *command
-	pulls  chan struct{}
-	done   chan struct{}
-	once   sync.Once
-	remote *net.TCPAddr
+	b     *Broker
+	nc    net.Conn
+	wmu   sync.Mutex
+	work  chan *command
+	pulls chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	// drain is closed by DropConnections: held pulls answer "no new
+	// message" at once, before the connection closes.
+	drain     chan struct{}
+	drainOnce sync.Once
+	// writeClosed is set (under wmu) once the write side is shut.
+	writeClosed bool
+	remote      *net.TCPAddr
 
 	// mu guards clientID.
 	mu       sync.Mutex
@@ -49,6 +62,40 @@ func (c *conn) close() {
 		close(c.done)
 		_ = c.nc.Close()
 	})
+}
+
+// dropGracefully answers held pulls, then closes the connection the
+// polite way: it half-closes its side and waits (a little) for the client
+// to close, so the replies are not destroyed by a TCP reset.
+func (c *conn) dropGracefully() {
+	c.drainOnce.Do(func() { close(c.drain) })
+	// Wait (up to a second) for held pulls to write their replies; c.pulls
+	// holds one token per pull in flight.
+	for deadline := time.Now().Add(time.Second); len(c.pulls) > 0 && time.Now().Before(deadline); {
+		if !sleepCtx(c.done, time.Millisecond) {
+			break
+		}
+	}
+	// Requests the client wrote before it saw the replies still get an
+	// error answer during a short grace period.
+	sleepCtx(c.done, dropGrace)
+	c.wmu.Lock()
+	c.writeClosed = true
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	c.wmu.Unlock()
+	sleepCtx(c.done, time.Second)
+	c.close()
+}
+
+func (c *conn) draining() bool {
+	select {
+	case <-c.drain:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *conn) getClientID() string {
@@ -71,6 +118,9 @@ func (c *conn) write(cmd *command) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.writeClosed {
+		return net.ErrClosed
+	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.nc.Write(frame); err != nil {
 		c.close()
@@ -117,6 +167,7 @@ func (b *Broker) acceptLoop() {
 			work:  make(chan *command, workQueueLen),
 			pulls: make(chan struct{}, maxInflightPulls),
 			done:  make(chan struct{}),
+			drain: make(chan struct{}),
 		}
 		c.remote, _ = nc.RemoteAddr().(*net.TCPAddr)
 		b.mu.Lock()
@@ -167,6 +218,17 @@ func (c *conn) readLoop() {
 		if cmd.isResponse() {
 			// Clients answer nothing this broker waits for.
 			continue
+		}
+		if c.draining() {
+			// A connection being dropped refuses new requests.
+			if !cmd.isOneway() {
+				_ = c.write(newResponse(cmd, respServiceNotAvailable, dropRemark))
+			}
+			continue
+		}
+		if b.log.Enabled(context.Background(), slog.LevelDebug) {
+			b.log.Debug("rmqtest: request", "code", cmd.Code, "opaque", cmd.Opaque,
+				"remote", c.nc.RemoteAddr(), "topic", cmd.ext("topic"), "queueId", cmd.ext("queueId"))
 		}
 		switch cmd.Code {
 		case codeSendMessage, codeSendMessageV2, codeSendBatchMessage:
