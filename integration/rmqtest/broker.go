@@ -69,8 +69,11 @@ type Config struct {
 	LongPollMax time.Duration
 
 	// LockExpiry is how long an orderly consumer's queue lock lasts unless
-	// renewed (the client renews every 20 s). Defaults to 60 seconds, as
-	// RocketMQ.
+	// renewed (the client renews every 20 s). As in RocketMQ, a lock is not
+	// released when its holder's connection closes, only by UNLOCK_BATCH_MQ
+	// or expiry; note that rocketmq-client-go v2.1.2 does not unlock queues
+	// it loses in a rebalance, so a second orderly consumer gets them only
+	// after expiry. Defaults to 60 seconds, as RocketMQ.
 	LockExpiry time.Duration
 
 	// MaxMessageSize bounds a message body (and the total of a batch).

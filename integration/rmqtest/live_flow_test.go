@@ -364,22 +364,81 @@ func TestLiveRebalanceTwoConsumers(t *testing.T) {
 	ra.next(t, 5*time.Second)
 
 	start := time.Now()
-	newPushConsumer(t, b, consumerOpts{group: "cg-rebalance", topic: "rebalance"}, collect(rb, consumer.ConsumeSuccess))
+	cb := newPushConsumer(t, b, consumerOpts{group: "cg-rebalance", topic: "rebalance"}, collect(rb, consumer.ConsumeSuccess))
 	if ids := b.ConsumerIDs("cg-rebalance"); len(ids) != 2 {
 		t.Fatalf("group members %v", ids)
 	}
 	// Send round robin until the new consumer gets its share.
 	deadline := time.Now().Add(5 * time.Second)
-	for {
+	for got := false; !got; {
 		sendSync(t, p, primitive.NewMessage("rebalance", []byte("m")))
 		select {
 		case <-rb.ch:
-			t.Logf("second consumer received after %v", time.Since(start))
-			return
+			got = true
 		case <-time.After(20 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
+		if !got && time.Now().After(deadline) {
 			t.Fatal("second consumer got nothing within 5 s")
 		}
 	}
+	t.Logf("second consumer received its first message %v after it started", time.Since(start))
+
+	// Once rebalanced, the first consumer no longer gets the second's
+	// queues: a round of one message per queue splits between them.
+	drain := func(r *received) {
+		for {
+			select {
+			case <-r.ch:
+			case <-time.After(200 * time.Millisecond):
+				return
+			}
+		}
+	}
+	drain(ra)
+	drain(rb)
+	queuesOf := func(r *received, n int) map[int]bool {
+		qs := map[int]bool{}
+		for range n {
+			select {
+			case m := <-r.ch:
+				qs[m.Queue.QueueId] = true
+			case <-time.After(time.Second):
+				return qs
+			}
+		}
+		return qs
+	}
+	for range 4 {
+		sendSync(t, p, primitive.NewMessage("rebalance", []byte("split")))
+	}
+	qa, qb := queuesOf(ra, 2), queuesOf(rb, 2)
+	if len(qa) != 2 || len(qb) != 2 {
+		t.Fatalf("queues split %v / %v, want 2 each", qa, qb)
+	}
+	for q := range qa {
+		if qb[q] {
+			t.Fatalf("queue %d consumed by both", q)
+		}
+	}
+
+	// When the second leaves, the first takes all queues back.
+	start = time.Now()
+	if err := cb.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the group to shrink", func() bool { return len(b.ConsumerIDs("cg-rebalance")) == 1 })
+	seen := map[int]bool{}
+	deadline = time.Now().Add(5 * time.Second)
+	for len(seen) < 4 {
+		sendSync(t, p, primitive.NewMessage("rebalance", []byte("back")))
+		select {
+		case m := <-ra.ch:
+			seen[m.Queue.QueueId] = true
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("first consumer reached only queues %v within 5 s", seen)
+		}
+	}
+	t.Logf("first consumer consumed all 4 queues %v after the second shut down", time.Since(start))
 }
