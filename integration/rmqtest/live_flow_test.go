@@ -31,7 +31,7 @@ func TestLiveOffsetsSurviveConsumerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Shutdown persists offsets one-way; wait for the broker to have them.
-	eventually(t, 3*time.Second, "committed offsets to reach 3", func() bool {
+	eventually(t, 15*time.Second, "committed offsets to reach 3", func() bool {
 		var sum int64
 		for q := range 4 {
 			sum += max(b.ConsumerOffset("cg-restart", "restart", q), 0)
@@ -114,7 +114,7 @@ func TestLiveDeadLetterAfterMaxReconsume(t *testing.T) {
 			t.Fatalf("delivery ReconsumeTimes %d, want %d", m.ReconsumeTimes, want)
 		}
 	}
-	eventually(t, 3*time.Second, "a dead letter", func() bool { return len(b.DLQ("cg-dlq")) == 1 })
+	eventually(t, 15*time.Second, "a dead letter", func() bool { return len(b.DLQ("cg-dlq")) == 1 })
 	r.none(t, 500*time.Millisecond)
 	dl := b.DLQ("cg-dlq")[0]
 	if string(dl.Body) != "poison" || dl.MsgId != sent.MsgID || dl.GetTags() != "t1" ||

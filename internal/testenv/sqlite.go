@@ -7,32 +7,13 @@ import (
 	"github.com/glebarez/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/idemq/idemq/dedup/sqldedup"
 )
 
-// SQLiteDSN returns the DSN idemq uses for a SQLite database file at path,
-// for the pure-Go driver github.com/glebarez/sqlite (github.com/glebarez/go-sqlite):
-//
-//   - busy_timeout(10000): a writer waits up to 10 s for the lock instead of
-//     failing at once with SQLITE_BUSY;
-//   - journal_mode(WAL): readers do not block the writer;
-//   - synchronous(FULL): a committed transaction survives power loss;
-//   - foreign_keys(1): foreign keys are enforced;
-//   - _txlock=immediate: every read-write transaction starts with BEGIN
-//     IMMEDIATE, taking the write lock up front, so two transactions never
-//     deadlock upgrading read locks (which busy_timeout cannot resolve).
-//
-// The driver ignores _txlock when _time_format is also given (it stops
-// reading parameters there), so SQLiteDSN never sets _time_format. path is a
-// plain file name, not a file: URI, and must not contain '?'.
-func SQLiteDSN(path string) string {
-	return path + "?" + sqliteParams
-}
-
-const sqliteParams = "_pragma=busy_timeout(10000)" +
-	"&_pragma=journal_mode(WAL)" +
-	"&_pragma=synchronous(FULL)" +
-	"&_pragma=foreign_keys(1)" +
-	"&_txlock=immediate"
+// SQLiteDSN returns the DSN idemq recommends for a SQLite database file at
+// path: sqldedup.SQLiteDSN, whose doc explains each setting.
+func SQLiteDSN(path string) string { return sqldedup.SQLiteDSN(path) }
 
 // OpenSQLite opens a new, empty SQLite database in a file under t.TempDir()
 // with the settings of [SQLiteDSN] and a silent logger. The database is
