@@ -156,6 +156,11 @@ func open(name string) (*gorm.DB, error) {
 	}
 	sqlDB.SetMaxOpenConns(64)
 	sqlDB.SetMaxIdleConns(64)
+	if name == "sqlite" {
+		// SQLite has one writer: queue writers in Go, not in SQLite's
+		// sleeping busy handler (see sqldedup.SQLiteDSN).
+		sqlDB.SetMaxOpenConns(1)
+	}
 	return db, nil
 }
 

@@ -135,7 +135,7 @@ func (s *Store) insertBatch(tx *gorm.DB, group string, reqs []dedup.Request, idx
 		}
 		return out, nil
 	}
-	b.WriteString(" ON DUPLICATE KEY UPDATE id = id")
+	b.WriteString(" ON DUPLICATE KEY UPDATE status = status")
 	if err := tx.Exec(b.String(), args...).Error; err != nil {
 		return nil, err
 	}

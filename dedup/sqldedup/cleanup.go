@@ -2,20 +2,18 @@ package sqldedup
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
-type window struct {
-	MaxID      sql.NullInt64
-	MinCreated sql.NullInt64
-	N          int64
+type keyRow struct {
+	ConsumerGroup string
+	DedupKey      string
 }
 
 // Cleanup deletes done keys older than the retention period, walking the
-// primary key in windows of CleanupBatch rows so that no statement holds
-// many locks. The cutoff comes from the database clock. Processing and dead
-// rows are kept. It returns the number of rows deleted.
+// primary key (consumer group, key) in ranges of CleanupBatch keys so that
+// no statement holds many locks. The cutoff comes from the database clock.
+// Processing and dead rows are kept. It returns the number of rows deleted.
 func (s *Store) Cleanup(ctx context.Context) (int64, error) {
 	now, err := s.now(ctx, s.db)
 	if err != nil {
@@ -23,27 +21,25 @@ func (s *Store) Cleanup(ctx context.Context) (int64, error) {
 	}
 	cutoff := now - s.cfg.Retention.Keep.Milliseconds()
 	db := s.db.WithContext(ctx)
-	var deleted, after int64
+	var deleted int64
+	var after keyRow // ("", "") sorts before every valid key
 	for {
 		if err := ctx.Err(); err != nil {
 			return deleted, err
 		}
-		var w window
-		if err := db.Raw(s.sql.cleanupWindow, after, s.cfg.CleanupBatch).Scan(&w).Error; err != nil {
+		var keys []keyRow
+		if err := db.Raw(s.sql.cleanupWindow, after.ConsumerGroup, after.DedupKey, s.cfg.CleanupBatch).Scan(&keys).Error; err != nil {
 			return deleted, fmt.Errorf("sqldedup: cleanup: %w", err)
 		}
-		if w.N == 0 || !w.MaxID.Valid {
+		if len(keys) == 0 {
 			return deleted, nil
 		}
-		if w.MinCreated.Valid && w.MinCreated.Int64 >= cutoff {
-			// Ids grow with insert time: nothing further is old enough.
-			return deleted, nil
-		}
-		r := db.Exec(s.sql.cleanupDelete, after, w.MaxID.Int64, cutoff)
+		last := keys[len(keys)-1]
+		r := db.Exec(s.sql.cleanupDelete, after.ConsumerGroup, after.DedupKey, last.ConsumerGroup, last.DedupKey, cutoff)
 		if r.Error != nil {
 			return deleted, fmt.Errorf("sqldedup: cleanup: %w", r.Error)
 		}
 		deleted += r.RowsAffected
-		after = w.MaxID.Int64
+		after = last
 	}
 }

@@ -2,8 +2,9 @@
 // (the embedded default, github.com/glebarez/sqlite), PostgreSQL and
 // MySQL/MariaDB.
 //
-// The store keeps one row per (consumer group, dedup key) in a table with a
-// unique index on the pair, and decides "first time or duplicate" with an
+// The store keeps one row per (consumer group, dedup key) in a table whose
+// primary key is the pair (the only index, so a message costs one index
+// insert), and decides "first time or duplicate" with an
 // insert that does nothing on conflict (ON CONFLICT DO NOTHING, or MySQL's
 // no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count. It
 // never catches a unique violation: on PostgreSQL that would abort the
@@ -53,7 +54,8 @@
 // clears the mark and the attempts before re-publishing.
 //
 // Done rows are deleted by Cleanup after the retention period, in small
-// batches walking the primary key, using the database clock. New rejects a
+// batches walking the primary key (consumer group, key) range by range,
+// using the database clock. New rejects a
 // retention shorter than the retry horizon plus the redrive window.
 //
 // # Schema

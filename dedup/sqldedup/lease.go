@@ -58,9 +58,6 @@ func (s *Store) processLease(ctx context.Context, req dedup.Request, fn dedup.Fu
 		s.cfg.Logger.Warn("sqldedup: lease renewal failed while the handler ran",
 			"group", req.Group, "key", req.Key)
 	}
-	if s.testHookBeforeMark != nil {
-		s.testHookBeforeMark()
-	}
 	// Mark with a context that outlives a cancelled delivery: the effect
 	// happened, record it.
 	mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -5,7 +5,7 @@ package sqldedup
 type queries struct {
 	now string // expression: database clock in Unix ms
 
-	insertDone string // group, key, message_id, fingerprint
+	insertDone string // group, key, message_id, fingerprint (sqlite: + now ms twice)
 
 	beginInsertPG    string // BEGIN; insertDone with $n placeholders
 	beginInsertMySQL string // BEGIN; insertDone
@@ -34,10 +34,17 @@ func buildQueries(dialect, prefix string) queries {
 	}
 	onConflictNothing := " ON CONFLICT (consumer_group, dedup_key) DO NOTHING"
 	if dialect == "mysql" {
-		onConflictNothing = " ON DUPLICATE KEY UPDATE id = id"
+		onConflictNothing = " ON DUPLICATE KEY UPDATE status = status"
 	}
 	now := q.now
 	q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, " + now + ", " + now + ")" + onConflictNothing
+	if dialect == "sqlite" {
+		// SQLite runs in this process: its clock is the host's, so the
+		// time is bound from Go (time.Now) rather than computed in SQL,
+		// which keeps the statement the pure-Go driver parses on every
+		// execution short.
+		q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+	}
 	q.beginInsertPG = "BEGIN; INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES ($1, $2, 2, $3, $4, " + now + ", " + now + ")" + onConflictNothing
 	q.beginInsertMySQL = "BEGIN; " + q.insertDone
 	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
@@ -48,7 +55,7 @@ func buildQueries(dialect, prefix string) queries {
 	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, created_at, updated_at) VALUES (?, ?, 3, ?, " + now + ", " + now + ")" + onConflictNothing
 	q.clearDead = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 3"
-	q.cleanupWindow = "SELECT MAX(id) AS max_id, MIN(created_at) AS min_created, COUNT(*) AS n FROM (SELECT id, created_at FROM " + t + " WHERE id > ? ORDER BY id LIMIT ?) w"
-	q.cleanupDelete = "DELETE FROM " + t + " WHERE id > ? AND id <= ? AND status = 2 AND created_at < ?"
+	q.cleanupWindow = "SELECT consumer_group, dedup_key FROM " + t + " WHERE (consumer_group, dedup_key) > (?, ?) ORDER BY consumer_group, dedup_key LIMIT ?"
+	q.cleanupDelete = "DELETE FROM " + t + " WHERE (consumer_group, dedup_key) > (?, ?) AND (consumer_group, dedup_key) <= (?, ?) AND status = 2 AND created_at < ?"
 	return q
 }

@@ -156,8 +156,6 @@ type Store struct {
 	// fastBegin is "postgres" or "mysql" when BEGIN and the dedup insert
 	// can share a round trip (see fastbegin.go), else "".
 	fastBegin string
-	// hooks for tests: called in lease mode between steps.
-	testHookBeforeMark func()
 }
 
 var (

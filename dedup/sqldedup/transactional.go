@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -33,13 +34,13 @@ func (s *Store) processTx(ctx context.Context, req dedup.Request, fn dedup.Func)
 		}
 	}()
 
-	ins := tx.Exec(s.sql.insertDone, req.Group, req.Key, req.MessageID, req.Fingerprint)
-	if ins.Error != nil {
+	n, err := s.insertDoneRow(tx, req)
+	if err != nil {
 		finished = true
 		tx.Rollback()
-		return dedup.Result{}, fmt.Errorf("sqldedup: insert dedup row: %w", ins.Error)
+		return dedup.Result{}, fmt.Errorf("sqldedup: insert dedup row: %w", err)
 	}
-	if ins.RowsAffected == 0 {
+	if n == 0 {
 		// Someone committed this key first. Read what they stored, then
 		// leave without touching anything.
 		res, err := s.duplicate(ctx, tx, req)
@@ -93,4 +94,19 @@ func (s *Store) stateResult(req dedup.Request, st rowState) dedup.Result {
 			Mismatch: req.Fingerprint != "" && st.Fingerprint != "" && st.Fingerprint != req.Fingerprint,
 		}
 	}
+}
+
+// insertDoneRow inserts the done row in tx and returns the rows affected.
+func (s *Store) insertDoneRow(tx *gorm.DB, req dedup.Request) (int64, error) {
+	ins := tx.Exec(s.sql.insertDone, s.insertDoneArgs(req)...)
+	return ins.RowsAffected, ins.Error
+}
+
+// insertDoneArgs are the arguments of the insertDone query.
+func (s *Store) insertDoneArgs(req dedup.Request) []any {
+	if s.dialect == "sqlite" {
+		now := time.Now().UnixMilli()
+		return []any{req.Group, req.Key, req.MessageID, req.Fingerprint, now, now}
+	}
+	return []any{req.Group, req.Key, req.MessageID, req.Fingerprint}
 }

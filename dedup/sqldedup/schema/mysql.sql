@@ -1,8 +1,9 @@
 -- idemq dedup schema for MySQL 8 and MariaDB 10.5+. {{prefix}} is the validated table prefix.
 -- Keys are VARBINARY so that comparison is byte-exact (no case folding, no pad-space).
 -- Times are milliseconds since the Unix epoch, taken from the database clock.
+-- The dedup table's primary key is (consumer_group, dedup_key): one index to
+-- maintain per message, which the dedup insert checks and cleanup walks.
 CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
-  id             BIGINT         NOT NULL AUTO_INCREMENT,
   consumer_group VARBINARY(191) NOT NULL,
   dedup_key      VARBINARY(191) NOT NULL,
   status         SMALLINT       NOT NULL,            -- 1 processing, 2 done, 3 dead
@@ -12,8 +13,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   fingerprint    VARCHAR(64)    NOT NULL DEFAULT '',
   created_at     BIGINT         NOT NULL,
   updated_at     BIGINT         NOT NULL,
-  PRIMARY KEY (id),
-  UNIQUE KEY {{prefix}}dedup_group_key (consumer_group, dedup_key)
+  PRIMARY KEY (consumer_group, dedup_key)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS {{prefix}}attempts (

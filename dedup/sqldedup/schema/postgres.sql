@@ -1,7 +1,8 @@
 -- idemq dedup schema for PostgreSQL. {{prefix}} is the validated table prefix.
 -- Times are milliseconds since the Unix epoch, taken from the database clock.
+-- The dedup table's primary key is (consumer_group, dedup_key): one index to
+-- maintain per message, which the dedup insert checks and cleanup walks.
 CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
-  id             BIGSERIAL    PRIMARY KEY,
   consumer_group VARCHAR(191) NOT NULL,
   dedup_key      VARCHAR(191) NOT NULL,
   status         SMALLINT     NOT NULL,            -- 1 processing, 2 done, 3 dead
@@ -11,7 +12,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   fingerprint    VARCHAR(64)  NOT NULL DEFAULT '',
   created_at     BIGINT       NOT NULL,
   updated_at     BIGINT       NOT NULL,
-  UNIQUE (consumer_group, dedup_key)
+  PRIMARY KEY (consumer_group, dedup_key)
 );
 
 CREATE TABLE IF NOT EXISTS {{prefix}}attempts (

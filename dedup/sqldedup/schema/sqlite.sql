@@ -1,7 +1,8 @@
 -- idemq dedup schema for SQLite. {{prefix}} is the validated table prefix.
 -- Times are milliseconds since the Unix epoch, taken from the database clock.
+-- The dedup table's primary key is (consumer_group, dedup_key): one index to
+-- maintain per message, which the dedup insert checks and cleanup walks.
 CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
-  id             INTEGER PRIMARY KEY,
   consumer_group TEXT    NOT NULL,
   dedup_key      TEXT    NOT NULL,
   status         INTEGER NOT NULL,             -- 1 processing, 2 done, 3 dead
@@ -11,8 +12,8 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   fingerprint    TEXT    NOT NULL DEFAULT '',
   created_at     INTEGER NOT NULL,
   updated_at     INTEGER NOT NULL,
-  UNIQUE (consumer_group, dedup_key)
-);
+  PRIMARY KEY (consumer_group, dedup_key)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS {{prefix}}attempts (
   consumer_group TEXT    NOT NULL,
