@@ -189,7 +189,9 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client) (re
 		return result{}, err
 	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
-	key := func(kind string, seq int64) string { return kind + ":" + run + ":" + strconv.FormatInt(seq, 10) }
+	// Keys grow with the sequence, as snowflake message IDs (the default
+	// dedup key) grow with time.
+	key := func(kind string, seq int64) string { return fmt.Sprintf("%s:%s:%012d", kind, run, seq) }
 
 	// Keys that are already done, for the duplicate cases.
 	const pool = 2048

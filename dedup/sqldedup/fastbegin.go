@@ -132,21 +132,18 @@ func (s *Store) beginInsert(ctx context.Context, req dedup.Request) (*pinnedTx, 
 		return nil, 0, err
 	}
 	p := &pinnedTx{Conn: conn, ctx: ctx}
-	var res sql.Result
+	var n int64
 	if s.fastBegin == "postgres" {
-		res, err = conn.ExecContext(ctx, s.sql.beginInsertPG, pgx.QueryExecModeSimpleProtocol,
-			req.Group, req.Key, req.MessageID, req.Fingerprint)
+		n, err = pipelineBeginInsert(ctx, conn, s.sql.insertDonePG, req)
 	} else {
-		res, err = conn.ExecContext(ctx, s.sql.beginInsertMySQL, req.Group, req.Key, req.MessageID, req.Fingerprint)
+		var res sql.Result
+		if res, err = conn.ExecContext(ctx, s.sql.beginInsertMySQL, req.Group, req.Key, req.MessageID, req.Fingerprint); err == nil {
+			n, err = res.RowsAffected()
+		}
 	}
 	if err != nil {
 		p.bad = true
 		p.done = true
-		p.close()
-		return nil, 0, err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
 		p.close()
 		return nil, 0, err
 	}
@@ -175,4 +172,35 @@ func (s *Store) processTxFast(ctx context.Context, req dedup.Request, fn dedup.F
 		return dedup.Result{}, fmt.Errorf("sqldedup: commit: %w", err)
 	}
 	return dedup.Result{Outcome: dedup.Processed}, nil
+}
+
+// pipelineBeginInsert sends BEGIN and the dedup insert to PostgreSQL as one
+// pipeline (one round trip), the insert as a statement pgx prepares once
+// per connection and caches.
+func pipelineBeginInsert(ctx context.Context, conn *sql.Conn, insert string, req dedup.Request) (int64, error) {
+	var n int64
+	err := conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("sqldedup: unexpected PostgreSQL driver connection %T", dc)
+		}
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue(insert, req.Group, req.Key, req.MessageID, req.Fingerprint)
+		br := c.Conn().SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return err
+		}
+		tag, err := br.Exec()
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		n = tag.RowsAffected()
+		return nil
+	})
+	return n, err
 }

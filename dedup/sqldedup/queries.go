@@ -7,7 +7,7 @@ type queries struct {
 
 	insertDone string // group, key, message_id, fingerprint (sqlite: + now ms twice)
 
-	beginInsertPG    string // BEGIN; insertDone with $n placeholders
+	insertDonePG     string // insertDone with $n placeholders
 	beginInsertMySQL string // BEGIN; insertDone
 	selectRow        string // group, key -> status, fingerprint, lease_until - now
 	insertClaim      string // group, key, owner, lease ms, message_id, fingerprint
@@ -45,7 +45,7 @@ func buildQueries(dialect, prefix string) queries {
 		// execution short.
 		q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 	}
-	q.beginInsertPG = "BEGIN; INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES ($1, $2, 2, $3, $4, " + now + ", " + now + ")" + onConflictNothing
+	q.insertDonePG = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES ($1, $2, 2, $3, $4, " + now + ", " + now + ")" + onConflictNothing
 	q.beginInsertMySQL = "BEGIN; " + q.insertDone
 	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
 	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + now + ", " + now + ")" + onConflictNothing
