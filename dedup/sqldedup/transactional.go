@@ -34,7 +34,7 @@ func (s *Store) processTx(ctx context.Context, req dedup.Request, fn dedup.Func)
 		}
 	}()
 
-	n, err := s.insertDoneRow(tx, req)
+	n, err := s.insertDoneRow(ctx, tx, req)
 	if err != nil {
 		finished = true
 		tx.Rollback()
@@ -97,9 +97,18 @@ func (s *Store) stateResult(req dedup.Request, st rowState) dedup.Result {
 }
 
 // insertDoneRow inserts the done row in tx and returns the rows affected.
-func (s *Store) insertDoneRow(tx *gorm.DB, req dedup.Request) (int64, error) {
-	ins := tx.Exec(s.sql.insertDone, s.insertDoneArgs(req)...)
-	return ins.RowsAffected, ins.Error
+// It goes straight to the transaction's connection: the statement is fixed,
+// so gorm's statement building would be pure overhead on the hot path.
+func (s *Store) insertDoneRow(ctx context.Context, tx *gorm.DB, req dedup.Request) (int64, error) {
+	q := s.sql.insertDone
+	if s.dialect == "postgres" {
+		q = s.sql.insertDonePG
+	}
+	res, err := tx.Statement.ConnPool.ExecContext(ctx, q, s.insertDoneArgs(req)...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // insertDoneArgs are the arguments of the insertDone query.
