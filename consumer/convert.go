@@ -7,49 +7,19 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/rmqprops"
 )
 
 // retryTopicPrefix starts the name of a group's retry topic.
 const retryTopicPrefix = "%RETRY%"
 
-// systemProperties are the property names RocketMQ reserves for itself
-// (those of the Go client and of the broker). ToMessage leaves them out of
-// idemq.Message.Properties: they describe one stored copy (its retry
-// topic, delay level, transaction state, client message ID), not the
-// message, and a dead letter re-published with them would be delayed,
-// treated as a half message or rejected by the producer.
-var systemProperties = map[string]bool{}
-
-func init() {
-	for _, k := range []string{
-		primitive.PropertyKeys, primitive.PropertyTags, primitive.PropertyWaitStoreMsgOk,
-		primitive.PropertyDelayTimeLevel, primitive.PropertyRetryTopic, primitive.PropertyRealTopic,
-		primitive.PropertyRealQueueId, primitive.PropertyTransactionPrepared, primitive.PropertyProducerGroup,
-		primitive.PropertyMinOffset, primitive.PropertyMaxOffset, primitive.PropertyBuyerId,
-		primitive.PropertyOriginMessageId, primitive.PropertyTransferFlag, primitive.PropertyCorrectionFlag,
-		primitive.PropertyMQ2Flag, primitive.PropertyReconsumeTime, primitive.PropertyMsgRegion,
-		primitive.PropertyTraceSwitch, primitive.PropertyUniqueClientMessageIdKeyIndex,
-		primitive.PropertyMaxReconsumeTimes, primitive.PropertyConsumeStartTime,
-		primitive.PropertyTranscationPreparedQueueOffset, primitive.PropertyTranscationCheckTimes,
-		primitive.PropertyCheckImmunityTimeInSeconds, primitive.PropertyShardingKey,
-		primitive.PropertyTransactionID, primitive.PropertyCorrelationID,
-		primitive.PropertyMessageReplyToClient, primitive.PropertyMessageTTL,
-		primitive.PropertyReplyMessageArriveTime, primitive.PropertyMsgType, primitive.PropertyCluster,
-		// Set by RocketMQ 4.x/5.x brokers, not named by the Go client.
-		"INSTANCE_ID", "DUP_INFO", "EXTEND_UNIQ_INFO", "INNER_NUM", "INNER_BASE",
-		"INNER_MULTI_DISPATCH", "INNER_MULTI_QUEUE_OFFSET", "TRACE_CONTEXT",
-		"__STARTDELIVERTIME", "TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS",
-		"TIMER_OUT_MS", "TIMER_ENQUEUE_MS", "TIMER_DEQUEUE_MS", "TIMER_ROLL_TIMES",
-		"TIMER_DEL_UNIQKEY", "POP_CK", "POP_CK_OFFSET", "1ST_POP_TIME",
-		"DLQ_ORIGIN_TOPIC", "DLQ_ORIGIN_MESSAGE_ID", "BORN_HOST", "BORN_TIMESTAMP",
-	} {
-		systemProperties[k] = true
-	}
-}
-
 // IsSystemProperty reports whether name is a property RocketMQ reserves for
-// itself, which ToMessage leaves out of idemq.Message.Properties.
-func IsSystemProperty(name string) bool { return systemProperties[name] }
+// itself, which ToMessage leaves out of idemq.Message.Properties: such a
+// property describes one stored copy (its retry topic, delay level,
+// transaction state, client message ID), not the message, and a dead letter
+// re-published with it would be delayed, treated as a half message or
+// rejected by the producer.
+func IsSystemProperty(name string) bool { return rmqprops.IsSystem(name) }
 
 // ToMessage converts a message delivered by rocketmq-client-go to the
 // transport-neutral idemq.Message that handlers see, for consumer group
@@ -104,7 +74,7 @@ func ToMessage(ext *primitive.MessageExt, group string) *idemq.Message {
 		msg.Body = append([]byte(nil), ext.Body...)
 	}
 	for k, v := range props {
-		if systemProperties[k] {
+		if rmqprops.IsSystem(k) {
 			continue
 		}
 		if msg.Properties == nil {

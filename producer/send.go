@@ -12,7 +12,9 @@ import (
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
+
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/rmqprops"
 )
 
 // MaxDelayLevel is the highest RocketMQ delay level (2h on the default
@@ -72,30 +74,6 @@ func applyOptions(opts []SendOption) (sendOptions, error) {
 		}
 	}
 	return o, nil
-}
-
-// reservedProperties are RocketMQ's system properties: a user property with
-// one of these names would change how the broker treats the message.
-var reservedProperties = map[string]bool{}
-
-func init() {
-	for _, k := range []string{
-		primitive.PropertyKeys, primitive.PropertyTags, primitive.PropertyWaitStoreMsgOk,
-		primitive.PropertyDelayTimeLevel, primitive.PropertyRetryTopic, primitive.PropertyRealTopic,
-		primitive.PropertyRealQueueId, primitive.PropertyTransactionPrepared, primitive.PropertyProducerGroup,
-		primitive.PropertyMinOffset, primitive.PropertyMaxOffset, primitive.PropertyBuyerId,
-		primitive.PropertyOriginMessageId, primitive.PropertyTransferFlag, primitive.PropertyCorrectionFlag,
-		primitive.PropertyMQ2Flag, primitive.PropertyReconsumeTime, primitive.PropertyMsgRegion,
-		primitive.PropertyTraceSwitch, primitive.PropertyUniqueClientMessageIdKeyIndex,
-		primitive.PropertyMaxReconsumeTimes, primitive.PropertyConsumeStartTime,
-		primitive.PropertyTranscationPreparedQueueOffset, primitive.PropertyTranscationCheckTimes,
-		primitive.PropertyCheckImmunityTimeInSeconds, primitive.PropertyShardingKey,
-		primitive.PropertyTransactionID, primitive.PropertyCorrelationID,
-		primitive.PropertyMessageReplyToClient, primitive.PropertyMessageTTL,
-		primitive.PropertyReplyMessageArriveTime, primitive.PropertyMsgType, primitive.PropertyCluster,
-	} {
-		reservedProperties[k] = true
-	}
 }
 
 var topicRE = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
@@ -166,7 +144,7 @@ func toPrimitive(msg *idemq.Message, o sendOptions) (*primitive.Message, error) 
 		switch {
 		case name == "":
 			return nil, invalid("empty property name")
-		case reservedProperties[name]:
+		case rmqprops.IsSystem(name):
 			return nil, invalid("property %q is reserved by RocketMQ", name)
 		case hasSeparator(name) || hasSeparator(value):
 			return nil, invalid("property %q contains a separator byte", name)
