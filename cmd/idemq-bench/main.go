@@ -35,24 +35,20 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/benchwork"
+	"github.com/idemq/idemq/internal/dbopen"
 )
 
 func main() {
@@ -116,52 +112,19 @@ func main() {
 
 type result struct{ bare, dedup, batch, dupDB, dupRedis float64 }
 
+// open opens a database to measure; PostgreSQL and MySQL come from
+// IDEMQ_POSTGRES_DSN and IDEMQ_MYSQL_DSN.
 func open(name string) (*gorm.DB, error) {
-	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true}
-	var d gorm.Dialector
+	dsn := ""
 	switch name {
-	case "sqlite":
-		dir, err := os.MkdirTemp("", "idemq-bench-")
-		if err != nil {
-			return nil, err
+	case "postgres", "mysql":
+		env := map[string]string{"postgres": "IDEMQ_POSTGRES_DSN", "mysql": "IDEMQ_MYSQL_DSN"}[name]
+		if dsn = os.Getenv(env); dsn == "" {
+			return nil, fmt.Errorf("%s not set", env)
 		}
-		d = sqlite.Open(sqldedup.SQLiteDSN(filepath.Join(dir, "bench.db")))
-	case "postgres":
-		dsn := os.Getenv("IDEMQ_POSTGRES_DSN")
-		if dsn == "" {
-			return nil, fmt.Errorf("IDEMQ_POSTGRES_DSN not set")
-		}
-		d = postgres.Open(dsn)
-	case "mysql":
-		dsn := os.Getenv("IDEMQ_MYSQL_DSN")
-		if dsn == "" {
-			return nil, fmt.Errorf("IDEMQ_MYSQL_DSN not set")
-		}
-		if !strings.Contains(dsn, "multiStatements") {
-			// Lets sqldedup send BEGIN with the dedup insert (see
-			// sqldedup's package doc); the baseline is unaffected.
-			dsn += "&multiStatements=true"
-		}
-		d = mysql.Open(dsn)
-	default:
-		return nil, fmt.Errorf("unknown database %q", name)
 	}
-	db, err := gorm.Open(d, cfg)
-	if err != nil {
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	sqlDB.SetMaxOpenConns(64)
-	sqlDB.SetMaxIdleConns(64)
-	if name == "sqlite" {
-		// SQLite has one writer: queue writers in Go, not in SQLite's
-		// sleeping busy handler (see sqldedup.SQLiteDSN).
-		sqlDB.SetMaxOpenConns(1)
-	}
-	return db, nil
+	db, _, err := dbopen.Open(name, dsn)
+	return db, err
 }
 
 func median(xs []float64) float64 {

@@ -31,18 +31,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/consumer"
@@ -50,6 +44,7 @@ import (
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
 )
@@ -160,35 +155,6 @@ func main() {
 	}
 }
 
-func openDB(name, dsn string) (*gorm.DB, func(), error) {
-	cleanup := func() {}
-	var d gorm.Dialector
-	switch name {
-	case "sqlite":
-		if dsn == "" {
-			dir, err := os.MkdirTemp("", "coupon-")
-			if err != nil {
-				return nil, nil, err
-			}
-			cleanup = func() { os.RemoveAll(dir) }
-			dsn = sqldedup.SQLiteDSN(filepath.Join(dir, "coupon.db"))
-		}
-		d = sqlite.Open(dsn)
-	case "postgres":
-		d = postgres.Open(dsn)
-	case "mysql":
-		d = mysql.Open(dsn)
-	default:
-		return nil, nil, fmt.Errorf("unknown -db %q", name)
-	}
-	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		cleanup()
-		return nil, nil, err
-	}
-	return db, cleanup, nil
-}
-
 func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duration) error {
 	ctx := context.Background()
 	// The injected failures are expected: log errors only.
@@ -204,7 +170,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	db, cleanup, err := openDB(dbName, dsn)
+	db, cleanup, err := dbopen.Open(dbName, dsn)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,9 @@
 // payouts, and double payouts, which must be 0.
 //
 // With no flags it runs on the embedded default: SQLite in a temporary
-// directory and the in-process test broker (integration/rmqtest). Flags
+// directory and the in-process test broker (integration/rmqtest). On a
+// database of yours it drops and recreates its own tables, all prefixed
+// redpacket_, at start. Flags
 // point it at a real RocketMQ name server, PostgreSQL or MySQL, and Redis:
 //
 //	go run ./examples/redpacket -namesrv 10.0.0.5:9876 -db postgres -dsn "host=... dbname=..." -redis 127.0.0.1:6379
@@ -34,18 +36,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/consumer"
@@ -53,13 +50,15 @@ import (
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
 )
 
 const (
-	topic = "redpacket_grant"
-	group = "payout_service"
+	topic   = "redpacket_grant"
+	group   = "payout_service"
+	wallets = 50
 )
 
 // Grant is the body of a red-packet grant message.
@@ -97,37 +96,6 @@ func main() {
 	}
 }
 
-func openDB(o options) (*gorm.DB, func(), error) {
-	cfg := &gorm.Config{Logger: logger.Discard}
-	cleanup := func() {}
-	var d gorm.Dialector
-	switch o.db {
-	case "sqlite":
-		dsn := o.dsn
-		if dsn == "" {
-			dir, err := os.MkdirTemp("", "redpacket-")
-			if err != nil {
-				return nil, nil, err
-			}
-			cleanup = func() { os.RemoveAll(dir) }
-			dsn = sqldedup.SQLiteDSN(filepath.Join(dir, "redpacket.db"))
-		}
-		d = sqlite.Open(dsn)
-	case "postgres":
-		d = postgres.Open(o.dsn)
-	case "mysql":
-		d = mysql.Open(o.dsn)
-	default:
-		return nil, nil, fmt.Errorf("unknown -db %q (want sqlite, postgres or mysql)", o.db)
-	}
-	db, err := gorm.Open(d, cfg)
-	if err != nil {
-		cleanup()
-		return nil, nil, err
-	}
-	return db, cleanup, nil
-}
-
 // payoutService is the consumer side: wallets, payouts and the counters of
 // the reconciliation.
 type payoutService struct {
@@ -148,6 +116,13 @@ func (s *payoutService) migrate(ctx context.Context) error {
 	case "mysql":
 		auto = "BIGINT AUTO_INCREMENT PRIMARY KEY"
 	}
+	// The example starts from empty tables of its own (prefix redpacket_),
+	// so that its reconciliation is about this run only.
+	for _, t := range []string{"wallets", "payouts", "idemq_dedup", "idemq_attempts", "idemq_dead_letters"} {
+		if err := s.db.WithContext(ctx).Exec("DROP TABLE IF EXISTS " + s.prefix + t).Error; err != nil {
+			return err
+		}
+	}
 	for _, q := range []string{
 		"CREATE TABLE IF NOT EXISTS " + s.prefix + "wallets (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)",
 		// No unique index on order_id on purpose: the reconciliation must be
@@ -155,6 +130,12 @@ func (s *payoutService) migrate(ctx context.Context) error {
 		"CREATE TABLE IF NOT EXISTS " + s.prefix + "payouts (id " + auto + ", order_id BIGINT NOT NULL, wallet_id BIGINT NOT NULL, amount BIGINT NOT NULL, message_id VARCHAR(64) NOT NULL)",
 	} {
 		if err := s.db.WithContext(ctx).Exec(q).Error; err != nil {
+			return err
+		}
+	}
+	// Every user has a wallet before any red packet arrives.
+	for id := 1; id <= wallets; id++ {
+		if err := s.db.WithContext(ctx).Exec("INSERT INTO "+s.prefix+"wallets (id, balance) VALUES (?, 0)", id).Error; err != nil {
 			return err
 		}
 	}
@@ -176,10 +157,8 @@ func (s *payoutService) pay(ctx context.Context, msg *idemq.Message) error {
 	if r.Error != nil {
 		return r.Error
 	}
-	if r.RowsAffected == 0 {
-		if err := tx.Exec("INSERT INTO "+s.prefix+"wallets (id, balance) VALUES (?, ?)", g.Wallet, g.Amount).Error; err != nil {
-			return err
-		}
+	if r.RowsAffected != 1 {
+		return idemq.Permanent(fmt.Errorf("wallet %d does not exist", g.Wallet))
 	}
 	if err := tx.Exec("INSERT INTO "+s.prefix+"payouts (order_id, wallet_id, amount, message_id) VALUES (?, ?, ?, ?)",
 		g.OrderID, g.Wallet, g.Amount, msg.ID).Error; err != nil {
@@ -226,7 +205,7 @@ func run(ctx context.Context, o options) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	producer.SetClientLogger(log)
 
-	db, cleanup, err := openDB(o)
+	db, cleanup, err := dbopen.Open(o.db, o.dsn)
 	if err != nil {
 		return err
 	}
@@ -260,7 +239,9 @@ func run(ctx context.Context, o options) error {
 	if o.redis != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: o.redis})
 		defer rdb.Close()
-		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{Logger: log}); err != nil {
+		// Markers of this run only: the example starts from empty tables.
+		prefix := fmt.Sprintf("idemq:redpacket:%d:", time.Now().UnixNano())
+		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: prefix, Logger: log}); err != nil {
 			return err
 		}
 	}
@@ -321,7 +302,7 @@ func run(ctx context.Context, o options) error {
 	var sends, dupSends, regrants int
 	var expected int64
 	for i := 1; i <= o.orders; i++ {
-		g := Grant{OrderID: int64(i), Wallet: int64(rand.IntN(50) + 1), Amount: int64(rand.IntN(880) + 8)}
+		g := Grant{OrderID: int64(i), Wallet: int64(rand.IntN(wallets) + 1), Amount: int64(rand.IntN(880) + 8)}
 		expected += g.Amount
 		body, _ := json.Marshal(g)
 		msg := &idemq.Message{Topic: topic, Tags: "grant", Body: body,
