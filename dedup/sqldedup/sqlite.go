@@ -13,6 +13,12 @@ package sqldedup
 //     never deadlock upgrading read locks (which busy_timeout cannot
 //     resolve).
 //
+// SQLite has one writer. With many consumer goroutines, also limit the pool
+// to one connection (sqlDB.SetMaxOpenConns(1)): writers then queue in Go
+// instead of sleeping in SQLite's busy handler. A transactional handler
+// must then write only through dedup.Tx(ctx), since the transaction holds
+// the one connection.
+//
 // The driver stops reading parameters at _time_format, so none is set.
 // path is a plain file name, not a file: URI, and must not contain '?'.
 func SQLiteDSN(path string) string {
