@@ -24,15 +24,17 @@
 //
 // At the concurrency a consumer runs at, a round trip costs more than the
 // dedup insert itself. On PostgreSQL (pgx, the driver of
-// gorm.io/driver/postgres) the store sends BEGIN and the insert as one
-// simple-protocol request, pgx binding the arguments client-side, on a
+// gorm.io/driver/postgres) the store sends BEGIN and the insert as one pgx
+// pipeline (the insert a statement pgx prepares once per connection) on a
 // connection it pins for the transaction; the handler's statements run on
 // that connection through the *gorm.DB that dedup.Tx returns, and its own
 // Transaction calls become savepoints. On MySQL/MariaDB it does the same
-// when the DSN has multiStatements=true and interpolateParams=true; without
-// them, and whenever Config.TxOptions is set, it uses an ordinary gorm
-// transaction. A connection whose COMMIT or ROLLBACK fails is discarded,
-// never returned to the pool inside a transaction.
+// when the DSN has multiStatements=true and interpolateParams=true. On
+// SQLite there is no round trip, but the pure-Go driver pays per call, so
+// BEGIN IMMEDIATE and the insert go as one call. Whenever Config.TxOptions
+// is set, and on MySQL without those DSN settings, the store uses an
+// ordinary gorm transaction. A connection whose COMMIT or ROLLBACK fails is
+// discarded, never returned to the pool inside a transaction.
 //
 // # Lease mode
 //

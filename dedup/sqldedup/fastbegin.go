@@ -20,9 +20,10 @@ import (
 // round trip, on a connection pinned for the whole transaction, instead of
 // one round trip for BEGIN and one for the insert. At the concurrency where
 // a message consumer runs, the round trip costs more than the insert
-// itself. It is used on PostgreSQL (pgx's simple protocol, which binds the
-// arguments client-side and allows several statements) and on MySQL when
-// the DSN has multiStatements=true and interpolateParams=true.
+// itself. It is used on PostgreSQL (a pgx pipeline: BEGIN and a cached
+// prepared insert, one network round trip), on MySQL when the DSN has
+// multiStatements=true and interpolateParams=true, and on SQLite (BEGIN
+// IMMEDIATE and the insert in one driver call).
 
 // pinnedTx is a transaction that database/sql does not know about: BEGIN
 // was sent by hand on a pinned connection. It satisfies gorm.ConnPool and
@@ -88,8 +89,8 @@ func (p *pinnedTx) close() {
 	_ = p.Conn.Close()
 }
 
-// fastBegin reports how the store may start transactions: "" when only the
-// ordinary way works.
+// fastBeginKind reports how the store may start transactions: "" when only
+// the ordinary way works.
 func fastBeginKind(db *gorm.DB, dialect string) string {
 	switch dialect {
 	case "postgres":
@@ -101,6 +102,8 @@ func fastBeginKind(db *gorm.DB, dialect string) string {
 			return "" // not pgx's database/sql driver
 		}
 		return "postgres"
+	case "sqlite":
+		return "sqlite"
 	case "mysql":
 		d, ok := db.Dialector.(*gormmysql.Dialector)
 		if !ok || d.Config == nil {
@@ -135,6 +138,11 @@ func (s *Store) beginInsert(ctx context.Context, req dedup.Request) (*pinnedTx, 
 	var n int64
 	if s.fastBegin == "postgres" {
 		n, err = pipelineBeginInsert(ctx, conn, s.sql.insertDonePG, req)
+	} else if s.fastBegin == "sqlite" {
+		var res sql.Result
+		if res, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE; "+s.sql.insertDone, s.insertDoneArgs(req)...); err == nil {
+			n, err = res.RowsAffected()
+		}
 	} else {
 		var res sql.Result
 		if res, err = conn.ExecContext(ctx, s.sql.beginInsertMySQL, req.Group, req.Key, req.MessageID, req.Fingerprint); err == nil {

@@ -98,7 +98,7 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 		cfg = sqldedup.WithoutFastBegin(cfg)
 	}
 	s := newStore(t, db, cfg)
-	wantFast := map[string]string{"postgres": "postgres", "mysql-multistatements": "mysql"}[d.Name]
+	wantFast := map[string]string{"sqlite": "sqlite", "postgres": "postgres", "mysql-multistatements": "mysql"}[d.Name]
 	if slowBegin || mode == sqldedup.Lease {
 		wantFast = ""
 	}
@@ -145,15 +145,13 @@ func TestConformance(t *testing.T) {
 				}})
 			})
 		}
-		if d.Dialect != "sqlite" {
-			// The ordinary BEGIN path, which a store takes with TxOptions
-			// or a MySQL DSN without multiStatements.
-			t.Run(d.Name+"/transactional-plain-begin", func(t *testing.T) {
-				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
-					return subject(t, d, sqldedup.Transactional, true)
-				}})
-			})
-		}
+		// The ordinary BEGIN path, which a store takes with TxOptions or a
+		// MySQL DSN without multiStatements.
+		t.Run(d.Name+"/transactional-plain-begin", func(t *testing.T) {
+			deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+				return subject(t, d, sqldedup.Transactional, true)
+			}})
+		})
 	}
 }
 

@@ -153,8 +153,8 @@ type Store struct {
 	dialect string
 	prefix  string
 	sql     queries
-	// fastBegin is "postgres" or "mysql" when BEGIN and the dedup insert
-	// can share a round trip (see fastbegin.go), else "".
+	// fastBegin is "postgres", "mysql" or "sqlite" when BEGIN and the dedup
+	// insert can share a round trip or call (see fastbegin.go), else "".
 	fastBegin string
 }
 
