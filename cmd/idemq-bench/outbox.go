@@ -13,7 +13,6 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
-	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -30,20 +29,8 @@ func outboxMain(args []string) {
 	lg := quietLogger()
 	producer.SetClientLogger(lg)
 
-	broker, err := rmqtest.New(rmqtest.Config{Logger: lg})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer broker.Close()
-	ids, err := producer.NewIDGenerator(producer.FixedNode(2), producer.IDConfig{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: lg})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer prod.Shutdown()
+	_, ids, prod, stop := startBroker(lg, 2)
+	defer stop()
 	ctx := context.Background()
 
 	raw := func(workers int) float64 {

@@ -29,6 +29,24 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
+// startBroker starts an in-process test broker and a producer on it whose
+// IDs come from the given snowflake node; stop shuts both down.
+func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *producer.IDGenerator, *producer.Producer, func()) {
+	broker, err := rmqtest.New(rmqtest.Config{Logger: lg})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ids, err := producer.NewIDGenerator(producer.FixedNode(node), producer.IDConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: lg})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return broker, ids, prod, func() { prod.Shutdown(); broker.Close() }
+}
+
 // pipelineMain measures producer -> test broker -> consumer -> handler,
 // bare and behind the Standard chain with transactional dedup.
 func pipelineMain(args []string) {
@@ -46,20 +64,8 @@ func pipelineMain(args []string) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	broker, err := rmqtest.New(rmqtest.Config{Logger: lg})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer broker.Close()
-	ids, err := producer.NewIDGenerator(producer.FixedNode(1), producer.IDConfig{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: lg})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer prod.Shutdown()
+	broker, _, prod, stop := startBroker(lg, 1)
+	defer stop()
 
 	fmt.Printf("idemq-bench pipeline: %s, %d messages, %d senders, %d consumer goroutines\n", *dbName, *n, *senders, *c)
 	bare, err := runPipeline(db, prod, broker, "bare", *n, *c, *senders, lg)
