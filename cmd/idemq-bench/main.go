@@ -13,9 +13,15 @@
 //
 // Usage:
 //
-//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 3]
+//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 3] [-cases abcde]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
 //	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
+//
+// Each round runs every case once, a and b in alternating order; msgs/s is
+// the median over rounds, and each ratio the median of the ratios taken
+// within one round, so that a slow stretch of a shared machine weighs on
+// both sides of a ratio alike. The first tenth of each case (at most one
+// second) is an uncounted warm-up.
 //
 // The pipeline mode measures the whole path (producer, in-process test
 // broker, consumer, dedup, handler) with and without dedup; the outbox mode
@@ -36,7 +42,7 @@ import (
 	"log"
 	"os"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +72,7 @@ func main() {
 	conc := flag.String("c", "1,8,32", "concurrencies")
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
 	rounds := flag.Int("rounds", 1, "rounds per case (the median is reported)")
+	only := flag.String("cases", "abcde", "cases to run (letters a to e); a is always run")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -76,6 +83,13 @@ func main() {
 			log.Fatalf("bad concurrency %q", f)
 		}
 		cs = append(cs, n)
+	}
+	want := map[string]bool{"a": true}
+	for _, r := range *only {
+		if r < 'a' || r > 'e' {
+			log.Fatalf("bad case %q in -cases (want letters a to e)", r)
+		}
+		want[string(r)] = true
 	}
 	var rdb *redis.Client
 	if addr := os.Getenv("IDEMQ_REDIS_ADDR"); addr != "" {
@@ -93,24 +107,43 @@ func main() {
 			continue
 		}
 		for _, c := range cs {
-			r, err := run(db, c, *dur, *rounds, rdb)
+			r, err := run(db, c, *dur, *rounds, rdb, want)
 			if err != nil {
 				log.Fatalf("%s c=%d: %v", name, c, err)
 			}
-			redisCol, eA, eD := "-", "-", "-"
-			if r.dupRedis > 0 {
-				redisCol = fmt.Sprintf("%.0f", r.dupRedis)
-				eA = fmt.Sprintf("%.2f", r.dupRedis/r.bare)
-				eD = fmt.Sprintf("%.1fx", r.dupRedis/r.dupDB)
-			}
-			fmt.Printf("%-9s %3d %9.0f %9.0f %6.2f %9.0f %6.2f %5.1fx %9.0f %6.2f %9s %6s %7s\n",
-				name, c, r.bare, r.dedup, r.dedup/r.bare, r.batch, r.batch/r.bare, r.batch/r.dedup,
-				r.dupDB, r.dupDB/r.bare, redisCol, eA, eD)
+			fmt.Printf("%-9s %3d %9s %9s %6s %9s %6s %6s %9s %6s %9s %6s %7s\n", name, c,
+				r.rate("a"), r.rate("b"), r.ratio("b", "a", ""), r.rate("c"), r.ratio("c", "a", ""), r.ratio("c", "b", "x"),
+				r.rate("d"), r.ratio("d", "a", ""), r.rate("e"), r.ratio("e", "a", ""), r.ratio("e", "d", "x"))
 		}
 	}
 }
 
-type result struct{ bare, dedup, batch, dupDB, dupRedis float64 }
+// result holds each case's msgs/s of every round.
+type result map[string][]float64
+
+// rate is the median msgs/s of case k, or "-" if it was not run.
+func (r result) rate(k string) string {
+	if len(r[k]) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", median(r[k]))
+}
+
+// ratio is the median over rounds of case x's msgs/s divided by case y's in
+// the same round, or "-" if either was not run.
+func (r result) ratio(x, y, suffix string) string {
+	if len(r[x]) == 0 || len(r[x]) != len(r[y]) {
+		return "-"
+	}
+	q := make([]float64, len(r[x]))
+	for i := range q {
+		q[i] = r[x][i] / r[y][i]
+	}
+	if suffix == "x" {
+		return fmt.Sprintf("%.1fx", median(q))
+	}
+	return fmt.Sprintf("%.2f", median(q))
+}
 
 // open opens a database to measure; PostgreSQL and MySQL come from
 // IDEMQ_POSTGRES_DSN and IDEMQ_MYSQL_DSN.
@@ -127,29 +160,32 @@ func open(name string) (*gorm.DB, error) {
 	return db, err
 }
 
+// median is the middle value of xs (the upper middle for an even count);
+// xs is not modified.
 func median(xs []float64) float64 {
-	sort.Float64s(xs)
-	return xs[len(xs)/2]
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
-func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client) (result, error) {
+func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, want map[string]bool) (result, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("bench%d_", c)
 	w, err := benchwork.Setup(ctx, db, prefix)
 	if err != nil {
-		return result{}, err
+		return nil, err
 	}
 	for _, t := range []string{"dedup", "attempts", "dead_letters"} {
 		if err := db.Exec("DROP TABLE IF EXISTS " + prefix + t).Error; err != nil {
-			return result{}, err
+			return nil, err
 		}
 	}
 	store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
 	if err != nil {
-		return result{}, err
+		return nil, err
 	}
 	if err := store.Migrate(ctx); err != nil {
-		return result{}, err
+		return nil, err
 	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
 	// Keys grow with the sequence, as snowflake message IDs (the default
@@ -164,84 +200,89 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client) (re
 	}
 	for i := 0; i < pool; i += 256 {
 		if err := w.Batch(ctx, store, "bench", dupKeys[i:i+256]); err != nil {
-			return result{}, err
+			return nil, err
 		}
 	}
 	var fast *redisdedup.FastPath
 	if rdb != nil {
 		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":"})
 		if err != nil {
-			return result{}, err
+			return nil, err
 		}
 		for _, k := range dupKeys { // writes the markers
 			if _, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: k}, noop); err != nil {
-				return result{}, err
+				return nil, err
 			}
 		}
 	}
 
-	var r result
-	var bare, dd, batch, dupDB, dupRedis []float64
-	for i := 0; i < rounds; i++ {
-		v, err := benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
-			return w.Bare(ctx, key("bare", seq))
-		})
-		if err != nil {
-			return r, fmt.Errorf("bare: %w", err)
-		}
-		bare = append(bare, v)
-		v, err = benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
-			out, err := w.Dedup(ctx, store, "bench", key(fmt.Sprintf("dedup%d", i), seq))
-			if err == nil && out != dedup.Processed {
-				err = fmt.Errorf("fresh key answered %s", out)
+	cases := []struct {
+		name  string
+		perOp int
+		op    func(round int) func(ctx context.Context, seq int64) error
+	}{
+		{"a", 1, func(int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error { return w.Bare(ctx, key("bare", seq)) }
+		}},
+		{"b", 1, func(round int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				out, err := w.Dedup(ctx, store, "bench", key(fmt.Sprintf("dedup%d", round), seq))
+				if err == nil && out != dedup.Processed {
+					err = fmt.Errorf("fresh key answered %s", out)
+				}
+				return err
 			}
-			return err
-		})
-		if err != nil {
-			return r, fmt.Errorf("dedup: %w", err)
-		}
-		dd = append(dd, v)
-		v, err = benchwork.Measure(ctx, c, d, 32, func(ctx context.Context, seq int64) error {
-			keys := make([]string, 32)
-			for j := range keys {
-				keys[j] = key(fmt.Sprintf("batch%d", i), seq*32+int64(j))
+		}},
+		{"c", 32, func(round int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				keys := make([]string, 32)
+				for j := range keys {
+					keys[j] = key(fmt.Sprintf("batch%d", round), seq*32+int64(j))
+				}
+				return w.Batch(ctx, store, "bench", keys)
 			}
-			return w.Batch(ctx, store, "bench", keys)
-		})
-		if err != nil {
-			return r, fmt.Errorf("batch: %w", err)
-		}
-		batch = append(batch, v)
-		v, err = benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
-			out, err := w.Dedup(ctx, store, "bench", dupKeys[seq%pool])
-			if err == nil && out != dedup.Duplicate {
-				err = fmt.Errorf("done key answered %s", out)
+		}},
+		{"d", 1, func(int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				out, err := w.Dedup(ctx, store, "bench", dupKeys[seq%pool])
+				if err == nil && out != dedup.Duplicate {
+					err = fmt.Errorf("done key answered %s", out)
+				}
+				return err
 			}
-			return err
-		})
-		if err != nil {
-			return r, fmt.Errorf("dup-db: %w", err)
-		}
-		dupDB = append(dupDB, v)
-		if fast != nil {
-			v, err = benchwork.Measure(ctx, c, d, 1, func(ctx context.Context, seq int64) error {
+		}},
+		{"e", 1, func(int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
 				res, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: dupKeys[seq%pool]}, noop)
 				if err == nil && (res.Outcome != dedup.Duplicate || !res.FastPath) {
 					err = fmt.Errorf("done key answered %s (fast path %v)", res.Outcome, res.FastPath)
 				}
 				return err
-			})
-			if err != nil {
-				return r, fmt.Errorf("dup-redis: %w", err)
 			}
-			dupRedis = append(dupRedis, v)
+		}},
+	}
+	// Rounds alternate the order of a and b, so that neither always runs
+	// on the fresher database or right after the heavier case; each ratio
+	// is taken within a round and the median over rounds reported.
+	vals := result{}
+	for round := 0; round < rounds; round++ {
+		order := []int{0, 1, 2, 3, 4}
+		if round%2 == 1 {
+			order[0], order[1] = 1, 0
+		}
+		for _, ci := range order {
+			cs := cases[ci]
+			if !want[cs.name] || (cs.name == "e" && fast == nil) {
+				continue
+			}
+			v, err := benchwork.Measure(ctx, c, d, cs.perOp, cs.op(round))
+			if err != nil {
+				return nil, fmt.Errorf("case %s: %w", cs.name, err)
+			}
+			vals[cs.name] = append(vals[cs.name], v)
 		}
 	}
-	r.bare, r.dedup, r.batch, r.dupDB = median(bare), median(dd), median(batch), median(dupDB)
-	if len(dupRedis) > 0 {
-		r.dupRedis = median(dupRedis)
-	}
-	return r, nil
+	return vals, nil
 }
 
 func noop(context.Context) error { return nil }

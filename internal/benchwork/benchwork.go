@@ -164,9 +164,11 @@ func (w *Workload) Payouts(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// Measure runs op from c goroutines for d (after a short warm-up) and
-// returns operations per second. Each op handles perOp messages. op gets a
-// unique sequence number. The first error stops the run.
+// Measure runs op from c goroutines for d and returns operations per
+// second. Each op handles perOp messages. op gets a unique sequence number.
+// The first tenth of d (at most one second) is a warm-up whose operations
+// are not counted, so that connection set-up and first-use statement
+// preparation do not weigh on the figure. The first error stops the run.
 func Measure(ctx context.Context, c int, d time.Duration, perOp int, op func(ctx context.Context, seq int64) error) (float64, error) {
 	var (
 		seq   atomic.Int64
@@ -175,8 +177,9 @@ func Measure(ctx context.Context, c int, d time.Duration, perOp int, op func(ctx
 		first error
 		once  sync.Once
 	)
-	stopAt := time.Now().Add(d)
 	start := time.Now()
+	warmEnd := start.Add(min(d/10, time.Second))
+	stopAt := start.Add(d)
 	for g := 0; g < c; g++ {
 		wg.Add(1)
 		go func() {
@@ -186,7 +189,9 @@ func Measure(ctx context.Context, c int, d time.Duration, perOp int, op func(ctx
 					once.Do(func() { first = err })
 					return
 				}
-				done.Add(1)
+				if time.Now().After(warmEnd) {
+					done.Add(1)
+				}
 			}
 		}()
 	}
@@ -194,5 +199,9 @@ func Measure(ctx context.Context, c int, d time.Duration, perOp int, op func(ctx
 	if first != nil {
 		return 0, first
 	}
-	return float64(done.Load()*int64(perOp)) / time.Since(start).Seconds(), nil
+	elapsed := time.Since(warmEnd).Seconds()
+	if elapsed <= 0 {
+		return 0, fmt.Errorf("benchwork: run of %s too short to measure", d)
+	}
+	return float64(done.Load()*int64(perOp)) / elapsed, nil
 }
