@@ -3,6 +3,7 @@ package deduptest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -54,6 +55,29 @@ func testGroups(t *testing.T, s Subject) {
 	res, err := s.Store.Process(ctxT(t), req("group-a", key), e.fn(key))
 	mustOutcome(t, res, err, dedup.Duplicate)
 	e.expect(t, key, 2)
+}
+
+// testExactKeys: keys are compared byte for byte. Keys that a
+// case-insensitive, pad-space or normalizing collation would call equal are
+// different messages, and each runs once.
+func testExactKeys(t *testing.T, s Subject) {
+	e := newEffects(t, s)
+	base := uniqueKey("exact")
+	keys := []string{base + "-key", base + "-KEY", base + "-key ", base + "-caf\u00e9", base + "-cafe\u0301"}
+	// Effects are recorded under ASCII labels, so that the effects table's
+	// own collation cannot merge them.
+	label := func(i int) string { return fmt.Sprintf("%s#%d", base, i) }
+	for round, want := range []dedup.Outcome{dedup.Processed, dedup.Duplicate} {
+		for i, k := range keys {
+			res, err := s.Store.Process(ctxT(t), req(group, k), e.fn(label(i)))
+			if err != nil || res.Outcome != want {
+				t.Fatalf("round %d, key %q: got %v, %v; want %v", round, k, res.Outcome, err, want)
+			}
+		}
+	}
+	for i := range keys {
+		e.expect(t, label(i), 1)
+	}
 }
 
 func testConcurrent(t *testing.T, s Subject) {

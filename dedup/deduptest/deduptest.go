@@ -82,6 +82,7 @@ func Run(t *testing.T, h Harness) {
 		{"FirstDeliveryRunsOnce", testFirstDelivery},
 		{"DuplicateDoesNotRun", testDuplicate},
 		{"GroupsDoNotShareKeys", testGroups},
+		{"KeysCompareExactly", testExactKeys},
 		{"Concurrent32OneEffect", testConcurrent},
 		{"HandlerErrorLeavesNothing", testHandlerError},
 		{"PanicLeavesNothing", testPanic},
