@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/idemq/idemq/consumer"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
@@ -37,7 +37,7 @@ func Example() {
 
 	dir, _ := os.MkdirTemp("", "idemq-consumer-example")
 	defer os.RemoveAll(dir)
-	db, err := gorm.Open(sqlite.Open(sqldedup.SQLiteDSN(filepath.Join(dir, "shop.db"))), &gorm.Config{Logger: logger.Discard})
+	db, err := sqlitedb.Open(filepath.Join(dir, "shop.db"), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		panic(err)
 	}

@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -29,8 +29,7 @@ func Example() {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	dsn := filepath.Join(dir, "shop.db") + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate"
-	db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
+	db, err := sqlitedb.Open(filepath.Join(dir, "shop.db"), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		panic(err)
 	}

@@ -6,20 +6,19 @@ import (
 	"log"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/gorm"
 
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 )
 
 // A fast path in front of the transactional SQL store: duplicates are
 // answered from Redis, everything else (and everything while Redis is
 // down) is decided by the database.
 func ExampleNewFastPath() {
-	db, err := gorm.Open(sqlite.Open("idemq.db"), &gorm.Config{})
+	db, err := sqlitedb.Open("idemq.db", nil)
 	if err != nil {
 		log.Fatal(err)
 	}

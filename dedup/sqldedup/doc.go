@@ -1,6 +1,7 @@
 // Package sqldedup is the SQL dedup store of idemq, through gorm, on SQLite
 // (the embedded default, github.com/glebarez/sqlite), PostgreSQL and
-// MySQL/MariaDB.
+// MySQL/MariaDB. Package sqlitedb (dedup/sqldedup/sqlitedb) opens SQLite
+// with the settings idemq recommends.
 //
 // The store keeps one row per (consumer group, dedup key) in a table whose
 // primary key is the pair (the only index, so a message costs one index

@@ -1,7 +1,10 @@
 package sqldedup
 
 // SQLiteDSN returns the DSN idemq recommends for a SQLite database file at
-// path with the pure-Go driver github.com/glebarez/sqlite:
+// path with the pure-Go driver github.com/glebarez/sqlite. Most programs
+// call sqlitedb.Open (package dedup/sqldedup/sqlitedb) instead, which opens
+// the file with this DSN, limits the pool to one connection and keeps the
+// driver's allocator warm. The settings:
 //
 //   - busy_timeout(10000): a writer waits up to 10 s for the lock instead of
 //     failing at once with SQLITE_BUSY;

@@ -144,7 +144,7 @@ func (s *issuer) issue(ctx context.Context, msg *idemq.Message) error {
 func main() {
 	users := flag.Int("users", 120, "number of users to issue a coupon to")
 	dbName := flag.String("db", "sqlite", "database: sqlite, postgres or mysql")
-	dsn := flag.String("dsn", "", "database DSN (default: a SQLite file in a temporary directory)")
+	dsn := flag.String("dsn", "", "database DSN; for SQLite a file path (default: a SQLite file in a temporary directory)")
 	namesrv := flag.String("namesrv", "", "RocketMQ name server host:port (default: the in-process test broker)")
 	redisAddr := flag.String("redis", "", "Redis address for the dedup fast path (default: none)")
 	timeout := flag.Duration("timeout", 90*time.Second, "give up waiting after this long")

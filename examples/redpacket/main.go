@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&o.orders, "orders", 300, "number of orders to grant red packets for")
 	flag.Float64Var(&o.dupRate, "dup", 0.3, "fraction of grants sent twice (same message ID)")
 	flag.StringVar(&o.db, "db", "sqlite", "database: sqlite, postgres or mysql")
-	flag.StringVar(&o.dsn, "dsn", "", "database DSN (default: a SQLite file in a temporary directory)")
+	flag.StringVar(&o.dsn, "dsn", "", "database DSN; for SQLite a file path (default: a SQLite file in a temporary directory)")
 	flag.StringVar(&o.namesrv, "namesrv", "", "RocketMQ name server host:port (default: the in-process test broker)")
 	flag.StringVar(&o.redis, "redis", "", "Redis address for the dedup fast path (default: none)")
 	flag.DurationVar(&o.timeout, "timeout", 90*time.Second, "give up waiting for payouts after this long")

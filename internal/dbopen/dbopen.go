@@ -8,25 +8,24 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/glebarez/sqlite"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 )
 
-// Open opens dialect ("sqlite", "postgres" or "mysql") at dsn. An empty
-// SQLite DSN means a new database file in a temporary directory, which the
-// returned cleanup removes (cleanup also closes the database). SQLite gets one connection: it has one writer,
-// and writers are better queued in Go than in SQLite's sleeping busy
-// handler. A MySQL DSN gets multiStatements=true unless it says otherwise,
+// Open opens dialect ("sqlite", "postgres" or "mysql") at dsn. SQLite goes
+// through sqlitedb.Open: its DSN is a plain file path, and an empty one
+// means a new database file in a temporary directory, which the returned
+// cleanup removes. Cleanup also closes the database. A MySQL DSN gets multiStatements=true unless it says otherwise,
 // so that sqldedup sends BEGIN with its dedup insert.
 func Open(dialect, dsn string) (*gorm.DB, func(), error) {
 	if (dialect == "postgres" || dialect == "mysql") && dsn == "" {
 		return nil, nil, fmt.Errorf("%s needs a DSN", dialect)
 	}
+	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true}
 	removeDir := func() {}
 	var d gorm.Dialector
 	switch dialect {
@@ -37,9 +36,14 @@ func Open(dialect, dsn string) (*gorm.DB, func(), error) {
 				return nil, nil, err
 			}
 			removeDir = func() { os.RemoveAll(dir) }
-			dsn = sqldedup.SQLiteDSN(filepath.Join(dir, "idemq.db"))
+			dsn = filepath.Join(dir, "idemq.db")
 		}
-		d = sqlite.Open(dsn)
+		db, err := sqlitedb.Open(dsn, cfg)
+		if err != nil {
+			removeDir()
+			return nil, nil, err
+		}
+		return db, func() { closeDB(db); removeDir() }, nil
 	case "postgres":
 		d = postgres.Open(dsn)
 	case "mysql":
@@ -54,20 +58,21 @@ func Open(dialect, dsn string) (*gorm.DB, func(), error) {
 	default:
 		return nil, nil, fmt.Errorf("unknown database %q (want sqlite, postgres or mysql)", dialect)
 	}
-	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
+	db, err := gorm.Open(d, cfg)
 	if err != nil {
-		removeDir()
 		return nil, nil, err
 	}
 	sqlDB, err := db.DB()
 	if err != nil {
-		removeDir()
 		return nil, nil, err
 	}
 	sqlDB.SetMaxOpenConns(64)
 	sqlDB.SetMaxIdleConns(64)
-	if dialect == "sqlite" {
-		sqlDB.SetMaxOpenConns(1)
+	return db, func() { sqlDB.Close() }, nil
+}
+
+func closeDB(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.Close()
 	}
-	return db, func() { sqlDB.Close(); removeDir() }, nil
 }

@@ -26,7 +26,7 @@ func TestOpenSQLiteTempAndCleanup(t *testing.T) {
 }
 
 func TestOpenRejectsBadInput(t *testing.T) {
-	for _, tc := range [][2]string{{"oracle", "x"}, {"postgres", ""}, {"mysql", ""}} {
+	for _, tc := range [][2]string{{"oracle", "x"}, {"postgres", ""}, {"mysql", ""}, {"sqlite", "a.db?mode=ro"}} {
 		if _, _, err := Open(tc[0], tc[1]); err == nil || !strings.Contains(err.Error(), tc[0]) {
 			t.Errorf("Open(%q, %q) = %v", tc[0], tc[1], err)
 		}

@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 )
 
 // SQLiteDSN returns the DSN idemq recommends for a SQLite database file at
@@ -21,6 +22,7 @@ func SQLiteDSN(path string) string { return sqldedup.SQLiteDSN(path) }
 func OpenSQLite(t testing.TB) *gorm.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "idemq.db")
+	sqlitedb.KeepAllocatorWarm() // as sqlitedb.Open does
 	return open(t, "sqlite", sqlite.Open(SQLiteDSN(path)))
 }
 
