@@ -93,7 +93,7 @@ func main() {
 	}
 	var rdb *redis.Client
 	if addr := os.Getenv("IDEMQ_REDIS_ADDR"); addr != "" {
-		rdb = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+		rdb = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64, ContextTimeoutEnabled: true})
 		defer rdb.Close()
 	}
 	host, _ := os.Hostname()

@@ -195,7 +195,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	var ds dedup.Store = store
 	mode := "lease mode on " + dbName
 	if redisAddr != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+		rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 		defer rdb.Close()
 		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{Logger: log}); err != nil {
 			return err

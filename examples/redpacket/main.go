@@ -237,7 +237,7 @@ func run(ctx context.Context, o options) error {
 	}
 	var ds dedup.Store = store
 	if o.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: o.redis})
+		rdb := redis.NewClient(&redis.Options{Addr: o.redis, ContextTimeoutEnabled: true})
 		defer rdb.Close()
 		// Markers of this run only: the example starts from empty tables.
 		prefix := fmt.Sprintf("idemq:redpacket:%d:", time.Now().UnixNano())
