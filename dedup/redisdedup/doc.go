@@ -21,6 +21,10 @@
 //     counted, logged (rate-limited) and reported to a hook. The fast path
 //     never runs a handler without the inner store's dedup.
 //
+// [FastPath.Stats] returns the counters; [FastPath.RegisterMetrics] exports
+// them to Prometheus (alert on the rate of
+// idemq_redis_fastpath_fallbacks_total).
+//
 // What the fast path guarantees is what the inner store guarantees: the
 // inner store stays the authority, and the only thing Redis can say is "this
 // key is done", which it learns from the inner store after the fact. Busy
