@@ -100,6 +100,7 @@ func main() {
 	fmt.Printf("idemq-bench: %d cores, host %s, %s per case, median of %d\n\n", runtime.NumCPU(), host, *dur, *rounds)
 	fmt.Printf("%-9s %3s %9s %9s %6s %9s %6s %6s %9s %6s %9s %6s %7s\n",
 		"db", "c", "a bare", "b dedup", "b/a", "c batch", "c/a", "c/b", "d dupdb", "d/a", "e dupredis", "e/a", "e/d")
+	var spread []string
 	for _, name := range strings.Split(*dbs, ",") {
 		db, err := open(strings.TrimSpace(name))
 		if err != nil {
@@ -114,8 +115,29 @@ func main() {
 			fmt.Printf("%-9s %3d %9s %9s %6s %9s %6s %6s %9s %6s %9s %6s %7s\n", name, c,
 				r.rate("a"), r.rate("b"), r.ratio("b", "a", ""), r.rate("c"), r.ratio("c", "a", ""), r.ratio("c", "b", "x"),
 				r.rate("d"), r.ratio("d", "a", ""), r.rate("e"), r.ratio("e", "a", ""), r.ratio("e", "d", "x"))
+			if *rounds > 1 {
+				spread = append(spread, fmt.Sprintf("%-9s %3d  %s", name, c, r.rounds("b", "a")))
+			}
 		}
 	}
+	if len(spread) > 0 {
+		fmt.Printf("\nb/a of each round (a and b measured back to back):\n")
+		for _, l := range spread {
+			fmt.Println(l)
+		}
+	}
+}
+
+// rounds lists case x's msgs/s divided by case y's, round by round.
+func (r result) rounds(x, y string) string {
+	if len(r[x]) == 0 || len(r[x]) != len(r[y]) {
+		return "-"
+	}
+	parts := make([]string, len(r[x]))
+	for i := range parts {
+		parts[i] = fmt.Sprintf("%.2f", r[x][i]/r[y][i])
+	}
+	return strings.Join(parts, " ")
 }
 
 // result holds each case's msgs/s of every round.
