@@ -44,7 +44,7 @@ func newOutbox(t *testing.T, w *bundle, cfg outbox.Config) *outbox.Outbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ob.AutoMigrate(context.Background()); err != nil {
+	if err := ob.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return ob

@@ -44,7 +44,7 @@ type NodeLeaseConfig struct {
 	// only). Defaults to DefaultKeyPrefix.
 	KeyPrefix string
 	// Migrate creates the lease table with gorm's AutoMigrate (SQL leases
-	// only). Without it the table must exist: see SchemaSQL. Defaults to
+	// only). Without it the table must exist: see Schema. Defaults to
 	// false.
 	Migrate bool
 	// TTL is how long a lease lives without a heartbeat. Heartbeats run

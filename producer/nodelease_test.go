@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemq/idemq/internal/sqlscript"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
@@ -65,11 +66,11 @@ func sqlLeaseEnv(t *testing.T, k dbKind) leaseEnv {
 	prefix := tablePrefix(t, admin)
 	// Create the table once, from the shipped SQL: the leases below do not
 	// migrate, so this also proves the shipped schema is what they need.
-	stmts, err := SchemaStatements(k.name, prefix)
+	schema, err := Schema(k.name, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range stmts {
+	for _, s := range sqlscript.Split(schema) {
 		if err := admin.Exec(s).Error; err != nil {
 			t.Fatalf("schema %q: %v", s, err)
 		}
@@ -525,9 +526,9 @@ func TestNodeLeaseMigrate(t *testing.T) {
 	}
 }
 
-func TestSchemaSQL(t *testing.T) {
+func TestSchema(t *testing.T) {
 	for _, d := range []string{"postgres", "mysql", "sqlite"} {
-		s, err := SchemaSQL(d, "acme_")
+		s, err := Schema(d, "acme_")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,10 +536,10 @@ func TestSchemaSQL(t *testing.T) {
 			t.Errorf("%s schema not re-prefixed:\n%s", d, s)
 		}
 	}
-	if _, err := SchemaSQL("oracle", ""); err == nil {
+	if _, err := Schema("oracle", ""); err == nil {
 		t.Error("unknown dialect accepted")
 	}
-	if _, err := SchemaSQL("postgres", "Bad"); err == nil {
+	if _, err := Schema("postgres", "Bad"); err == nil {
 		t.Error("bad prefix accepted")
 	}
 }

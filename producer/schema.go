@@ -9,12 +9,12 @@ import (
 //go:embed schema/*.sql
 var schemaFS embed.FS
 
-// SchemaSQL returns the plain SQL that creates the producer's tables
+// Schema returns the plain SQL that creates the producer's tables
 // (<prefix>node_leases and <prefix>tx_records) for a dialect: "postgres",
 // "mysql" (MySQL 8 and MariaDB) or "sqlite". The files ship in
 // producer/schema with the prefix "idemq_". Use it when gorm's AutoMigrate
 // (the Migrate options) is not wanted, e.g. to hand the DDL to a DBA.
-func SchemaSQL(dialect, prefix string) (string, error) {
+func Schema(dialect, prefix string) (string, error) {
 	if prefix == "" {
 		prefix = DefaultTablePrefix
 	}
@@ -31,29 +31,4 @@ func SchemaSQL(dialect, prefix string) (string, error) {
 		return "", fmt.Errorf("producer: read schema: %w", err)
 	}
 	return strings.ReplaceAll(string(b), DefaultTablePrefix, prefix), nil
-}
-
-// SchemaStatements returns SchemaSQL split into single statements, without
-// comments, for drivers that run one statement at a time.
-func SchemaStatements(dialect, prefix string) ([]string, error) {
-	text, err := SchemaSQL(dialect, prefix)
-	if err != nil {
-		return nil, err
-	}
-	var lines []string
-	for _, line := range strings.Split(text, "\n") {
-		if i := strings.Index(line, "--"); i >= 0 {
-			line = line[:i]
-		}
-		if strings.TrimSpace(line) != "" {
-			lines = append(lines, line)
-		}
-	}
-	var out []string
-	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
-		if stmt = strings.TrimSpace(stmt); stmt != "" {
-			out = append(out, stmt)
-		}
-	}
-	return out, nil
 }

@@ -51,7 +51,7 @@ type TxConfig struct {
 	// Defaults to DefaultTablePrefix.
 	TablePrefix string
 	// Migrate creates the record table with gorm's AutoMigrate. Without
-	// it the table must exist (see SchemaSQL). Defaults to false.
+	// it the table must exist (see Schema). Defaults to false.
 	Migrate bool
 	// CheckGrace is how old (by its born timestamp) a half message must be
 	// before a check-back that finds no record rolls it back; younger ones

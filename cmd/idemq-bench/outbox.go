@@ -79,7 +79,7 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids outbox.IDs, relays, n i
 	if err != nil {
 		return 0, err
 	}
-	if err := ob.AutoMigrate(ctx); err != nil {
+	if err := ob.Migrate(ctx); err != nil {
 		return 0, err
 	}
 	// Rows are committed in business transactions of 100 before the clock

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/internal/sqlscript"
 )
 
 //go:embed schema/*.sql
@@ -44,30 +46,6 @@ func Schema(dialect, prefix string) (string, error) {
 	return strings.ReplaceAll(string(b), "{{prefix}}", prefix), nil
 }
 
-// statements splits a schema into single statements, dropping comments.
-func statements(schema string) []string {
-	var out []string
-	var cur strings.Builder
-	for _, line := range strings.Split(schema, "\n") {
-		if i := strings.Index(line, "--"); i >= 0 {
-			line = line[:i]
-		}
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		cur.WriteString(line)
-		cur.WriteByte('\n')
-		if strings.HasSuffix(strings.TrimSpace(line), ";") {
-			out = append(out, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
-			cur.Reset()
-		}
-	}
-	if s := strings.TrimSpace(cur.String()); s != "" {
-		out = append(out, s)
-	}
-	return out
-}
-
 // Migrate creates the store's tables if they do not exist, running the
 // statements Schema returns.
 func (s *Store) Migrate(ctx context.Context) error {
@@ -79,7 +57,7 @@ func migrate(ctx context.Context, db *gorm.DB, dialect, prefix string) error {
 	if err != nil {
 		return err
 	}
-	for _, stmt := range statements(schema) {
+	for _, stmt := range sqlscript.Split(schema) {
 		if err := db.WithContext(ctx).Exec(stmt).Error; err != nil {
 			return fmt.Errorf("sqldedup: migrate: %w", err)
 		}

@@ -120,11 +120,11 @@ func TestCleanupDeletesOnlyOldSentRows(t *testing.T) {
 	})
 }
 
-func TestAutoMigrateIsIdempotent(t *testing.T) {
+func TestMigrateIsIdempotent(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testenv.DB) {
 		b := setup(t, d, Config{})
-		if err := b.ob.AutoMigrate(context.Background()); err != nil {
-			t.Fatalf("second AutoMigrate: %v", err)
+		if err := b.ob.Migrate(context.Background()); err != nil {
+			t.Fatalf("second Migrate: %v", err)
 		}
 		b.enqueue(t, &idemq.Message{Topic: "t"})
 		if st := b.stats(t); st.Pending != 1 {

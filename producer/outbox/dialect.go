@@ -32,7 +32,7 @@ func ValidatePrefix(prefix string) error {
 
 // Schema returns the SQL that creates the outbox table and its indexes for
 // dialect ("sqlite", "postgres" or "mysql") with the given table prefix. It
-// is the same SQL that [Outbox.AutoMigrate] runs; it is shipped in
+// is the same SQL that [Outbox.Migrate] runs; it is shipped in
 // producer/outbox/schema for migration tools.
 func Schema(dialect, prefix string) (string, error) {
 	if err := ValidatePrefix(prefix); err != nil {
@@ -48,24 +48,6 @@ func Schema(dialect, prefix string) (string, error) {
 		return "", fmt.Errorf("outbox: read schema: %w", err)
 	}
 	return strings.ReplaceAll(string(b), "${prefix}", prefix), nil
-}
-
-// statements splits a schema into statements, dropping comment lines.
-func statements(schema string) []string {
-	var lines []string
-	for _, l := range strings.Split(schema, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(l), "--") {
-			continue
-		}
-		lines = append(lines, l)
-	}
-	var out []string
-	for _, s := range strings.Split(strings.Join(lines, "\n"), ";") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // sqliteTime is the text layout SQLite timestamps are stored in.

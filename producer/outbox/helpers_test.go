@@ -56,8 +56,8 @@ func setup(t *testing.T, d testenv.DB, cfg Config) *bundle {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if err := ob.AutoMigrate(context.Background()); err != nil {
-		t.Fatalf("AutoMigrate: %v", err)
+	if err := ob.Migrate(context.Background()); err != nil {
+		t.Fatalf("Migrate: %v", err)
 	}
 	testenv.DropTables(t, db, ob.Table())
 	return &bundle{db: db, ob: ob, dialect: d.Dialect, prefix: prefix}

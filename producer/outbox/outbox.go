@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/sqlscript"
 )
 
 // Status is the state of an outbox row.
@@ -127,7 +128,7 @@ type Outbox struct {
 
 // New returns an Outbox over db, which must be a SQLite, PostgreSQL or
 // MySQL/MariaDB connection (MySQL DSNs need parseTime=true). It does not
-// create the table; call AutoMigrate or run the SQL from Schema.
+// create the table; call Migrate or run the SQL from Schema.
 func New(db *gorm.DB, cfg Config) (*Outbox, error) {
 	if db == nil {
 		return nil, errors.New("outbox: nil database")
@@ -173,14 +174,16 @@ func (o *Outbox) Table() string { return o.table }
 // Dialect returns the database dialect name.
 func (o *Outbox) Dialect() string { return o.d.name }
 
-// AutoMigrate creates the outbox table and its indexes if they do not
-// exist, with the SQL that Schema returns.
-func (o *Outbox) AutoMigrate(ctx context.Context) error {
+// Migrate creates the outbox table and its indexes if they do not exist,
+// running the statements of the SQL that Schema returns (the file shipped
+// in producer/outbox/schema), so that the created and the shipped schema
+// cannot differ.
+func (o *Outbox) Migrate(ctx context.Context) error {
 	schema, err := Schema(o.d.name, o.table[:len(o.table)-len("outbox")])
 	if err != nil {
 		return err
 	}
-	for _, stmt := range statements(schema) {
+	for _, stmt := range sqlscript.Split(schema) {
 		if err := o.db.WithContext(ctx).Exec(stmt).Error; err != nil {
 			return fmt.Errorf("outbox: migrate: %w", err)
 		}

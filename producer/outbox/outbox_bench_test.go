@@ -73,7 +73,7 @@ func benchRelays(b *testing.B, d testenv.DB, relays int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := ob.AutoMigrate(context.Background()); err != nil {
+	if err := ob.Migrate(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	testenv.DropTables(b, db, ob.Table())
