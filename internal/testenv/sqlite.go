@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -44,4 +46,27 @@ func open(t testing.TB, name string, dialector gorm.Dialector) *gorm.DB {
 		}
 	})
 	return db
+}
+
+// CheckSQLitePragmas fails t unless the connection q answers the pragmas
+// that [SQLiteDSN] sets: WAL, synchronous=FULL, foreign keys on, a 10 s
+// busy timeout.
+func CheckSQLitePragmas(t testing.TB, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) {
+	t.Helper()
+	for pragma, want := range map[string]string{
+		"journal_mode": "wal",
+		"synchronous":  "2", // FULL
+		"foreign_keys": "1",
+		"busy_timeout": "10000",
+	} {
+		var got string
+		if err := q.QueryRowContext(context.Background(), "PRAGMA "+pragma).Scan(&got); err != nil {
+			t.Fatalf("PRAGMA %s: %v", pragma, err)
+		}
+		if got != want {
+			t.Errorf("PRAGMA %s = %q, want %q", pragma, got, want)
+		}
+	}
 }

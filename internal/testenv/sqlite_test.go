@@ -24,20 +24,8 @@ func TestOpenSQLitePragmas(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		for pragma, want := range map[string]string{
-			"journal_mode": "wal",
-			"synchronous":  "2", // FULL
-			"foreign_keys": "1",
-			"busy_timeout": "10000",
-		} {
-			var got string
-			if err := conn.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
-				t.Fatalf("PRAGMA %s: %v", pragma, err)
-			}
-			if got != want {
-				t.Errorf("connection %d: PRAGMA %s = %q, want %q", i, pragma, got, want)
-			}
-		}
+		t.Logf("connection %d", i)
+		CheckSQLitePragmas(t, conn)
 	}
 }
 

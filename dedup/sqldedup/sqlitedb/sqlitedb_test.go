@@ -2,69 +2,17 @@ package sqlitedb
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 	"modernc.org/libc"
 	"modernc.org/libc/sys/types"
 )
-
-func TestOpen(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "app.db")
-	db, err := Open(path, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sqlDB.Close()
-	if n := sqlDB.Stats().MaxOpenConnections; n != 1 {
-		t.Errorf("MaxOpenConnections = %d, want 1", n)
-	}
-	for pragma, want := range map[string]string{
-		"journal_mode": "wal",
-		"synchronous":  "2", // FULL
-		"foreign_keys": "1",
-		"busy_timeout": "10000",
-	} {
-		var got string
-		if err := sqlDB.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
-			t.Fatalf("PRAGMA %s: %v", pragma, err)
-		}
-		if got != want {
-			t.Errorf("PRAGMA %s = %q, want %q", pragma, got, want)
-		}
-	}
-	if err := db.Exec("CREATE TABLE t (v INTEGER)").Error; err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Exec("INSERT INTO t (v) VALUES (42)").Error; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("database file not created: %v", err)
-	}
-}
-
-func TestOpenBadPath(t *testing.T) {
-	for _, p := range []string{"", "a.db?mode=ro", "file:a.db"} {
-		if _, err := Open(p, nil); err == nil {
-			t.Errorf("Open(%q) succeeded, want an error", p)
-		}
-	}
-}
 
 // The warm-up's effect, checked where it shows: after a block of a size
 // class is freed, the allocator's page for that class is still mapped. Each
