@@ -71,7 +71,7 @@ func main() {
 	dbs := flag.String("db", "sqlite,postgres,mysql", "databases to measure")
 	conc := flag.String("c", "1,8,32", "concurrencies")
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
-	rounds := flag.Int("rounds", 1, "rounds per case (the median is reported)")
+	rounds := flag.Int("rounds", 3, "rounds (the median msgs/s and the median within-round ratio are reported)")
 	only := flag.String("cases", "abcde", "cases to run (letters a to e); a is always run")
 	flag.Parse()
 	log.SetFlags(0)
