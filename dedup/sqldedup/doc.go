@@ -34,7 +34,7 @@
 // SQLite there is no round trip, but the pure-Go driver pays per call, so
 // BEGIN IMMEDIATE and the insert go as one call. Whenever Config.TxOptions
 // is set, and on MySQL without those DSN settings, the store uses an
-// ordinary gorm transaction. A connection whose COMMIT or ROLLBACK fails is
+// ordinary gorm transaction (New logs the missing MySQL settings at Info). A connection whose COMMIT or ROLLBACK fails is
 // discarded, never returned to the pool inside a transaction.
 //
 // # Lease mode

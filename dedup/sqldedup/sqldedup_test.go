@@ -1,8 +1,10 @@
 package sqldedup_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +354,36 @@ func TestStaleAttempts(t *testing.T) {
 				t.Fatalf("stale after clear = %+v", stale)
 			}
 		})
+	}
+}
+
+// On MySQL without the DSN settings for the shared round trip, New says so
+// once, at Info; with them, or in lease mode, it says nothing.
+func TestMySQLWithoutMultiStatementsIsLogged(t *testing.T) {
+	checked := 0
+	for _, d := range databases() {
+		if d.Dialect != "mysql" {
+			continue
+		}
+		db := d.Open(t)
+		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
+			var buf bytes.Buffer
+			_, err := sqldedup.New(db, sqldedup.Config{Mode: mode, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logged := strings.Contains(buf.String(), "multiStatements=true")
+			want := d.Name == "mysql" && mode == sqldedup.Transactional
+			if logged != want {
+				t.Errorf("%s, %s: logged %v, want %v: %q", d.Name, mode, logged, want, buf.String())
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Skip("no MySQL configured (IDEMQ_MYSQL_DSN)")
+	}
+	if checked != 4 {
+		t.Fatalf("checked %d cases, want 4: the mysql and mysql-multistatements databases in both modes", checked)
 	}
 }

@@ -184,6 +184,10 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 	s.sql = buildQueries(dialect, cfg.TablePrefix)
 	if cfg.TxOptions == nil && !cfg.disableFastBegin {
 		s.fastBegin = fastBeginKind(db, dialect)
+		if s.fastBegin == "" && dialect == "mysql" && cfg.Mode == Transactional {
+			cfg.Logger.Info("sqldedup: the MySQL DSN lacks multiStatements=true and interpolateParams=true: " +
+				"BEGIN and the dedup insert take two round trips instead of one")
+		}
 	}
 	return s, nil
 }
