@@ -27,8 +27,11 @@ func DSN(path string) string { return sqldedup.SQLiteDSN(path) }
 // Open opens the SQLite database file at path (creating it if needed) with
 // the settings of [DSN], limits the pool to one connection (SQLite has one
 // writer; writers then queue in Go rather than in SQLite's sleeping busy
-// handler) and calls [KeepAllocatorWarm]. cfg is passed to gorm; nil means
-// gorm's defaults. path is a plain file name, not a file: URI, and must not
+// handler) and calls [KeepAllocatorWarm]. With one connection, a
+// transactional handler must write through dedup.Tx(ctx) only: its
+// transaction holds the connection, so a statement on the *gorm.DB itself
+// would wait for it forever. cfg is passed to gorm; nil means gorm's
+// defaults. path is a plain file name, not a file: URI, and must not
 // contain '?'.
 func Open(path string, cfg *gorm.Config) (*gorm.DB, error) {
 	if path == "" {
