@@ -30,7 +30,7 @@ func DSN(path string) string { return sqldedup.SQLiteDSN(path) }
 // handler) and calls [KeepAllocatorWarm]. With one connection, a
 // transactional handler must write through dedup.Tx(ctx) only: its
 // transaction holds the connection, so a statement on the *gorm.DB itself
-// would wait for it forever. cfg is passed to gorm; nil means gorm's
+// would wait for it until the statement's context ends. cfg is passed to gorm; nil means gorm's
 // defaults. path is a plain file name, not a file: URI, and must not
 // contain '?'.
 func Open(path string, cfg *gorm.Config) (*gorm.DB, error) {
