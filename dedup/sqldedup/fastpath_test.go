@@ -2,6 +2,7 @@ package sqldedup_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/idemq/idemq/dedup/deduptest"
 	"github.com/idemq/idemq/dedup/redisdedup"
@@ -22,6 +23,9 @@ func TestConformanceWithRedisFastPath(t *testing.T) {
 					rdb := testenv.NewRedisAt(t, proxy.Addr())
 					fp, err := redisdedup.NewFastPath(sub.Store, rdb, redisdedup.FastPathConfig{
 						KeyPrefix: testenv.KeyPrefix(t),
+						// A busy test machine must not turn hits into
+						// fallbacks; the suite cuts Redis to test those.
+						Timeout: 2 * time.Second,
 						// Ask Redis on every delivery, so that the suite sees
 						// the fast path come back as soon as Redis does.
 						RetryInterval: -1,
