@@ -102,13 +102,7 @@ func (w *bundle) consume(t *testing.T, group, topic string, maxAttempts int, h i
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 func writeEffect(ctx context.Context, msg *idemq.Message) error {

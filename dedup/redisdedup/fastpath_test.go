@@ -16,6 +16,7 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -708,13 +709,7 @@ func runConcurrently(t *testing.T, s dedup.Store, req dedup.Request, n int) conc
 // deadline. It waits for an event; it does not assert timing.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 15*time.Second, what, cond)
 }
 
 // blackHole returns the address of a TCP server that accepts connections

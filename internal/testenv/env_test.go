@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeTB records Fatalf and Skipf instead of ending the real test, so the
@@ -89,5 +90,20 @@ func TestOpenUnreachableFails(t *testing.T) {
 	f := runFake(t, func(tb testing.TB) { OpenPostgres(tb) })
 	if f.skip != "" || !strings.Contains(f.fatal, "open postgres") {
 		t.Errorf("skip %q, fatal %q; want a fatal from opening postgres", f.skip, f.fatal)
+	}
+}
+
+func TestEventually(t *testing.T) {
+	n := 0
+	Eventually(t, 5*time.Second, "three polls", func() bool { n++; return n == 3 })
+	if n != 3 {
+		t.Fatalf("cond polled %d times, want 3", n)
+	}
+	// A condition that never holds fails the test it is given.
+	f := runFake(t, func(tb testing.TB) {
+		Eventually(tb, 30*time.Millisecond, "never", func() bool { return false })
+	})
+	if !strings.Contains(f.fatal, "never") {
+		t.Fatalf("Eventually on a condition that never held: fatal = %q", f.fatal)
 	}
 }

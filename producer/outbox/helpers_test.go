@@ -206,13 +206,7 @@ func (s *recSender) callCount() int {
 // limit, which only a hang reaches.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 2*time.Minute, what, cond)
 }
 
 // drain runs RunOnce until the outbox has no pending row.
