@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -145,11 +144,8 @@ type Producer struct {
 	client rocketmq.Producer
 	log    *slog.Logger
 
-	mu     sync.RWMutex // guards closed against in-flight sends
-	closed bool
-	async  chan struct{} // SendAsync slots
-	wg     sync.WaitGroup
-	once   sync.Once
+	gate  gate          // sends in flight, and shutdown
+	async chan struct{} // SendAsync slots
 }
 
 // New creates a Producer and starts its client. The client connects lazily:
@@ -184,31 +180,18 @@ func New(cfg Config) (*Producer, error) {
 // callbacks run) and stops the client. Further sends return ErrClosed.
 // Shutdown is idempotent.
 func (p *Producer) Shutdown() error {
-	var err error
-	p.once.Do(func() {
-		p.mu.Lock()
-		p.closed = true
-		p.mu.Unlock()
-		p.wg.Wait()
-		if e := p.client.Shutdown(); e != nil {
-			err = fmt.Errorf("producer: shutdown client: %w", e)
+	return p.gate.close(func() error {
+		if err := p.client.Shutdown(); err != nil {
+			return fmt.Errorf("producer: shutdown client: %w", err)
 		}
+		return nil
 	})
-	return err
 }
 
 // begin registers a send in flight; end must follow.
-func (p *Producer) begin() error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrClosed
-	}
-	p.wg.Add(1)
-	return nil
-}
+func (p *Producer) begin() error { return p.gate.enter() }
 
-func (p *Producer) end() { p.wg.Done() }
+func (p *Producer) end() { p.gate.leave() }
 
 // Stamp gives msg its idemq message ID if it has none, from the Producer's
 // ID source: msg.ID, the property idemq.PropertyMessageID and an entry in

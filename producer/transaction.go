@@ -88,10 +88,7 @@ type TransactionProducer struct {
 
 	pending sync.Map // *primitive.Message -> *localTx
 
-	mu     sync.RWMutex
-	closed bool
-	wg     sync.WaitGroup
-	once   sync.Once
+	gate gate // SendInTx calls in flight, and shutdown
 
 	// Tests only. loseEnd, when true for a message ID, makes the outcome
 	// "unknown" after the local commit, as if the END_TRANSACTION notice
@@ -165,17 +162,12 @@ func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 // stops the client. Half messages it leaves unsettled are settled by
 // check-backs to another producer of the group. Idempotent.
 func (p *TransactionProducer) Shutdown() error {
-	var err error
-	p.once.Do(func() {
-		p.mu.Lock()
-		p.closed = true
-		p.mu.Unlock()
-		p.wg.Wait()
-		if e := p.client.Shutdown(); e != nil {
-			err = fmt.Errorf("producer: shutdown transaction client: %w", e)
+	return p.gate.close(func() error {
+		if err := p.client.Shutdown(); err != nil {
+			return fmt.Errorf("producer: shutdown transaction client: %w", err)
 		}
+		return nil
 	})
-	return err
 }
 
 // Stamp gives msg its idemq message ID, as Producer.Stamp does.
@@ -197,14 +189,10 @@ func (p *TransactionProducer) SendInTx(ctx context.Context, msg *idemq.Message, 
 	if fn == nil {
 		return SendResult{}, errors.New("producer: SendInTx with a nil function")
 	}
-	p.mu.RLock()
-	if p.closed {
-		p.mu.RUnlock()
-		return SendResult{}, ErrClosed
+	if err := p.gate.enter(); err != nil {
+		return SendResult{}, err
 	}
-	p.wg.Add(1)
-	p.mu.RUnlock()
-	defer p.wg.Done()
+	defer p.gate.leave()
 
 	if err := p.Stamp(msg); err != nil {
 		return SendResult{}, err
