@@ -126,6 +126,9 @@ func Run(t *testing.T, h Harness) {
 		{"DeadLetterAndRedrive", testDeadLetter},
 		{"CleanupKeepsHorizon", testCleanup},
 		{"BadInput", testBadInput},
+		{"SwallowedStatementErrorNotAcked", testSwallowedStatementError},
+		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
+		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -90,14 +90,23 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 		tx.Rollback()
 		return outcomes, nil
 	}
-	ferr := fn(dedup.WithTx(ctx, tx), fresh)
+	g := newTxGuard(tx.Statement.ConnPool)
+	ferr := fn(dedup.WithTx(ctx, s.session(ctx, g)), fresh)
 	finished = true
-	if ferr != nil {
+	failed := g.failure()
+	if ferr != nil || failed != nil {
 		tx.Rollback()
+		if ferr == nil {
+			// As in Process: a swallowed statement failure is never committed.
+			return nil, fmt.Errorf("%w (the handler returned nil; rolled back): %w", ErrStatementFailed, failed)
+		}
 		return nil, ferr
 	}
-	if err := tx.Commit().Error; err != nil {
-		return nil, fmt.Errorf("sqldedup: commit: %w", err)
+	if err := (&plainTx{tx: tx}).commit(); err != nil {
+		if errors.Is(err, ErrNotCommitted) {
+			return nil, err
+		}
+		return nil, storeError(ctx, fmt.Errorf("sqldedup: commit: %w", err))
 	}
 	return outcomes, nil
 }
