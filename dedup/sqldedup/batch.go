@@ -23,8 +23,10 @@ type BatchFunc func(ctx context.Context, fresh []int) error
 // consumer group: one transaction inserts every key with a single
 // multi-row statement, fn runs with the indexes of the keys that were new,
 // and one commit makes the rows and fn's effects durable together. If fn
-// fails, nothing of the batch is recorded. A key that appears twice in the
-// batch is a duplicate the second time.
+// fails, or a statement in its transaction fails and fn does not roll back
+// to a savepoint set before it (see Process), nothing of the batch is
+// recorded and an error is returned. A key that appears twice in the batch
+// is a duplicate the second time.
 //
 // The returned outcomes are, per request, Processed or Duplicate (Dead and
 // mismatch are not reported in batch mode; use Process for them).
