@@ -95,6 +95,8 @@ func Run(t *testing.T, h Harness) {
 		{"DeadLetterAndRedrive", testDeadLetter},
 		{"CleanupKeepsHorizon", testCleanup},
 		{"BadInput", testBadInput},
+		{"BuryOncePerMessage", testBuryOnce},
+		{"BuryHostileMessage", testBuryHostile},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
