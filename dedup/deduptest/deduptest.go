@@ -129,6 +129,8 @@ func Run(t *testing.T, h Harness) {
 		{"SwallowedStatementErrorNotAcked", testSwallowedStatementError},
 		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
 		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
+		{"BuryOncePerMessage", testBuryOnce},
+		{"BuryHostileMessage", testBuryHostile},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

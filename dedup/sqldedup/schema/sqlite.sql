@@ -34,7 +34,10 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
   topic           TEXT    NOT NULL DEFAULT '',
   tags            TEXT    NOT NULL DEFAULT '',
   msg_keys        TEXT    NOT NULL DEFAULT '[]',
-  body            BLOB,
+  body            BLOB,                         -- at most 1 MiB (see truncated)
+  body_size       INTEGER NOT NULL DEFAULT 0,   -- size of the whole body
+  body_sha256     TEXT    NOT NULL DEFAULT '',  -- SHA-256 of the whole body
+  truncated       INTEGER NOT NULL DEFAULT 0,   -- 1: not the whole message; no redrive
   properties      TEXT    NOT NULL DEFAULT '{}',
   attempts        INTEGER NOT NULL DEFAULT 0,
   reason          TEXT    NOT NULL DEFAULT '',
@@ -45,3 +48,4 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
 );
 
 CREATE INDEX IF NOT EXISTS {{prefix}}dead_letters_group ON {{prefix}}dead_letters (consumer_group, id);
+CREATE INDEX IF NOT EXISTS {{prefix}}dead_letters_key ON {{prefix}}dead_letters (consumer_group, dedup_key, id);
