@@ -47,7 +47,8 @@ func Schema(dialect, prefix string) (string, error) {
 }
 
 // Migrate creates the store's tables if they do not exist, running the
-// statements Schema returns.
+// statements Schema returns, and upgrades tables created by earlier
+// versions (it adds the dedup table's fence column if it is missing).
 func (s *Store) Migrate(ctx context.Context) error {
 	return migrate(ctx, s.db, s.dialect, s.prefix)
 }
@@ -62,5 +63,5 @@ func migrate(ctx context.Context, db *gorm.DB, dialect, prefix string) error {
 			return fmt.Errorf("sqldedup: migrate: %w", err)
 		}
 	}
-	return nil
+	return addFenceColumn(ctx, db, dialect, prefix)
 }
