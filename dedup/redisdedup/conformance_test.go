@@ -28,6 +28,14 @@ func leaseSubject(t *testing.T) deduptest.Subject {
 		Mode:       deduptest.Lease,
 		ShortLease: conformanceShortLease,
 		Zombie:     func(t *testing.T) dedup.Store { return stuckLeaseStore(t, client, prefix) },
+		Leased: func(t *testing.T, lease time.Duration) deduptest.LeasedStore {
+			p := newProxy(t, redisAddr(t))
+			ls, err := NewLeaseStore(newClient(t, p.Addr()), LeaseConfig{KeyPrefix: prefix, Lease: lease, Logger: quietLogger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return deduptest.LeasedStore{Store: ls, Stall: func() func() { p.Stall(); return p.Resume }}
+		},
 	}
 }
 
