@@ -101,10 +101,6 @@ func testLeasePaused(t *testing.T, s Subject) {
 		}
 		return nil
 	})
-	zfence, ok := dedup.Fence(z.ctx)
-	if !ok {
-		t.Fatal("the zombie's context carries no fencing token")
-	}
 	var zombieErrAtSuccessor error
 	var sfence uint64
 	res, err := settle(t, s.Store, req(group, key), func(ctx context.Context) error {
@@ -117,6 +113,10 @@ func testLeasePaused(t *testing.T, s Subject) {
 	mustOutcome(t, res, err, dedup.Processed)
 	if zombieErrAtSuccessor == nil {
 		t.Fatal("the successor started while the paused holder's context was live")
+	}
+	zfence, ok := dedup.Fence(z.ctx)
+	if !ok {
+		t.Fatal("the paused holder's context carries no fencing token")
 	}
 	if sfence <= zfence {
 		t.Fatalf("successor's fencing token %d is not above the paused holder's %d", sfence, zfence)
