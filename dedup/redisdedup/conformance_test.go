@@ -33,6 +33,14 @@ func leaseSubject(t *testing.T) deduptest.Subject {
 			"DeadLetterAndRedrive": "the Redis lease store keeps no ledger; dead letters need a SQL store",
 			"CleanupKeepsHorizon":  "Redis expires keys by TTL; there is no Cleanup",
 		},
+		Leased: func(t *testing.T, lease time.Duration) deduptest.LeasedStore {
+			p := newProxy(t, redisAddr(t))
+			ls, err := NewLeaseStore(newClient(t, p.Addr()), LeaseConfig{KeyPrefix: prefix, Lease: lease, Logger: quietLogger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return deduptest.LeasedStore{Store: ls, Stall: func() func() { p.Stall(); return p.Resume }}
+		},
 	}
 }
 

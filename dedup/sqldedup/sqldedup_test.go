@@ -140,6 +140,7 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 			return newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: prefix,
 				LeaseDuration: sub.ShortLease, RenewInterval: -1})
 		}
+		sub.Leased = leased(d, db, prefix)
 	} else {
 		sub.Mode = deduptest.Transactional
 		sub.KillConn = killer(d)
