@@ -586,7 +586,7 @@ func (b *batch) confirm(s sentRow) {
 // tend marks confirmed rows as they come and extends the claim every
 // Visibility/3, until finished is closed; then it marks what is left.
 func (b *batch) tend(ctx context.Context, finished <-chan struct{}) {
-	t := time.NewTicker(b.r.cfg.Visibility / 3)
+	t := time.NewTicker(max(b.r.cfg.Visibility/3, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
