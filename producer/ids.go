@@ -128,10 +128,11 @@ type IDConfig struct {
 // previous holder's high-water mark. It never issues a timestamp above the
 // reservation its NodeSource recorded (ErrBeyondReservation), which is what
 // lets the next holder start above every ID issued whatever this host's
-// clock said. The generator reads the wall clock on every ID (it does not use bwmarrin/snowflake's Node, whose monotonic epoch
-// is fixed at start and cannot be compared with another process's
-// timestamps), waits out a backward step of up to MaxClockBackwards, and
-// fails beyond it. It refuses to generate once its NodeSource is invalid.
+// clock said. The generator reads the wall clock on every ID (it does not
+// use bwmarrin/snowflake's Node, whose monotonic epoch is fixed at start and
+// cannot be compared with another process's timestamps), waits out a
+// backward step of up to MaxClockBackwards, and fails beyond it. It refuses
+// to generate once its NodeSource is invalid.
 type IDGenerator struct {
 	src      NodeSource
 	node     int64

@@ -294,8 +294,8 @@ func (l *NodeLease) heartbeat() {
 }
 
 // Close stops the heartbeats, records the exact highest issued timestamp
-// for the next holder (in place of the reservation) and releases the node. Generators using the lease stop
-// generating. Close is idempotent.
+// for the next holder (in place of the reservation) and releases the node.
+// Generators using the lease stop generating. Close is idempotent.
 func (l *NodeLease) Close() error {
 	l.closeOnce.Do(func() {
 		wasLost := l.lost.Load()
