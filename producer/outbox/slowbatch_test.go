@@ -93,3 +93,44 @@ func TestSlowBatchIsNotResentByALiveRelay(t *testing.T) {
 		}
 	})
 }
+
+// TestConfirmedRowsAreMarkedAsTheyCome: while a relay is still sending
+// the rest of its batch, the rows the broker already confirmed are marked
+// sent, so a relay that dies mid-batch leaves only its unconfirmed rows
+// and the one in flight to be sent again.
+func TestConfirmedRowsAreMarkedAsTheyCome(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testenv.DB) {
+		b := setup(t, d, Config{})
+		ids := b.enqueueN(t, "orders", 3)
+		release := make(chan struct{})
+		var once sync.Once
+		unblock := func() { once.Do(func() { close(release) }) }
+		t.Cleanup(unblock)
+		s := &recSender{fail: func(msg *idemq.Message, call int) error {
+			if call == 3 {
+				<-release // the last row hangs until the test has looked
+			}
+			return nil
+		}}
+		r := newRelay(t, b.ob, s, RelayConfig{BatchSize: 3})
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.RunOnce(context.Background())
+			done <- err
+		}()
+		// A generous limit: the marks need a round trip each, not time.
+		testenv.Eventually(t, 20*time.Second, "the first two rows marked sent while the third is in flight", func() bool {
+			return b.get(t, ids[0]).Status == StatusSent && b.get(t, ids[1]).Status == StatusSent
+		})
+		if e := b.get(t, ids[2]); e.Status != StatusPending {
+			t.Fatalf("third row status %v while its send hangs, want pending", e.Status)
+		}
+		unblock()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if e := b.get(t, ids[2]); e.Status != StatusSent {
+			t.Fatalf("third row status %v after its send, want sent", e.Status)
+		}
+	})
+}
