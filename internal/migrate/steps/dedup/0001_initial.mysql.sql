@@ -1,3 +1,4 @@
+-- Step 0001 of the dedup tables: the schema as first shipped.
 -- idemq dedup schema for MySQL 8 and MariaDB 10.5+. {{prefix}} is the validated table prefix.
 -- Keys are VARBINARY so that comparison is byte-exact (no case folding, no pad-space).
 -- Times are milliseconds since the Unix epoch, taken from the database clock.

@@ -1,8 +1,9 @@
+-- Step 0001 of the outbox tables: the schema as first shipped.
 -- Outbox table for MariaDB 10.6+ / MySQL 8.0+ (SKIP LOCKED).
--- ${prefix} is replaced by the table prefix (default "idemq_").
+-- {{prefix}} stands for the validated table prefix.
 -- status: 0 pending, 1 sent, 2 failed. Timestamps are UTC from the database
 -- clock (UTC_TIMESTAMP(6)); the DSN needs parseTime=true.
-CREATE TABLE IF NOT EXISTS ${prefix}outbox (
+CREATE TABLE IF NOT EXISTS {{prefix}}outbox (
     id              BIGINT       NOT NULL AUTO_INCREMENT,
     message_id      VARCHAR(128) NOT NULL,
     topic           VARCHAR(255) NOT NULL,
@@ -23,9 +24,9 @@ CREATE TABLE IF NOT EXISTS ${prefix}outbox (
     updated_at      DATETIME(6)  NOT NULL,
     sent_at         DATETIME(6)  NULL,
     PRIMARY KEY (id),
-    UNIQUE KEY ${prefix}outbox_message_id_key (message_id),
-    KEY ${prefix}outbox_due_idx (status, next_attempt_at, id),
-    KEY ${prefix}outbox_shard_idx (sharding_key, status, id),
-    KEY ${prefix}outbox_sent_idx (status, sent_at, id),
-    KEY ${prefix}outbox_status_idx (status, topic, id)
+    UNIQUE KEY {{prefix}}outbox_message_id_key (message_id),
+    KEY {{prefix}}outbox_due_idx (status, next_attempt_at, id),
+    KEY {{prefix}}outbox_shard_idx (sharding_key, status, id),
+    KEY {{prefix}}outbox_sent_idx (status, sent_at, id),
+    KEY {{prefix}}outbox_status_idx (status, topic, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

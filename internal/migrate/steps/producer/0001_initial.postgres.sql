@@ -1,8 +1,8 @@
--- idemq producer tables for PostgreSQL. The table prefix is "idemq_";
--- producer.SchemaSQL("postgres", prefix) returns this file for another prefix.
+-- Step 0001 of the producer's tables for PostgreSQL: the schema as first shipped.
+-- {{prefix}} stands for the validated table prefix.
 
 -- Snowflake node leases: one row per node ID ever leased.
-CREATE TABLE IF NOT EXISTS idemq_node_leases (
+CREATE TABLE IF NOT EXISTS {{prefix}}node_leases (
     node_id    BIGINT      NOT NULL PRIMARY KEY,
     owner      VARCHAR(64) NOT NULL DEFAULT '',
     expires_at BIGINT      NOT NULL DEFAULT 0,  -- database-clock Unix ms; 0 = released
@@ -10,9 +10,9 @@ CREATE TABLE IF NOT EXISTS idemq_node_leases (
 );
 
 -- Local-transaction records of transactional (half) messages.
-CREATE TABLE IF NOT EXISTS idemq_tx_records (
+CREATE TABLE IF NOT EXISTS {{prefix}}tx_records (
     message_id VARCHAR(64)  NOT NULL PRIMARY KEY,
     topic      VARCHAR(255) NOT NULL,
     created_at TIMESTAMPTZ  NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
-CREATE INDEX IF NOT EXISTS idemq_tx_records_created_at ON idemq_tx_records (created_at);
+CREATE INDEX IF NOT EXISTS {{prefix}}tx_records_created_at ON {{prefix}}tx_records (created_at);

@@ -1,3 +1,4 @@
+-- Step 0001 of the dedup tables: the schema as first shipped.
 -- idemq dedup schema for SQLite. {{prefix}} is the validated table prefix.
 -- Times are milliseconds since the Unix epoch, taken from the database clock.
 -- The dedup table's primary key is (consumer_group, dedup_key): one index to

@@ -1,3 +1,4 @@
+-- Step 0001 of the dedup tables: the schema as first shipped.
 -- idemq dedup schema for PostgreSQL. {{prefix}} is the validated table prefix.
 -- Times are milliseconds since the Unix epoch, taken from the database clock.
 -- Keys are COLLATE "C": compared byte for byte, whatever the database's
