@@ -309,7 +309,8 @@ func (s *Store) DeadLetter(ctx context.Context, id int64) (*dedup.DeadLetter, er
 
 // Redrive implements dedup.Ledger. The dead letter is claimed as redriven
 // first, so two concurrent redrives publish once; if publish fails the claim
-// is undone and the dead letter can be redriven again.
+// is undone, the key is marked dead again, and the dead letter can be
+// redriven again.
 func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) error {
 	if publish == nil {
 		return errors.New("sqldedup: nil publisher")
@@ -341,7 +342,15 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 	if perr := publish(ctx, dl.Message()); perr != nil {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if uerr := s.db.WithContext(uctx).Exec("UPDATE "+t+" SET redriven_at = NULL WHERE id = ?", id).Error; uerr != nil {
+		// Undo the claim and put the dead mark back, so that the waiting
+		// dead letter's key is skipped again as before the attempt.
+		uerr := s.db.WithContext(uctx).Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec("UPDATE "+t+" SET redriven_at = NULL WHERE id = ?", id).Error; err != nil {
+				return err
+			}
+			return tx.Exec(s.sql.insertDead, dl.Group, dl.Key, dl.MessageID).Error
+		})
+		if uerr != nil {
 			return fmt.Errorf("sqldedup: redrive %d: publish: %w (and undoing the claim failed: %v)", id, perr, uerr)
 		}
 		return fmt.Errorf("sqldedup: redrive %d: publish: %w", id, perr)
