@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/signal"
@@ -233,7 +234,11 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 		if len(a.namesrv) == 0 {
 			return nil, errors.New("redrive needs --namesrv (or IDEMQ_NAMESRV): the name servers to publish through")
 		}
-		p, err := producer.New(producer.Config{NameServers: a.namesrv, IDs: admin.NoIDs{}, Group: "idemq_admin_redrive"})
+		// The client library's logs (connections, routes) are noise here:
+		// warnings and errors go to stderr.
+		warn := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		producer.SetClientLogger(warn)
+		p, err := producer.New(producer.Config{NameServers: a.namesrv, IDs: admin.NoIDs{}, Group: "idemq_admin_redrive", Logger: warn})
 		if err != nil {
 			return nil, fmt.Errorf("redrive producer: %w", err)
 		}
