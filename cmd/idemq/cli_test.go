@@ -1,10 +1,13 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -385,3 +388,35 @@ type fixedIDs struct{}
 func (fixedIDs) NextID() (string, error) { return "", errors.New("test messages carry their IDs") }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// `idemq metrics` serves the table metrics over HTTP.
+func TestCLIMetricsExporter(t *testing.T) {
+	tg := targets(t)[0](t)
+	tg.ok(t, "migrate")
+	bury(t, tg.store(t), "payments", "payouts", "p-1", "boom")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), "--db", tg.dbFlag, "--prefix", tg.prefix, "metrics", "--listen", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("first line: %v", err)
+	}
+	url := strings.TrimSpace(line[strings.Index(line, "http://"):])
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `idemq_dead_letters_waiting{group="payments",topic="payouts"} 1`) {
+		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, body)
+	}
+}
