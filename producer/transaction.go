@@ -238,11 +238,11 @@ func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) primitive.Loc
 	v, ok := p.pending.Load(m)
 	if !ok {
 		p.log.Error("local transaction for an unknown message", "message_id", m.GetProperty(idemq.PropertyMessageID))
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	lt := v.(*localTx)
 	if p.crashBefore != nil && p.crashBefore(lt.id) {
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	lt.ran = true
 	lt.err = p.runLocal(lt)
@@ -250,7 +250,7 @@ func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) primitive.Loc
 		return primitive.RollbackMessageState
 	}
 	if p.loseEnd != nil && p.loseEnd(lt.id) {
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	return primitive.CommitMessageState
 }
@@ -291,14 +291,14 @@ func (p *TransactionProducer) check(m *primitive.MessageExt) primitive.LocalTran
 	log := p.log.With("message_id", id, "topic", m.Topic)
 	if id == "" {
 		log.Warn("transaction check for a message without an idemq ID: leaving it to the broker")
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var n int64
 	if err := p.db.WithContext(ctx).Table(p.table).Where("message_id = ?", id).Count(&n).Error; err != nil {
 		log.Error("transaction check: reading the record failed; answering unknown", "err", err)
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	if n > 0 {
 		log.Info("transaction check: record found, committing")
@@ -316,7 +316,7 @@ func (p *TransactionProducer) check(m *primitive.MessageExt) primitive.LocalTran
 		log.Info("transaction check: no record and older than the grace period, rolling back", "age", age)
 		return primitive.RollbackMessageState
 	}
-	return primitive.UnknowState
+	return primitive.UnkonwnState
 }
 
 // PurgeTxRecords deletes records older than olderThan, in batches of 1,000,

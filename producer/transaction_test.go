@@ -263,9 +263,9 @@ func TestCheckLocalTransactionDecisions(t *testing.T) {
 			}{
 				{"record present", ext("1001", now.Add(-time.Hour)), primitive.CommitMessageState},
 				{"record present, young", ext("1001", now), primitive.CommitMessageState},
-				{"no record, young", ext("1002", now.Add(-30*time.Second)), primitive.UnknowState},
+				{"no record, young", ext("1002", now.Add(-30*time.Second)), primitive.UnkonwnState},
 				{"no record, old", ext("1002", now.Add(-2*time.Minute)), primitive.RollbackMessageState},
-				{"no idemq ID", ext("", now.Add(-time.Hour)), primitive.UnknowState},
+				{"no idemq ID", ext("", now.Add(-time.Hour)), primitive.UnkonwnState},
 			} {
 				if got := (*txListener)(p).CheckLocalTransaction(tc.msg); got != tc.want {
 					t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
@@ -276,7 +276,7 @@ func TestCheckLocalTransactionDecisions(t *testing.T) {
 			sqlDB, _ := down.DB()
 			_ = sqlDB.Close()
 			p.db = down
-			if got := p.check(ext("1002", now.Add(-time.Hour))); got != primitive.UnknowState {
+			if got := p.check(ext("1002", now.Add(-time.Hour))); got != primitive.UnkonwnState {
 				t.Errorf("database down: %v, want unknown", got)
 			}
 		})

@@ -315,13 +315,13 @@ func TestLiveTransactionCommitAndRollback(t *testing.T) {
 
 func TestLiveTransactionCheckBack(t *testing.T) {
 	b := NewTest(t, testConfig(Config{TransactionCheckInterval: 200 * time.Millisecond}))
-	l := &txListener{exec: primitive.UnknowState, check: primitive.CommitMessageState}
+	l := &txListener{exec: primitive.UnkonwnState, check: primitive.CommitMessageState}
 	p := newTxProducer(t, b, "pg-tx-check", l)
 	r := newReceived()
 	newPushConsumer(t, b, consumerOpts{group: "cg-tx-check", topic: "txcheck"}, collect(r, consumer.ConsumeSuccess))
 
 	res, err := p.SendMessageInTransaction(context.Background(), primitive.NewMessage("txcheck", []byte("unknown-then-commit")))
-	if err != nil || res.State != primitive.UnknowState {
+	if err != nil || res.State != primitive.UnkonwnState {
 		t.Fatalf("send: %v %v", res, err)
 	}
 	if h := b.HalfMessages(); len(h) != 1 || h[0].Topic != "txcheck" || string(h[0].Body) != "unknown-then-commit" {
@@ -341,7 +341,7 @@ func TestLiveTransactionCheckBack(t *testing.T) {
 
 func TestLiveTransactionCheckLimit(t *testing.T) {
 	b := NewTest(t, testConfig(Config{TransactionCheckInterval: 50 * time.Millisecond, MaxTransactionChecks: 3}))
-	l := &txListener{exec: primitive.UnknowState, check: primitive.UnknowState}
+	l := &txListener{exec: primitive.UnkonwnState, check: primitive.UnkonwnState}
 	p := newTxProducer(t, b, "pg-tx-limit", l)
 	if _, err := p.SendMessageInTransaction(context.Background(), primitive.NewMessage("txlimit", []byte("x"))); err != nil {
 		t.Fatal(err)
