@@ -571,3 +571,60 @@ func TestSendRoute(t *testing.T) {
 		t.Fatal("sharding key with a separator accepted")
 	}
 }
+
+// TestHungAttemptIsRetried: a send attempt the broker never answers is
+// abandoned after AttemptTimeout and the next attempt delivers the message,
+// well inside SendTimeout. rocketmq-client-go applies WithSendMsgTimeout to
+// each attempt, so handing it the total budget would let one hung attempt
+// use all of it and leave nothing to retry.
+func TestHungAttemptIsRetried(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{})
+	p := newTestProducer(t, b, Config{
+		Group:          "pg-hung",
+		Retries:        2,
+		SendTimeout:    6 * time.Second,
+		AttemptTimeout: time.Second,
+	})
+	// Warm up the route and the connection, so the hung request is the send.
+	if _, err := p.SendSync(context.Background(), &idemq.Message{Topic: "hung"}); err != nil {
+		t.Fatal(err)
+	}
+	b.HangSends(1)
+	msg := &idemq.Message{Topic: "hung", Body: []byte("once")}
+	start := time.Now()
+	res, err := p.SendSync(context.Background(), msg)
+	if err != nil {
+		t.Fatalf("send after one hung attempt: %v (after %s)", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("send took %s: the hung attempt was not cut at AttemptTimeout", took)
+	}
+	if got := findByID(b.Messages("hung"), res.MessageID); len(got) != 1 {
+		t.Fatalf("stored %d copies of %s, want 1", len(got), res.MessageID)
+	}
+}
+
+func TestAttemptTimeoutDefaults(t *testing.T) {
+	g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{NameServers: []string{"127.0.0.1:1"}, IDs: g}
+	if err := cfg.defaults("producer"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AttemptTimeout != DefaultAttemptTimeout || cfg.SendTimeout != DefaultSendTimeout {
+		t.Fatalf("defaults: attempt %s, total %s", cfg.AttemptTimeout, cfg.SendTimeout)
+	}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, SendTimeout: time.Second, AttemptTimeout: time.Minute}
+	if err := cfg.defaults("producer"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AttemptTimeout != time.Second {
+		t.Fatalf("AttemptTimeout above SendTimeout kept as %s", cfg.AttemptTimeout)
+	}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, AttemptTimeout: -1}
+	if err := cfg.defaults("producer"); err == nil {
+		t.Fatal("negative AttemptTimeout accepted")
+	}
+}

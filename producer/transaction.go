@@ -233,8 +233,18 @@ type txListener TransactionProducer
 
 // ExecuteLocalTransaction runs the local transaction of the SendInTx call
 // that sent m. The client calls it on that call's goroutine.
-func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) primitive.LocalTransactionState {
+//
+// rocketmq-client-go swallows panics in its goroutines, so a panic here
+// (outside fn, which runLocal already contains) is recovered, logged and
+// answered "unknown": the broker asks again and the check settles it.
+func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) (state primitive.LocalTransactionState) {
 	p := (*TransactionProducer)(l)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in ExecuteLocalTransaction; answering unknown", "panic", r)
+			state = primitive.UnkonwnState
+		}
+	}()
 	v, ok := p.pending.Load(m)
 	if !ok {
 		p.log.Error("local transaction for an unknown message", "message_id", m.GetProperty(idemq.PropertyMessageID))
@@ -280,9 +290,16 @@ func (p *TransactionProducer) runLocal(lt *localTx) (err error) {
 }
 
 // CheckLocalTransaction answers the broker's check-back from the record
-// table.
-func (l *txListener) CheckLocalTransaction(m *primitive.MessageExt) primitive.LocalTransactionState {
+// table. A panic is recovered, logged and answered "unknown" (the broker
+// asks again): the client would swallow it silently.
+func (l *txListener) CheckLocalTransaction(m *primitive.MessageExt) (state primitive.LocalTransactionState) {
 	p := (*TransactionProducer)(l)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in the transaction check; answering unknown", "panic", r)
+			state = primitive.UnkonwnState
+		}
+	}()
 	return p.check(m)
 }
 

@@ -271,6 +271,15 @@ func TestCheckLocalTransactionDecisions(t *testing.T) {
 					t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 				}
 			}
+			// A panic in the check (here: the client handing over no
+			// message) is contained and answered "unknown": the client
+			// would swallow it and leave the broker without an answer.
+			if got := (*txListener)(p).CheckLocalTransaction(nil); got != primitive.UnkonwnState {
+				t.Errorf("panicking check: %v, want unknown", got)
+			}
+			if got := (*txListener)(p).ExecuteLocalTransaction(nil); got != primitive.UnkonwnState {
+				t.Errorf("panicking execute: %v, want unknown", got)
+			}
 			// A database error is "unknown", never a rollback.
 			down := k.open(t)
 			sqlDB, _ := down.DB()

@@ -219,6 +219,7 @@ type Broker struct {
 	failSendBack atomic.Int64
 	dropSendBack atomic.Int64
 	rejectSends  atomic.Int64
+	hangSends    atomic.Int64
 	replyDelay   atomic.Int64
 	pause        pauseGate
 }
@@ -458,6 +459,12 @@ func (b *Broker) DropSendBack(n int) { b.dropSendBack.Store(int64(max(n, 0))) }
 // code 2 (SYSTEM_BUSY). The client does not retry that code, so each
 // rejected request is one failed SendSync.
 func (b *Broker) RejectSends(n int) { b.rejectSends.Store(int64(max(n, 0))) }
+
+// HangSends makes the next n send requests (single or batch) go
+// unanswered: the broker reads them, stores nothing and never replies, as
+// a broker that hangs mid-request. The client gives up on such an attempt
+// after its per-attempt timeout and retries.
+func (b *Broker) HangSends(n int) { b.hangSends.Store(int64(max(n, 0))) }
 
 // DelayReplies delays every reply by d (0 turns the delay off). Requests
 // are still processed at once; only the answers are late, so a client

@@ -234,6 +234,10 @@ func (b *Broker) refuseSend(cmd *command, code int16, remark string) *command {
 }
 
 func (b *Broker) handleSend(c *conn, cmd *command) *command {
+	if takeToken(&b.hangSends) {
+		b.stats.sendsRefused.Add(1)
+		return nil
+	}
 	if takeToken(&b.rejectSends) {
 		return b.refuseSend(cmd, respSystemBusy, "[REJECTREQUEST]system busy (rmqtest RejectSends)")
 	}
