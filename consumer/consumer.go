@@ -137,7 +137,7 @@ func (c *Consumer) Stats() Stats {
 // explicitly: the client's zero value is broadcasting, which drops failed
 // messages.
 func (c *Consumer) clientOptions() []rmq.Option {
-	return []rmq.Option{
+	opts := []rmq.Option{
 		rmq.WithNameServer(c.ns),
 		rmq.WithGroupName(c.cfg.Group),
 		rmq.WithInstance(c.cfg.InstanceName),
@@ -149,6 +149,17 @@ func (c *Consumer) clientOptions() []rmq.Option {
 		rmq.WithSuspendCurrentQueueTimeMillis(c.cfg.SuspendInterval),
 		rmq.WithAutoCommit(true),
 	}
+	switch c.cfg.StartFrom.from {
+	case fromFirst:
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromFirstOffset))
+	case fromTimestamp:
+		// The client parses this layout as UTC.
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromTimestamp),
+			rmq.WithConsumeTimestamp(c.cfg.StartFrom.at.UTC().Format("20060102150405")))
+	default:
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromLastOffset))
+	}
+	return opts
 }
 
 // Start creates the client, subscribes and starts consuming. It returns

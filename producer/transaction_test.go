@@ -32,6 +32,7 @@ func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
 	if err := db.Exec("CREATE TABLE " + orders + " (id VARCHAR(64) NOT NULL PRIMARY KEY, note VARCHAR(64) NOT NULL)").Error; err != nil {
 		t.Fatal(err)
 	}
+	bcfg.Topics = append(bcfg.Topics, "tx-orders")
 	return &txBundle{broker: rmqtest.NewTest(t, bcfg), db: db, prefix: prefix, orders: orders}
 }
 

@@ -81,6 +81,29 @@ type Config struct {
 	// producer returns as an error without retrying. Defaults to 4 MiB.
 	MaxMessageSize int
 
+	// AutoCreateTopics makes the broker create any topic on its first
+	// route lookup or send, with QueuesPerTopic queues, as the lenient
+	// rmqtest of old did. Off by default: like a real name server and a
+	// broker with autoCreateTopicEnable=false, a topic nobody created is
+	// answered TOPIC_NOT_EXIST (17), so a push consumer's Start fails
+	// with "route info not found" and a send fails. Create topics with
+	// Topics, CreateTopic or the UPDATE_AND_CREATE_TOPIC request
+	// (package topics, `mqadmin updateTopic`). Retry topics
+	// (%RETRY%group) are always created by the broker itself.
+	AutoCreateTopics bool
+
+	// Topics are created, with QueuesPerTopic queues each, before New
+	// returns: a cluster an operator prepared.
+	Topics []string
+
+	// ConsumerExpiry is how long a consumer stays in its group without a
+	// heartbeat (the client sends one every 30 s). A consumer past it is
+	// dropped from its group, the others are notified
+	// (NOTIFY_CONSUMER_IDS_CHANGED) and its connection is dropped (held
+	// long polls answered first), as a real broker's channel expiry.
+	// Defaults to 120 seconds, as RocketMQ.
+	ConsumerExpiry time.Duration
+
 	// Logger receives the broker's logs: connections, unknown request
 	// codes, malformed frames. Defaults to discarding them.
 	Logger *slog.Logger
@@ -95,6 +118,7 @@ const (
 	DefaultLongPollMax              = 5 * time.Second
 	DefaultLockExpiry               = 60 * time.Second
 	DefaultMaxMessageSize           = 4 << 20
+	DefaultConsumerExpiry           = 120 * time.Second
 )
 
 // Names the broker reports in routes.
@@ -133,8 +157,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}
+	if c.ConsumerExpiry == 0 {
+		c.ConsumerExpiry = DefaultConsumerExpiry
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, t := range c.Topics {
+		if err := validTopic(t); err != nil {
+			return c, fmt.Errorf("%w: Topics: %v", errBadConfig, err)
+		}
 	}
 	switch {
 	case c.QueuesPerTopic < 1 || c.QueuesPerTopic > 1024:
@@ -147,6 +179,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative MaxTransactionChecks", errBadConfig)
 	case c.LongPollMax < 0:
 		return c, fmt.Errorf("%w: negative LongPollMax", errBadConfig)
+	case c.ConsumerExpiry < 0:
+		return c, fmt.Errorf("%w: negative ConsumerExpiry", errBadConfig)
 	case c.LockExpiry < 0:
 		return c, fmt.Errorf("%w: negative LockExpiry", errBadConfig)
 	case c.MaxMessageSize < 0 || c.MaxMessageSize > 256<<20:
@@ -183,11 +217,17 @@ type Stats struct {
 	HalfDiscarded int64
 	// Connections counts accepted client connections.
 	Connections int64
+	// TopicsCreated counts UPDATE_AND_CREATE_TOPIC requests served.
+	TopicsCreated int64
+	// ConsumersExpired counts consumers dropped from a group for want of
+	// heartbeats (ConsumerExpiry).
+	ConsumersExpired int64
 }
 
 type counters struct {
 	sends, sendsRefused, pulls, sendBacks, sendBacksFailed, deadLettered atomic.Int64
 	heartbeats, txChecks, commits, rollbacks, halfDiscarded, connections atomic.Int64
+	topicsCreated, consumersExpired                                      atomic.Int64
 }
 
 // Broker is a running in-process RocketMQ name server and broker. All
@@ -212,6 +252,8 @@ type Broker struct {
 	groups    map[string]*groupInfo
 	producers map[string]map[*conn]struct{}
 	timers    map[*time.Timer]struct{}
+	// pulled records the queues each group has pulled from.
+	pulled map[offsetKey]struct{}
 
 	opaque atomic.Int32
 
@@ -227,6 +269,8 @@ type Broker struct {
 // groupInfo is one consumer group's membership.
 type groupInfo struct {
 	clients map[string]*conn
+	// seen is each client's last heartbeat.
+	seen map[string]time.Time
 	// subs maps a topic to the subscription expression from heartbeats.
 	subs map[string]string
 }
@@ -254,12 +298,17 @@ func New(cfg Config) (*Broker, error) {
 		groups:    make(map[string]*groupInfo),
 		producers: make(map[string]map[*conn]struct{}),
 		timers:    make(map[*time.Timer]struct{}),
+		pulled:    make(map[offsetKey]struct{}),
 	}
 	copy(b.ip[:], tcp.IP.To4())
+	for _, t := range cfg.Topics {
+		b.store.createTopic(t, cfg.QueuesPerTopic)
+	}
 	b.pause.init()
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.acceptLoop()
 	go b.transactionChecker()
+	go b.consumerReaper()
 	b.log.Info("rmqtest: broker listening", "addr", b.addr)
 	return b, nil
 }
@@ -347,6 +396,24 @@ func (b *Broker) ConsumerOffset(group, topic string, queueID int) int64 {
 	return off
 }
 
+// CreateTopic creates topic with queues queues (QueuesPerTopic if
+// queues is 0), or grows an existing topic to that many, as an operator's
+// `mqadmin updateTopic` would. It is the in-process shortcut of the
+// UPDATE_AND_CREATE_TOPIC request.
+func (b *Broker) CreateTopic(topic string, queues int) error {
+	if err := validTopic(topic); err != nil {
+		return fmt.Errorf("rmqtest: CreateTopic: %w", err)
+	}
+	if queues == 0 {
+		queues = b.cfg.QueuesPerTopic
+	}
+	if queues < 1 || queues > 1024 {
+		return fmt.Errorf("rmqtest: CreateTopic: %d queues not in [1, 1024]", queues)
+	}
+	b.store.createTopic(topic, queues)
+	return nil
+}
+
 // Topics returns the names of all topics, sorted, including per-group
 // retry and dead-letter topics once used.
 func (b *Broker) Topics() []string { return b.store.topicNames() }
@@ -376,6 +443,28 @@ func (b *Broker) QueueLockOwner(group, topic string, queueID int) (string, bool)
 	return b.store.lockOwner(group, topic, int32(queueID), time.Now())
 }
 
+// PulledQueues returns how many queues of topic the group has pulled from
+// so far. A push consumer pulls a queue once its rebalance assigned it and
+// read its start offset, so PulledQueues reaching the topic's queue count
+// (and 1 for %RETRY%group) says the consumer's first rebalance is done.
+func (b *Broker) PulledQueues(group, topic string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for k := range b.pulled {
+		if k.group == group && k.topic == topic {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *Broker) notePull(group, topic string, queue int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pulled[offsetKey{group, topic, queue}] = struct{}{}
+}
+
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	s := &b.stats
@@ -392,6 +481,8 @@ func (b *Broker) Stats() Stats {
 		Rollbacks:         s.rollbacks.Load(),
 		HalfDiscarded:     s.halfDiscarded.Load(),
 		Connections:       s.connections.Load(),
+		TopicsCreated:     s.topicsCreated.Load(),
+		ConsumersExpired:  s.consumersExpired.Load(),
 	}
 }
 
@@ -442,17 +533,16 @@ func (b *Broker) DropConnections() {
 }
 
 // FailSendBack makes the next n CONSUMER_SEND_MSG_BACK requests get an
-// error reply (code 1) without storing a retry copy. Note that
-// rocketmq-client-go v2.1.2 does not check the reply code of a send-back:
-// it treats the error as success, acks the message and so loses it
-// (upstream issue 1106). Use DropSendBack to exercise the client's local
-// re-consume path instead.
+// error reply (code 1) without storing a retry copy. The pinned
+// rocketmq-client-go then sends the message into %RETRY%group itself, at
+// delay level 3+ReconsumeTimes (v2.1.2 acked it and lost it, upstream
+// issue 1106).
 func (b *Broker) FailSendBack(n int) { b.failSendBack.Store(int64(max(n, 0))) }
 
-// DropSendBack makes the next n CONSUMER_SEND_MSG_BACK requests close the
-// client's connection instead of replying. The client sees a transport
-// error (after its 3 s request timeout) and re-consumes the message
-// locally 5 s later with ReconsumeTimes+1.
+// DropSendBack makes the next n CONSUMER_SEND_MSG_BACK requests go
+// unanswered and drops the client's connection (answering its held long
+// polls first, as DropConnections). The client times out (3 s) and falls
+// back to sending the message into %RETRY%group itself.
 func (b *Broker) DropSendBack(n int) { b.dropSendBack.Store(int64(max(n, 0))) }
 
 // RejectSends makes the next n send requests (single or batch) fail with

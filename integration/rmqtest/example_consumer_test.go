@@ -24,7 +24,7 @@ import (
 // %RETRY%group and redelivers it after the scaled delay (level 3, 10 s,
 // scaled to 100 ms), with the original topic and MsgId.
 func Example_retry() {
-	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01})
+	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01, Topics: []string{"payments"}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -37,6 +37,7 @@ func Example_retry() {
 		consumer.WithGroupName("example-group"),
 		consumer.WithInstance("example-consumer"),
 		consumer.WithConsumerModel(consumer.Clustering),
+		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
 	)
 	if err != nil {
 		log.Fatal(err)

@@ -19,7 +19,7 @@ import (
 // only because the client's push consumer trips the race detector.
 func Example() {
 	rlog.SetLogLevel("error")
-	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01})
+	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01, Topics: []string{"orders"}})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 func TestLiveRejectSends(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"reject"}}))
 	p := newProducer(t, b, "pg-reject")
 	sendSync(t, p, primitive.NewMessage("reject", []byte("warm-up")))
 	b.RejectSends(1)
@@ -28,7 +28,7 @@ func TestLiveRejectSends(t *testing.T) {
 }
 
 func TestLiveOversizedSendFails(t *testing.T) {
-	b := NewTest(t, testConfig(Config{MaxMessageSize: 1024}))
+	b := NewTest(t, testConfig(Config{MaxMessageSize: 1024, Topics: []string{"big"}}))
 	// Compression would shrink the body below the limit.
 	p := newProducer(t, b, "pg-big", producer.WithCompressMsgBodyOverHowmuch(1<<20))
 	big := make([]byte, 2048)
@@ -44,7 +44,7 @@ func TestLiveOversizedSendFails(t *testing.T) {
 }
 
 func TestLivePauseAndResume(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"pause"}}))
 	p := newProducer(t, b, "pg-pause")
 	r := newReceived()
 	newPushConsumer(t, b, consumerOpts{group: "cg-pause", topic: "pause"}, collect(r, consumer.ConsumeSuccess))
@@ -63,7 +63,7 @@ func TestLivePauseAndResume(t *testing.T) {
 }
 
 func TestLiveDropConnectionsConsumerRecovers(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"drop"}}))
 	p := newProducer(t, b, "pg-drop")
 	r := newReceived()
 	newPushConsumer(t, b, consumerOpts{group: "cg-drop", topic: "drop"}, collect(r, consumer.ConsumeSuccess))
@@ -96,7 +96,7 @@ func TestLiveDropConnectionsConsumerRecovers(t *testing.T) {
 // a send-back the client still acks the message and it is never
 // redelivered.
 func TestLiveFailSendBackLosesMessage(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TimeScale: 0.01}))
+	b := NewTest(t, testConfig(Config{TimeScale: 0.01, Topics: []string{"failsb"}}))
 	p := newProducer(t, b, "pg-failsb")
 	b.FailSendBack(1)
 	r := newReceived()
@@ -123,7 +123,7 @@ func TestLiveDropSendBackReconsumesLocally(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes ~8 s: the client's fixed 3 s timeout plus 5 s pause")
 	}
-	b := NewTest(t, testConfig(Config{TimeScale: 0.01}))
+	b := NewTest(t, testConfig(Config{TimeScale: 0.01, Topics: []string{"dropsb"}}))
 	p := newProducer(t, b, "pg-dropsb")
 	b.DropSendBack(1)
 	// The client re-consumes the same *MessageExt, so record the
@@ -158,7 +158,7 @@ func TestLiveDropSendBackReconsumesLocally(t *testing.T) {
 // outbox relay must absorb: the send timed out for the producer, yet the
 // broker stored the message.
 func TestLiveDelayedReplyTimesOutButTakesEffect(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"slow"}}))
 	p := newProducer(t, b, "pg-slow", producer.WithRetry(0))
 	sendSync(t, p, primitive.NewMessage("slow", []byte("warm-up")))
 	b.DelayReplies(3500 * time.Millisecond) // the client's send timeout is 3 s

@@ -17,7 +17,7 @@ import (
 )
 
 func TestLiveOffsetsSurviveConsumerRestart(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"restart"}}))
 	p := newProducer(t, b, "pg-restart")
 	for i := range 3 {
 		sendSync(t, p, primitive.NewMessage("restart", []byte("old-"+strconv.Itoa(i))))
@@ -55,7 +55,7 @@ func TestLiveOffsetsSurviveConsumerRestart(t *testing.T) {
 }
 
 func TestLiveRetryThenSuccess(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TimeScale: 0.01}))
+	b := NewTest(t, testConfig(Config{TimeScale: 0.01, Topics: []string{"retry"}}))
 	p := newProducer(t, b, "pg-retry")
 	sent := sendSync(t, p, primitive.NewMessage("retry", []byte("payload")))
 
@@ -100,7 +100,7 @@ func TestLiveRetryThenSuccess(t *testing.T) {
 }
 
 func TestLiveDeadLetterAfterMaxReconsume(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TimeScale: 0.01}))
+	b := NewTest(t, testConfig(Config{TimeScale: 0.01, Topics: []string{"dlq"}}))
 	p := newProducer(t, b, "pg-dlq")
 	msg := primitive.NewMessage("dlq", []byte("poison"))
 	msg.WithTag("t1")
@@ -127,7 +127,7 @@ func TestLiveDeadLetterAfterMaxReconsume(t *testing.T) {
 }
 
 func TestLiveDelayedSend(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TimeScale: 0.1}))
+	b := NewTest(t, testConfig(Config{TimeScale: 0.1, Topics: []string{"delayed"}}))
 	p := newProducer(t, b, "pg-delay")
 	msg := primitive.NewMessage("delayed", []byte("later"))
 	msg.WithDelayTimeLevel(2) // 5 s scaled to 500 ms
@@ -143,7 +143,7 @@ func TestLiveDelayedSend(t *testing.T) {
 }
 
 func TestLiveBatchSend(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"batch"}}))
 	p := newProducer(t, b, "pg-batch")
 	var msgs []*primitive.Message
 	for i := range 3 {
@@ -178,7 +178,7 @@ func TestLiveBatchSend(t *testing.T) {
 }
 
 func TestLiveTagFilter(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"tags"}}))
 	p := newProducer(t, b, "pg-tags")
 	for _, tag := range []string{"a", "b", "c", "a"} {
 		m := primitive.NewMessage("tags", []byte(tag))
@@ -198,7 +198,7 @@ func TestLiveTagFilter(t *testing.T) {
 }
 
 func TestLiveOrderly(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"order"}}))
 	p := newProducer(t, b, "pg-order", producer.WithQueueSelector(producer.NewHashQueueSelector()))
 	const n = 10
 	for i := range n {
@@ -288,7 +288,7 @@ func newTxProducer(t *testing.T, b *Broker, group string, l *txListener) interfa
 }
 
 func TestLiveTransactionCommitAndRollback(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TransactionCheckInterval: time.Hour}))
+	b := NewTest(t, testConfig(Config{TransactionCheckInterval: time.Hour, Topics: []string{"tx"}}))
 	commit := newTxProducer(t, b, "pg-tx-commit", &txListener{exec: primitive.CommitMessageState})
 	rollback := newTxProducer(t, b, "pg-tx-rollback", &txListener{exec: primitive.RollbackMessageState})
 	r := newReceived()
@@ -314,7 +314,7 @@ func TestLiveTransactionCommitAndRollback(t *testing.T) {
 }
 
 func TestLiveTransactionCheckBack(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TransactionCheckInterval: 200 * time.Millisecond}))
+	b := NewTest(t, testConfig(Config{TransactionCheckInterval: 200 * time.Millisecond, Topics: []string{"txcheck"}}))
 	l := &txListener{exec: primitive.UnkonwnState, check: primitive.CommitMessageState}
 	p := newTxProducer(t, b, "pg-tx-check", l)
 	r := newReceived()
@@ -340,7 +340,7 @@ func TestLiveTransactionCheckBack(t *testing.T) {
 }
 
 func TestLiveTransactionCheckLimit(t *testing.T) {
-	b := NewTest(t, testConfig(Config{TransactionCheckInterval: 50 * time.Millisecond, MaxTransactionChecks: 3}))
+	b := NewTest(t, testConfig(Config{TransactionCheckInterval: 50 * time.Millisecond, MaxTransactionChecks: 3, Topics: []string{"txlimit"}}))
 	l := &txListener{exec: primitive.UnkonwnState, check: primitive.UnkonwnState}
 	p := newTxProducer(t, b, "pg-tx-limit", l)
 	if _, err := p.SendMessageInTransaction(context.Background(), primitive.NewMessage("txlimit", []byte("x"))); err != nil {
@@ -356,7 +356,7 @@ func TestLiveTransactionCheckLimit(t *testing.T) {
 }
 
 func TestLiveRebalanceTwoConsumers(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"rebalance"}}))
 	p := newProducer(t, b, "pg-rebalance")
 	ra, rb := newReceived(), newReceived()
 	newPushConsumer(t, b, consumerOpts{group: "cg-rebalance", topic: "rebalance"}, collect(ra, consumer.ConsumeSuccess))

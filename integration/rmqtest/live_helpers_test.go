@@ -24,8 +24,6 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/apache/rocketmq-client-go/v2/rlog"
-
-	"github.com/idemq/idemq/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -134,6 +132,9 @@ func newPushConsumer(t *testing.T, b *Broker, co consumerOpts,
 		consumer.WithInstance(instance("c")),
 		consumer.WithConsumerModel(consumer.Clustering),
 		consumer.WithConsumerOrder(co.orderly),
+		// A new group on rmqtest, as on a real broker, starts at the last
+		// offset unless told otherwise; these tests send first.
+		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
 	}, co.opts...)
 	c, err := rocketmq.NewPushConsumer(all...)
 	if err != nil {
@@ -165,10 +166,4 @@ func collect(r *received, result consumer.ConsumeResult) func(context.Context, .
 		}
 		return result, nil
 	}
-}
-
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testenv.Eventually(t, timeout, what, cond)
 }

@@ -22,6 +22,10 @@ const (
 	halfTopic = "RMQ_SYS_TRANS_HALF_TOPIC"
 )
 
+// defaultMaxReconsumeTimes is a group's retryMaxTimes when a request does
+// not carry maxReconsumeTimes, as RocketMQ's subscription group default.
+const defaultMaxReconsumeTimes = 16
+
 // delayLadder is RocketMQ's default messageDelayLevel, level 1 first.
 var delayLadder = []time.Duration{
 	1 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
@@ -121,6 +125,23 @@ func (s *store) ensureTopic(topic string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.ensureTopicLocked(topic).queues)
+}
+
+// createTopic creates topic with n queues, or grows an existing topic to n
+// queues (queues are never removed, so messages are never lost), and
+// returns its queue count.
+func (s *store) createTopic(topic string, n int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.topics[topic]
+	if !ok {
+		t = &topicData{queues: make([][]*storedMessage, n)}
+		s.topics[topic] = t
+	}
+	for len(t.queues) < n {
+		t.queues = append(t.queues, nil)
+	}
+	return len(t.queues)
 }
 
 // queueCount returns the number of queues of topic, or 0 if it does not
