@@ -1,8 +1,7 @@
 //go:build rocketmq
 
-// Behind the rocketmq tag because a live push consumer races inside the
-// client library (upstream issue 961); run with -tags rocketmq, without
-// -race.
+// Behind the rocketmq tag, as every test that runs a live push consumer;
+// scripts/test runs it with -race.
 
 package rmqtest_test
 
