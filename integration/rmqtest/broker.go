@@ -443,6 +443,18 @@ func (b *Broker) QueueLockOwner(group, topic string, queueID int) (string, bool)
 	return b.store.lockOwner(group, topic, int32(queueID), time.Now())
 }
 
+// Settled reports whether the group has nothing left to receive from
+// topics: on every queue of each topic and of the group's retry topic it
+// has committed an offset at the queue's end, and no retry or delayed
+// message for them is still waiting for its time. Once a group is settled
+// the broker has had every chance to redeliver: a test that expects no
+// further delivery asserts it after Settled holds, not after a sleep.
+// (A consumer commits offsets every few seconds; poll with a timeout.)
+func (b *Broker) Settled(group string, topics ...string) bool {
+	all := append(append([]string(nil), topics...), retryTopicPrefix+group)
+	return b.store.settled(group, all)
+}
+
 // PulledQueues returns how many queues of topic the group has pulled from
 // so far. A push consumer pulls a queue once its rebalance assigned it and
 // read its start offset, so PulledQueues reaching the topic's queue count

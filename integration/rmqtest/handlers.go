@@ -434,6 +434,7 @@ func (b *Broker) deliverLater(m *storedMessage, realTopic string, realQueue int3
 	s.ensureTopicLocked(realTopic)
 	m.QueueOffset = s.scheduleCount
 	s.scheduleCount++
+	s.scheduled[realTopic]++
 	m.StoreTimestamp = now.UnixMilli()
 	s.allocCommitLocked(m)
 	due := m.clone()
@@ -443,6 +444,7 @@ func (b *Broker) deliverLater(m *storedMessage, realTopic string, realQueue int3
 		due.Topic, due.QueueID = realTopic, realQueue
 		delete(due.Props, propDelayLevel)
 		s.mu.Lock()
+		s.scheduled[realTopic]--
 		s.appendLocked(due, time.Now())
 		s.mu.Unlock()
 	}

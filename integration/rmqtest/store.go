@@ -86,7 +86,9 @@ type store struct {
 	halves        map[int64]*halfMessage
 	halfOffset    int64
 	scheduleCount int64
-	locks         map[offsetKey]lockEntry
+	// scheduled counts delayed messages not yet due, by real topic.
+	scheduled map[string]int
+	locks     map[offsetKey]lockEntry
 }
 
 func newStore(queuesPer int) *store {
@@ -98,6 +100,7 @@ func newStore(queuesPer int) *store {
 		arrivals:  make(map[queueKey]chan struct{}),
 		halves:    make(map[int64]*halfMessage),
 		locks:     make(map[offsetKey]lockEntry),
+		scheduled: make(map[string]int),
 	}
 }
 
@@ -470,4 +473,31 @@ func atoi64(s string, def int64) int64 {
 		return def
 	}
 	return v
+}
+
+// settled reports whether group has committed, on every queue of topics,
+// an offset at the queue's end, and no delayed message is due later in
+// any of them.
+func (s *store) settled(group string, topics []string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tp := range topics {
+		if s.scheduled[tp] > 0 {
+			return false
+		}
+		t, ok := s.topics[tp]
+		if !ok {
+			continue
+		}
+		for q, msgs := range t.queues {
+			if len(msgs) == 0 {
+				continue
+			}
+			off, ok := s.offsets[offsetKey{group, tp, int32(q)}]
+			if !ok || off < int64(len(msgs)) {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -751,3 +751,26 @@ func TestRetryTopicSendPastMaxGoesToDLQ(t *testing.T) {
 		t.Fatalf("DeadLettered %d", st.DeadLettered)
 	}
 }
+
+// TestSettled: a group is settled once it committed every queue's end and
+// no retry is still scheduled for it.
+func TestSettled(t *testing.T) {
+	b := NewTest(t, Config{TimeScale: 0.01, Topics: []string{"st"}})
+	w := dialWire(t, b)
+	if !b.Settled("g", "st") {
+		t.Fatal("an empty topic is not settled")
+	}
+	w.call(codeSendMessage, sendExt("pg", "st", 1, ""), []byte("x"))
+	if b.Settled("g", "st") {
+		t.Fatal("settled with an unconsumed message")
+	}
+	m := pullOne(t, w, "st", 1, 0)
+	w.call(codeConsumerSendMsgBack, sendBackExt("g", m, 3, 16), nil) // due in 100 ms
+	w.send(codeUpdateConsumerOffset, map[string]string{"consumerGroup": "g", "topic": "st", "queueId": "1", "commitOffset": "1"}, nil)
+	eventually(t, 5*time.Second, "the retry copy", func() bool { return len(b.RetryMessages("g")) == 1 })
+	if b.Settled("g", "st") {
+		t.Fatal("settled with an unconsumed retry copy")
+	}
+	w.send(codeUpdateConsumerOffset, map[string]string{"consumerGroup": "g", "topic": "%RETRY%g", "queueId": "0", "commitOffset": "1"}, nil)
+	eventually(t, 5*time.Second, "settled", func() bool { return b.Settled("g", "st") })
+}
