@@ -167,7 +167,8 @@ type Producer struct {
 
 // New creates a Producer and starts its client. The client connects lazily:
 // an unreachable name server shows up as an error of the first send, not
-// here.
+// here; that error says that no name server answers (or that the topic
+// does not exist), where the client alone says "route info not found".
 func New(cfg Config) (*Producer, error) {
 	if err := cfg.defaults("producer"); err != nil {
 		return nil, err
@@ -178,6 +179,7 @@ func New(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.NameServers = ns // resolved, for the checks after a failed send
 	client, err := rocketmq.NewProducer(clientOptions(&cfg, ns, newShardingSelector())...)
 	if err != nil {
 		return nil, fmt.Errorf("producer: new client: %w", err)

@@ -628,3 +628,29 @@ func TestAttemptTimeoutDefaults(t *testing.T) {
 		t.Fatal("negative AttemptTimeout accepted")
 	}
 }
+
+// The client says "route info not found" both for a name server that does
+// not answer and for a topic nobody created; the producer says which.
+func TestSendExplainsRouteErrors(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{})
+	p := newTestProducer(t, b, Config{Group: "pg-explain", SendTimeout: 5 * time.Second})
+	_, err := p.SendSync(context.Background(), &idemq.Message{Topic: "nobody-made-it"})
+	if err == nil || !strings.Contains(err.Error(), `topic "nobody-made-it" does not exist`) {
+		t.Fatalf("missing topic: %v", err)
+	}
+	if idemq.IsPermanent(err) {
+		t.Fatalf("a missing topic may be created later; got a permanent error: %v", err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	down := newTestProducer(t, b, Config{Group: "pg-explain-down", NameServers: []string{addr}, SendTimeout: 5 * time.Second})
+	_, err = down.SendSync(context.Background(), &idemq.Message{Topic: "t"})
+	if err == nil || !strings.Contains(err.Error(), "no name server answers") {
+		t.Fatalf("unreachable name server: %v", err)
+	}
+}

@@ -147,6 +147,7 @@ func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.cfg.NameServers = ns // resolved, for the checks after a failed send
 	client, err := rocketmq.NewTransactionProducer((*txListener)(p), clientOptions(&cfg.Config, ns, newShardingSelector())...)
 	if err != nil {
 		return nil, fmt.Errorf("producer: new transaction client: %w", err)
@@ -212,7 +213,7 @@ func (p *TransactionProducer) SendInTx(ctx context.Context, msg *idemq.Message, 
 	defer cancel()
 	r, err := p.client.SendMessageInTransaction(sendCtx, pm)
 	if err != nil {
-		return SendResult{MessageID: msg.ID}, classify(err)
+		return SendResult{MessageID: msg.ID}, explain(p.cfg.NameServers, msg.Topic, err)
 	}
 	res, err := fromPrimitive(msg.ID, r.SendResult)
 	if err != nil {

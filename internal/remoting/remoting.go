@@ -136,3 +136,37 @@ func Ping(ctx context.Context, addr string) error {
 	}
 	return nil
 }
+
+// ErrNoNameServer is returned by CheckNameServers when no name server
+// answers.
+var ErrNoNameServer = errors.New("no name server answers")
+
+// CheckNameServers returns nil as soon as one of addrs answers (see Ping),
+// and otherwise an error wrapping ErrNoNameServer that names what failed
+// for each.
+func CheckNameServers(ctx context.Context, addrs []string) error {
+	var errs []error
+	for _, a := range addrs {
+		err := Ping(ctx, a)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w: %w", ErrNoNameServer, errors.Join(errs...))
+}
+
+// TopicExists asks the name servers (the first that answers) whether they
+// route topic. It reports an error only when none answers.
+func TopicExists(ctx context.Context, addrs []string, topic string) (bool, error) {
+	var errs []error
+	for _, a := range addrs {
+		r, err := Call(ctx, a, CodeGetRouteInfoByTopic, map[string]string{"topic": topic}, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("name server %s does not answer: %w", a, err))
+			continue
+		}
+		return r.Code == ResponseSuccess, nil
+	}
+	return false, fmt.Errorf("%w: %w", ErrNoNameServer, errors.Join(errs...))
+}
