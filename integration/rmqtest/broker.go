@@ -4,26 +4,79 @@
 // One loopback listener answers both as the name server and as the broker
 // (route replies point back at it), speaking the remoting protocol of
 // RocketMQ 4.x well enough for the unmodified
-// github.com/apache/rocketmq-client-go/v2 (v2.1.2) to run producers,
-// transactional producers and push consumers (concurrent and orderly)
-// against it:
+// github.com/apache/rocketmq-client-go/v2 (the version idemq pins) to run
+// producers, transactional producers and push consumers (concurrent and
+// orderly) against it:
 //
-//	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
+//	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"orders"}})
 //	p, _ := rocketmq.NewProducer(producer.WithNameServer(primitive.NamesrvAddr{b.Addr()}), ...)
 //
-// What it keeps: topics (auto-created on first route lookup, with
-// Config.QueuesPerTopic queues; per-group %RETRY% and %DLQ% topics with
-// one), consumer offsets, consumer-group membership (with
+// What it keeps: topics, consumer offsets, consumer-group membership (with
 // NOTIFY_CONSUMER_IDS_CHANGED so a group rebalances at once), retries via
 // CONSUMER_SEND_MSG_BACK on RocketMQ's delay ladder, dead-letter topics,
 // delayed messages, half messages with commit, rollback and check-back, and
 // orderly queue locks. Inspection methods (Messages, DLQ, ConsumerOffset,
-// HalfMessages, Stats) and fault injection (DropConnections, FailSendBack,
-// DropSendBack, DelayReplies, Pause, RejectSends) serve tests.
+// HalfMessages, Settled, PulledQueues, Stats) and fault injection
+// (DropConnections, FailSendBack, DropSendBack, DelayReplies, Pause,
+// RejectSends, HangSends) serve tests.
 //
-// It is a test and development broker, not for production: everything is
-// in memory, nothing is replicated, nothing is ever deleted, there is no
-// authentication, and it listens on 127.0.0.1 only.
+// # Strict by default
+//
+// It behaves as a real broker where a kinder one would hide a failure a
+// user meets on a real cluster. Each behaviour has a test that documents
+// it:
+//
+//   - Topics are not created on a route lookup or a send: a topic nobody
+//     created is answered TOPIC_NOT_EXIST (17), so a push consumer's Start
+//     fails and a send fails, as on a cluster with
+//     autoCreateTopicEnable=false. Create them with Config.Topics,
+//     CreateTopic, or UPDATE_AND_CREATE_TOPIC (request code 17, as
+//     `mqadmin updateTopic` and package topics send it).
+//     Config.AutoCreateTopics restores creation on first use.
+//     (TestTopicsAreNotCreatedOnLookup, TestAutoCreateTopics)
+//   - A group that never committed an offset on a queue gets
+//     QUERY_NOT_FOUND, so the client's ConsumeFromWhere decides: by default
+//     the last offset, and a new group skips the backlog.
+//     (TestSendPullAndOffsets; consumer.TestLiveStartFrom)
+//   - A consumer whose connection closes, or whose heartbeats stop for
+//     Config.ConsumerExpiry, is dropped from its group and the other
+//     members are notified, so the survivors (or a restarted consumer)
+//     rebalance onto every queue. (TestMembershipAndNotify,
+//     TestConsumerExpiry)
+//   - A send into %RETRY%group (the client's fallback when a send-back
+//     fails) whose reconsumeTimes reached maxReconsumeTimes is stored in
+//     %DLQ%group, as a send-back past the limit is.
+//     (TestRetryTopicSendPastMaxGoesToDLQ, TestSendBackRetryAndDLQ)
+//   - Held long polls are answered before the broker drops a connection
+//     (DropConnections, DropSendBack, consumer expiry), so a client does
+//     not wait out its 30 s pull timeout. (TestFailAndDropSendBack,
+//     TestConsumerExpiry)
+//
+// # Where it still differs from a real broker
+//
+//   - One listener is both name server and broker; a real name server
+//     answers only name-server requests, and a broker only broker ones.
+//   - A group's retry topic (%RETRY%group) is routed at once on a lookup.
+//     A real broker creates it on the group's first heartbeat and the
+//     client learns its route at its next poll of the name server (up to
+//     30 s later).
+//   - A real 4.x broker answers a new group's offset query with 0, not
+//     QUERY_NOT_FOUND, while the queue's first message is still in memory
+//     (minOffset 0 and not swapped to disk): on a young topic a new group
+//     may read from the start even with CONSUME_FROM_LAST_OFFSET.
+//   - With AutoCreateTopics a topic is created on its first lookup; a real
+//     broker with autoCreateTopicEnable creates it on the first send, and
+//     a consumer's Start before that still fails.
+//   - Topics are never shrunk or deleted; a topic's permission and order
+//     flag are not kept; a group's retryMaxTimes comes only from requests
+//     (default 16).
+//   - Everything is in memory: no persistence, replication, retention or
+//     deletion; no ACL; loopback only. Tag filters only (no SQL92).
+//   - Close is a broker that dies: held long polls are not answered.
+//   - Half messages are checked every TransactionCheckInterval from their
+//     store time (a real broker checks every 60 s those older than 6 s).
+//
+// It is a test and development broker, not for production.
 package rmqtest
 
 import (
@@ -42,9 +95,10 @@ import (
 // Config configures a Broker. The zero value is usable: every field has a
 // default, applied by New.
 type Config struct {
-	// QueuesPerTopic is the number of queues an auto-created topic gets.
-	// Retry (%RETRY%group) and dead-letter (%DLQ%group) topics always get
-	// one. Defaults to 4.
+	// QueuesPerTopic is the number of queues of a topic created by
+	// Topics, CreateTopic(topic, 0) or AutoCreateTopics. Retry
+	// (%RETRY%group) and dead-letter (%DLQ%group) topics always get one.
+	// Defaults to 4.
 	QueuesPerTopic int
 
 	// TimeScale multiplies every delay-level delay (retries after
@@ -71,8 +125,8 @@ type Config struct {
 	// LockExpiry is how long an orderly consumer's queue lock lasts unless
 	// renewed (the client renews every 20 s). As in RocketMQ, a lock is not
 	// released when its holder's connection closes, only by UNLOCK_BATCH_MQ
-	// or expiry; note that rocketmq-client-go v2.1.2 does not unlock queues
-	// it loses in a rebalance, so a second orderly consumer gets them only
+	// or expiry; note that rocketmq-client-go may not unlock queues it
+	// loses in a rebalance, so a second orderly consumer may get them only
 	// after expiry. Defaults to 60 seconds, as RocketMQ.
 	LockExpiry time.Duration
 
@@ -521,8 +575,8 @@ func (b *Broker) toExts(msgs []*storedMessage) []*primitive.MessageExt {
 // heartbeat (the client sends one every 30 s), and until then the broker
 // treats them as gone, as RocketMQ does when a channel closes.
 //
-// rocketmq-client-go v2.1.2 never fails a request pending on a closed
-// connection: it waits out the request's timeout (30 s for a pull). So
+// rocketmq-client-go never fails a request pending on a closed connection:
+// it waits out the request's timeout (30 s for a pull). So
 // DropConnections first answers held long-polls, and for 50 ms any new
 // request, with an error (code 14, after which a push consumer pulls again
 // 3 s later), then half-closes each connection and waits up to a second
