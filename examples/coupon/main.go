@@ -47,6 +47,7 @@ import (
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
+	"github.com/idemq/idemq/topics"
 )
 
 const (
@@ -184,6 +185,15 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		defer b.Close()
 		nameServers = []string{b.Addr()}
 	}
+	// Create the topic first, as on a real cluster: a name server answers
+	// TOPIC_NOT_EXIST for a topic nobody created, and the consumer's Start
+	// would fail. topics.Create is `mqadmin updateTopic`.
+	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = topics.Create(tctx, nameServers, topic, topics.Options{Queues: 4})
+	tcancel()
+	if err != nil {
+		return err
+	}
 
 	store, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: "coupon_idemq_", LeaseDuration: 10 * time.Second})
 	if err != nil {
@@ -222,7 +232,10 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		Handler:           idemq.HandlerFunc(is.issue),
 		Middleware:        chain,
 		ConsumeGoroutines: 8,
-		Logger:            log,
+		// The grants are sent right after Start: a new group must not skip
+		// what lands before its first rebalance.
+		StartFrom: consumer.StartFromFirst,
+		Logger:    log,
 	})
 	if err != nil {
 		return err
