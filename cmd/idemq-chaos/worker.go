@@ -56,7 +56,7 @@ const (
 	ModeLeaseRedis = "lease-redis"
 )
 
-func modeIsLease(m string) bool { return m == ModeLease || m == ModeLeaseRedis }
+func modeIsLease(m string) bool  { return m == ModeLease || m == ModeLeaseRedis }
 func modeHasRedis(m string) bool { return m == ModeTxRedis || m == ModeLeaseRedis }
 
 // runWorker is the body of a worker process.
