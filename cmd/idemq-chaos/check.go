@@ -51,6 +51,9 @@ type Observed struct {
 	Effects map[int]int
 	// DeadLetters is, per message number, how many dead letters hold it.
 	DeadLetters map[int]int
+	// DeadLetterReasons holds, per message number, the reason of one of
+	// its dead letters, to explain a burial that should not have happened.
+	DeadLetterReasons map[int]string
 	// UnmatchedDeadLetters are dead letters that name no message of the
 	// run.
 	UnmatchedDeadLetters int
@@ -162,7 +165,7 @@ func Check(msgs []MessageRecord, obs Observed) *Report {
 		}
 		switch {
 		case m.Expect == ExpectProcessed && dl > 0 && eff == 0:
-			add(VWrongBuried, m.N, "%s message should have succeeded but was dead-lettered", m.Class)
+			add(VWrongBuried, m.N, "%s message should have succeeded but was dead-lettered: %s", m.Class, clip(obs.DeadLetterReasons[m.N], 240))
 		case m.Expect == ExpectBuried && eff > 0:
 			add(VPoisonEffect, m.N, "%s message always fails but its effect happened %d times", m.Class, eff)
 		}
@@ -215,4 +218,13 @@ func Check(msgs []MessageRecord, obs Observed) *Report {
 		}
 	}
 	return r
+}
+
+// clip shortens s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " | ")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

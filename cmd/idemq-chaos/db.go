@@ -108,7 +108,7 @@ func observeEffects(ctx context.Context, db *gorm.DB, t tables) (map[int]int, ma
 
 // observeDeadLetters counts dead letters per message, matching each by the
 // chaos_msg property, else by the body's header, else by message ID.
-func observeDeadLetters(ctx context.Context, store *sqldedup.Store, msgs []PlannedMessage) (map[int]int, int, error) {
+func observeDeadLetters(ctx context.Context, store *sqldedup.Store, msgs []PlannedMessage) (map[int]int, map[int]string, int, error) {
 	byID := map[string]int{}
 	for _, m := range msgs {
 		if m.ID != "" {
@@ -116,27 +116,31 @@ func observeDeadLetters(ctx context.Context, store *sqldedup.Store, msgs []Plann
 		}
 	}
 	counts := map[int]int{}
+	reasons := map[int]string{}
 	unmatched := 0
 	var after int64
 	for {
 		dls, err := store.DeadLetters(ctx, dedup.DeadLetterFilter{IncludeRedriven: true, AfterID: after, Limit: 500})
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		if len(dls) == 0 {
-			return counts, unmatched, nil
+			return counts, reasons, unmatched, nil
 		}
 		for _, dl := range dls {
 			after = max(after, dl.ID)
-			if n, err := strconv.Atoi(dl.Properties["chaos_msg"]); err == nil {
-				counts[n]++
-			} else if n, _, _, ok := ParseBody(dl.Body); ok {
-				counts[n]++
-			} else if n, ok := byID[dl.MessageID]; ok {
-				counts[n]++
-			} else {
-				unmatched++
+			n, err := strconv.Atoi(dl.Properties["chaos_msg"])
+			if err != nil {
+				var ok bool
+				if n, _, _, ok = ParseBody(dl.Body); !ok {
+					if n, ok = byID[dl.MessageID]; !ok {
+						unmatched++
+						continue
+					}
+				}
 			}
+			counts[n]++
+			reasons[n] = dl.Reason
 		}
 	}
 }

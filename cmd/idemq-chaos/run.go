@@ -292,7 +292,7 @@ func Run(ctx context.Context, cfg *RunConfig) (res *RunResult) {
 
 	// The broker and its messages: published over the first part of the
 	// fault window, so that faults meet deliveries.
-	cfg.Plan.IDBase = int64(cfg.Seed%1000)*1_000_000_000 + int64(cfg.Index)*10_000_000
+	cfg.Plan.IDBase = int64(cfg.Seed%1000)*1_000_000_000 + int64(cfg.Index%100)*10_000_000
 	msgs := Plan(cfg.Plan, rng)
 	spread := cfg.Chaos * 6 / 10
 	pubStart := time.Now().Add(300 * time.Millisecond)
@@ -343,9 +343,18 @@ func Run(ctx context.Context, cfg *RunConfig) (res *RunResult) {
 	brk.SetFaulting(false)
 	inj.heal()
 
+	// The drain ends when every copy is acknowledged, at the drain timeout,
+	// or when no copy was acknowledged for longer than any lease or
+	// in-flight timeout could explain: what is left is redelivered forever.
 	drainEnd := time.Now().Add(cfg.Drain)
-	for time.Now().Before(drainEnd) && !brk.Done() && ctx.Err() == nil {
+	quiet := max(cfg.Lease, cfg.Inflight) + 2*time.Second
+	lastAcked, _ := brk.Progress()
+	lastChange := time.Now()
+	for time.Now().Before(drainEnd) && !brk.Done() && ctx.Err() == nil && time.Since(lastChange) < quiet {
 		time.Sleep(50 * time.Millisecond)
+		if acked, _ := brk.Progress(); acked != lastAcked {
+			lastAcked, lastChange = acked, time.Now()
+		}
 	}
 	if cfg.Verbose {
 		acked, total := brk.Progress()
@@ -372,7 +381,7 @@ func Run(ctx context.Context, cfg *RunConfig) (res *RunResult) {
 		}
 	}
 	obs.BalancesKnown = true
-	obs.DeadLetters, obs.UnmatchedDeadLetters, err = observeDeadLetters(octx, store, msgs)
+	obs.DeadLetters, obs.DeadLetterReasons, obs.UnmatchedDeadLetters, err = observeDeadLetters(octx, store, msgs)
 	if err != nil {
 		res.Err = fmt.Errorf("read dead letters: %w", err)
 		return res

@@ -186,13 +186,8 @@ func (w *worker) consume(h idemq.Handler, policy middleware.RetryPolicy) error {
 		if wait := time.Until(time.Unix(0, d.StartAt)); wait > 0 {
 			time.Sleep(wait)
 		}
-		msg := &idemq.Message{
-			ID: d.ID, Key: d.Key, Group: d.Group, Topic: "chaos", Tags: d.Class,
-			Keys: []string{d.ID}, Body: d.Body, Attempt: d.Attempt, BornAt: time.Now(),
-			Properties: map[string]string{"chaos_msg": strconv.Itoa(d.N), "chaos_class": d.Class},
-		}
 		ctx := context.WithValue(context.Background(), deliveryKey{}, &deliveryInfo{d: d, sess: s})
-		herr := h.Handle(ctx, msg)
+		herr := w.deliver(ctx, h, d)
 		if herr == nil {
 			if d.Crash == CrashBeforeAck {
 				os.Exit(exitCrash)
@@ -208,6 +203,32 @@ func (w *worker) consume(h idemq.Handler, policy middleware.RetryPolicy) error {
 		}
 	}
 }
+
+// deliver runs the chain on d as a consumer that honours the store's
+// infrastructure signal would: a failure that is not the handler's
+// (dedup.IsInfrastructure: the store is unreachable, or a deadlock it gave
+// up on) pauses this consumer and retries the same delivery in place, with
+// backoff, instead of handing it back to the broker as a failed attempt.
+// After inPlaceRetries such failures the delivery goes back to the broker.
+func (w *worker) deliver(ctx context.Context, h idemq.Handler, d *Delivery) error {
+	backoff := 50 * time.Millisecond
+	for i := 0; ; i++ {
+		msg := &idemq.Message{
+			ID: d.ID, Key: d.Key, Group: d.Group, Topic: "chaos", Tags: d.Class,
+			Keys: []string{d.ID}, Body: d.Body, Attempt: d.Attempt, BornAt: time.Now(),
+			Properties: map[string]string{"chaos_msg": strconv.Itoa(d.N), "chaos_class": d.Class},
+		}
+		err := h.Handle(ctx, msg)
+		if err == nil || !dedup.IsInfrastructure(err) || i == inPlaceRetries {
+			return err
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// inPlaceRetries bounds deliver's retries of infrastructure failures.
+const inPlaceRetries = 8
 
 var errInjected = errors.New("chaos: injected handler failure")
 
