@@ -153,7 +153,7 @@ func Check(msgs []MessageRecord, obs Observed) *Report {
 			add(VBuriedTwice, m.N, "%s message: %d dead letters", m.Class, dl)
 		}
 		if eff > 0 && dl > 0 {
-			add(VBoth, m.N, "%s message: effect %d and %d dead letters", m.Class, eff, dl)
+			add(VBoth, m.N, "%s message: effect %d and %d dead letters: %s", m.Class, eff, dl, clip(obs.DeadLetterReasons[m.N], 240))
 		}
 		switch {
 		case eff == 0 && dl == 0 && m.Acked < m.Copies:
