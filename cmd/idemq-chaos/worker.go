@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -66,6 +67,7 @@ func runWorker(raw string) error {
 		return fmt.Errorf("worker config: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	_ = mysql.SetLogger(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	db, closeDB, err := dbopen.Open(cfg.Dialect, cfg.DSN)
 	if err != nil {
 		return err
