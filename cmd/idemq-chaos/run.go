@@ -362,6 +362,10 @@ func Run(ctx context.Context, cfg *RunConfig) (res *RunResult) {
 	}
 	brk.Stop()
 	ps.close(10 * time.Second)
+	if ctx.Err() != nil {
+		res.Err = errors.New("interrupted")
+		return res
+	}
 	res.Faults = inj.stats
 	res.Faults.Crashes = ps.crashes
 
