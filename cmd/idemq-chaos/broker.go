@@ -18,9 +18,9 @@ import (
 // of a message is delivered until it is acknowledged; a negative
 // acknowledgement redelivers it after the delay the consumer asked for (one
 // attempt more); a delivery not acknowledged within the in-flight timeout
-// is redelivered to another consumer (one attempt more, like RocketMQ's
-// consume timeout); a consumer that dies gets its in-flight copies
-// redelivered to others (same attempt, like a rebalance). Copies of one
+// (its consumer paused or stuck) and the deliveries of a consumer that died
+// are redelivered to other consumers at the same attempt, as a rebalance
+// does. Copies of one
 // message marked Together are handed out at the same instant to different
 // consumers.
 //
@@ -357,7 +357,6 @@ func (b *Broker) pick() *copyState {
 			delete(b.inflight, c.id)
 			c.inflight = false
 			c.conn = nil
-			c.attempt++
 			b.logf("T %d %d\n", c.id, c.seq)
 			b.ready = append(b.ready, c)
 		}

@@ -138,6 +138,7 @@ type worker struct {
 	cfg    WorkerConfig
 	log    *slog.Logger
 	tables tables
+	outage outage
 }
 
 // session is one consumer goroutine's connection to the broker.
@@ -206,31 +207,53 @@ func (w *worker) consume(h idemq.Handler, policy middleware.RetryPolicy) error {
 	}
 }
 
-// deliver runs the chain on d as a consumer that honours the store's
-// infrastructure signal would: a failure that is not the handler's
-// (dedup.IsInfrastructure: the store is unreachable, or a deadlock it gave
-// up on) pauses this consumer and retries the same delivery in place, with
-// backoff, instead of handing it back to the broker as a failed attempt.
-// After inPlaceRetries such failures the delivery goes back to the broker.
+// deliver runs the chain on d as idemq's consumer does: a failure that is
+// not the handler's (dedup.IsInfrastructure: the store is unreachable, or a
+// deadlock it gave up on) is retried in place after a pause shared by every
+// consumer goroutine of the process (100 ms doubling up to a cap, reset by
+// the first success), so that an outage pauses consumption instead of
+// handing deliveries back to the broker as failed attempts.
 func (w *worker) deliver(ctx context.Context, h idemq.Handler, d *Delivery) error {
-	backoff := 50 * time.Millisecond
-	for i := 0; ; i++ {
+	for {
 		msg := &idemq.Message{
 			ID: d.ID, Key: d.Key, Group: d.Group, Topic: "chaos", Tags: d.Class,
 			Keys: []string{d.ID}, Body: d.Body, Attempt: d.Attempt, BornAt: time.Now(),
 			Properties: map[string]string{"chaos_msg": strconv.Itoa(d.N), "chaos_class": d.Class},
 		}
 		err := h.Handle(ctx, msg)
-		if err == nil || !dedup.IsInfrastructure(err) || i == inPlaceRetries {
+		if err == nil {
+			w.outage.reset()
+		}
+		if err == nil || !dedup.IsInfrastructure(err) {
 			return err
 		}
-		time.Sleep(backoff)
-		backoff = min(2*backoff, time.Second)
+		time.Sleep(w.outage.fail())
 	}
 }
 
-// inPlaceRetries bounds deliver's retries of infrastructure failures.
-const inPlaceRetries = 8
+// outage is a worker's shared pause while the store cannot decide.
+type outage struct {
+	mu    sync.Mutex
+	pause time.Duration
+}
+
+const (
+	outageFirst = 100 * time.Millisecond
+	outageMax   = time.Second
+)
+
+func (o *outage) fail() time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.pause = min(max(2*o.pause, outageFirst), outageMax)
+	return o.pause
+}
+
+func (o *outage) reset() {
+	o.mu.Lock()
+	o.pause = 0
+	o.mu.Unlock()
+}
 
 var errInjected = errors.New("chaos: injected handler failure")
 
