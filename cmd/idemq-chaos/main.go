@@ -165,8 +165,8 @@ func coordinate(args []string) int {
 	if o.short {
 		preset("dbs", func() { o.dbs = "sqlite,postgres,mysql,mysql-cfr" })
 		preset("modes", func() { o.modes = "tx,tx-redis,lease,lease-redis" })
-		preset("messages", func() { o.plan.Messages = 120 })
-		preset("chaos", func() { o.chaos = 4 * time.Second })
+		preset("messages", func() { o.plan.Messages = 200 })
+		preset("chaos", func() { o.chaos = 5 * time.Second })
 		preset("drain", func() { o.drain = 12 * time.Second })
 		preset("lease", func() { o.lease = 1500 * time.Millisecond })
 		preset("inflight", func() { o.inflight = 2 * time.Second })
