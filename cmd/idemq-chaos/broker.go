@@ -43,6 +43,9 @@ type wireReq struct {
 	IdemKey string
 	Account int
 	Amount  int64
+	// Token is the lease's fencing token (dedup.Fence), if HasToken.
+	Token    uint64
+	HasToken bool
 }
 
 // wireResp is the broker's answer.
@@ -52,6 +55,7 @@ type wireResp struct {
 	Replay bool
 	Stale  bool
 	Fail   bool
+	Fenced bool
 }
 
 // Delivery is one delivery of one copy of a message.
@@ -310,11 +314,11 @@ func (b *Broker) serve(bc *brokerConn) {
 		case "nack":
 			b.nack(req.Copy, req.Seq, time.Duration(req.DelayNS), req.Err)
 		case "begin":
-			b.API.Begin(req.N, req.Run)
+			resp.Fenced = b.API.Begin(req.N, req.Run, req.Token, req.HasToken)
 		case "fail":
 			resp.Fail = b.API.ShouldFail(req.N, req.Fails)
 		case "effect":
-			resp.Replay, resp.Stale = b.API.Effect(req.N, req.IdemKey, req.Run, req.Account, req.Amount)
+			resp.Replay, resp.Stale, resp.Fenced = b.API.Effect(req.N, req.IdemKey, req.Run, req.Token, req.HasToken, req.Account, req.Amount)
 		default:
 			return
 		}
@@ -485,9 +489,14 @@ func (b *Broker) lost(bc *brokerConn) {
 // ExternalAPI is the external service of the lease modes: it applies an
 // effect once per idempotency key (the message ID) and, because every
 // handler run announces itself before working, it can tell a write from a
-// run that is no longer the key's latest owner: a zombie.
+// run that is no longer the key's latest owner: a zombie. When handlers
+// pass their lease's fencing token (dedup.Fence), it remembers the highest
+// token per message and refuses a call with a lower one, as a resource that
+// honours fencing tokens does; a refused call is not a zombie write.
 type ExternalAPI struct {
 	mu       sync.Mutex
+	fence    map[int]uint64 // message -> highest fencing token seen
+	fenced   int            // calls refused for a stale token
 	latest   map[int]string // message -> latest run that began
 	keys     map[string]int // idempotency key -> message
 	applied  map[int]int
@@ -501,7 +510,7 @@ type ExternalAPI struct {
 
 func newExternalAPI() *ExternalAPI {
 	return &ExternalAPI{
-		latest: map[int]string{}, keys: map[string]int{}, applied: map[int]int{},
+		fence: map[int]uint64{}, latest: map[int]string{}, keys: map[string]int{}, applied: map[int]int{},
 		zombie: map[int]int{}, balances: map[int]int64{}, failures: map[int]int{},
 	}
 }
@@ -519,33 +528,64 @@ func (a *ExternalAPI) ShouldFail(n, fails int) bool {
 	return true
 }
 
-// Begin records that run started working on message n.
-func (a *ExternalAPI) Begin(n int, run string) {
+// refuse reports, and counts, a call whose fencing token is below the
+// highest seen for n; otherwise it raises the highest. Called with a.mu
+// held.
+func (a *ExternalAPI) refuse(n int, token uint64, hasToken bool) bool {
+	if !hasToken {
+		return false
+	}
+	if token < a.fence[n] {
+		a.fenced++
+		return true
+	}
+	a.fence[n] = token
+	return false
+}
+
+// Begin records that run started working on message n. fenced reports a
+// run refused for a stale fencing token; it is not recorded.
+func (a *ExternalAPI) Begin(n int, run string, token uint64, hasToken bool) (fenced bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.refuse(n, token, hasToken) {
+		return true
+	}
 	a.begins++
 	a.latest[n] = run
+	return false
 }
 
 // Effect applies message n's effect unless its idempotency key was seen
-// (a replay). stale reports a write from a run that is not the latest to
-// have begun on n.
-func (a *ExternalAPI) Effect(n int, idemKey, run string, account int, amount int64) (replay, stale bool) {
+// (a replay) or its fencing token is stale (fenced: nothing happens).
+// stale reports an accepted write from a run that is not the latest to
+// have begun on n: a zombie write.
+func (a *ExternalAPI) Effect(n int, idemKey, run string, token uint64, hasToken bool, account int, amount int64) (replay, stale, fenced bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls++
+	if a.refuse(n, token, hasToken) {
+		return false, false, true
+	}
 	if a.latest[n] != run {
 		a.zombie[n]++
 		stale = true
 	}
 	if _, seen := a.keys[idemKey]; seen {
 		a.replays++
-		return true, stale
+		return true, stale, false
 	}
 	a.keys[idemKey] = n
 	a.applied[n]++
 	a.balances[account] += amount
-	return false, stale
+	return false, stale, false
+}
+
+// Fenced returns how many calls were refused for a stale fencing token.
+func (a *ExternalAPI) Fenced() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fenced
 }
 
 // Snapshot returns copies of the API's effects, zombie writes and balances,

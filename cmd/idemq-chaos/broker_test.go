@@ -138,12 +138,12 @@ func TestBrokerHandsTogetherCopiesOutAtOneInstant(t *testing.T) {
 
 func TestExternalAPIReportsZombieWritesAndReplays(t *testing.T) {
 	a := newExternalAPI()
-	a.Begin(1, "r1")
-	a.Begin(1, "r2") // a successor took over while r1 was paused
-	if replay, stale := a.Effect(1, "id-1", "r2", 0, 10); replay || stale {
+	a.Begin(1, "r1", 0, false)
+	a.Begin(1, "r2", 0, false) // a successor took over while r1 was paused
+	if replay, stale, _ := a.Effect(1, "id-1", "r2", 0, false, 0, 10); replay || stale {
 		t.Fatalf("successor's write: replay=%v stale=%v", replay, stale)
 	}
-	if replay, stale := a.Effect(1, "id-1", "r1", 0, 10); !replay || !stale {
+	if replay, stale, _ := a.Effect(1, "id-1", "r1", 0, false, 0, 10); !replay || !stale {
 		t.Fatalf("zombie's write: replay=%v stale=%v, want both", replay, stale)
 	}
 	applied, zombie, balances, calls, replays := a.Snapshot()
@@ -153,6 +153,28 @@ func TestExternalAPIReportsZombieWritesAndReplays(t *testing.T) {
 	}
 	if !a.ShouldFail(2, 1) || a.ShouldFail(2, 1) {
 		t.Fatal("ShouldFail(n, 1) must say yes once, then no")
+	}
+}
+
+func TestExternalAPIRefusesStaleFencingTokens(t *testing.T) {
+	a := newExternalAPI()
+	if a.Begin(1, "r1", 5, true) {
+		t.Fatal("first owner refused")
+	}
+	if a.Begin(1, "r2", 6, true) {
+		t.Fatal("successor with a greater token refused")
+	}
+	// The paused first owner resumes and writes with its old token: refused,
+	// and not a zombie write, since nothing happened.
+	if _, stale, fenced := a.Effect(1, "id-1", "r1", 5, true, 0, 10); !fenced || stale {
+		t.Fatalf("stale token: fenced=%v stale=%v, want fenced only", fenced, stale)
+	}
+	if _, _, fenced := a.Effect(1, "id-1", "r2", 6, true, 0, 10); fenced {
+		t.Fatal("the owner's write was refused")
+	}
+	applied, zombie, _, _, _ := a.Snapshot()
+	if applied[1] != 1 || zombie[1] != 0 || a.Fenced() != 1 {
+		t.Fatalf("applied=%v zombie=%v fenced=%d", applied, zombie, a.Fenced())
 	}
 }
 

@@ -31,10 +31,11 @@
 //
 // Modes: tx (transactional dedup: the handler credits an account and writes
 // an effect row through dedup.Tx), tx-redis (the same behind the Redis fast
-// path), lease (lease mode; the handler calls an external API that applies
-// an effect once per idempotency key, the message ID, and reports a write
-// from a run whose lease was taken over), lease-redis (the same behind the
-// fast path). Databases: sqlite, postgres, mysql, and mysql-cfr (MySQL with
+// path), lease (lease mode; the handler calls an external API with the
+// message ID as idempotency key and the lease's fencing token, dedup.Fence;
+// the API applies an effect once per key, refuses a token lower than one it
+// has seen, and reports a write it accepted from a run whose lease had been
+// taken over), lease-redis (the same behind the fast path). Databases: sqlite, postgres, mysql, and mysql-cfr (MySQL with
 // clientFoundRows=true).
 //
 // At the end it checks every message: effect exactly once and no dead
@@ -283,7 +284,7 @@ func coordinate(args []string) int {
 	return report(os.Stdout, results, &o, dir, set)
 }
 
-var tableHeader = "db\tmode\tmsgs\tcopies\tdeliv\tprocessed\tburied\tkills\tstops\tcrashes\tcuts\tstalls\tconnkills\tsrvkills\treplays\tsecs\tviolations"
+var tableHeader = "db\tmode\tmsgs\tcopies\tdeliv\tprocessed\tburied\tkills\tstops\tcrashes\tcuts\tstalls\tconnkills\tsrvkills\treplays\tfenced\tsecs\tviolations"
 
 func printRow(r *RunResult) {
 	// Rows are printed once more, aligned, at the end; this line is progress.
@@ -304,14 +305,14 @@ func report(out *os.File, results []*RunResult, o *options, dir string, set map[
 	for _, r := range results {
 		f := r.Faults
 		if r.Err != nil {
-			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t%.0f\tERROR\t\n", r.Cfg.DB, r.Cfg.Mode, r.Elapsed.Seconds())
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t%.0f\tERROR\t\n", r.Cfg.DB, r.Cfg.Mode, r.Elapsed.Seconds())
 			code = max(code, 2)
 			continue
 		}
 		rep := r.Report
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t\n",
 			r.Cfg.DB, r.Cfg.Mode, rep.Messages, rep.Copies, rep.Deliveries, rep.Processed, rep.Buried,
-			f.Kills, f.Stops, f.Crashes, f.Cuts, f.Stalls, f.ConnKills, f.ServerKills, r.Replays,
+			f.Kills, f.Stops, f.Crashes, f.Cuts, f.Stalls, f.ConnKills, f.ServerKills, r.Replays, r.Fenced,
 			r.Elapsed.Seconds(), rep.Summary())
 		if !rep.OK() && code == 0 {
 			code = 1

@@ -83,6 +83,7 @@ type RunResult struct {
 	Report  *Report
 	Faults  FaultStats
 	Replays int // external API replays absorbed by the idempotency key
+	Fenced  int // external API calls refused for a stale fencing token
 	Elapsed time.Duration
 	Err     error // the run itself failed (not a violation)
 }
@@ -377,6 +378,7 @@ func Run(ctx context.Context, cfg *RunConfig) (res *RunResult) {
 		var calls int
 		obs.Effects, obs.ZombieWrites, obs.Balances, calls, res.Replays = brk.API.Snapshot()
 		_ = calls
+		res.Fenced = brk.API.Fenced()
 	} else {
 		obs.Effects, obs.Balances, err = observeEffects(octx, db, t)
 		if err != nil {

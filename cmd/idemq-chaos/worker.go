@@ -257,6 +257,10 @@ func (o *outage) reset() {
 
 var errInjected = errors.New("chaos: injected handler failure")
 
+// errFenced is the external API's refusal of a stale fencing token: a
+// successor owns the key, so this run stops without its effect.
+var errFenced = errors.New("chaos: external API refused a stale fencing token")
+
 // handle is the user's handler: in transactional modes it credits an
 // account and writes an effect row through dedup.Tx; in lease modes it
 // calls the external API with the message ID as idempotency key.
@@ -328,8 +332,13 @@ func outcome(info *deliveryInfo) error {
 func (w *worker) handleLease(ctx context.Context, msg *idemq.Message, info *deliveryInfo, account int, amount int64) error {
 	d := info.d
 	run := newRunID()
-	if _, err := info.sess.call(wireReq{Op: "begin", N: d.N, Run: run}); err != nil {
+	token, hasToken := dedup.Fence(ctx)
+	resp, err := info.sess.call(wireReq{Op: "begin", N: d.N, Run: run, Token: token, HasToken: hasToken})
+	if err != nil {
 		return err
+	}
+	if resp.Fenced {
+		return errFenced
 	}
 	// The work before the effect: long enough for a pause to land in it.
 	select {
@@ -343,8 +352,12 @@ func (w *worker) handleLease(ctx context.Context, msg *idemq.Message, info *deli
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx) // the lease is gone: do not touch the API
 	}
-	if _, err := info.sess.call(wireReq{Op: "effect", N: d.N, Run: run, IdemKey: msg.ID, Account: account, Amount: amount}); err != nil {
+	resp, err = info.sess.call(wireReq{Op: "effect", N: d.N, Run: run, IdemKey: msg.ID, Token: token, HasToken: hasToken, Account: account, Amount: amount})
+	if err != nil {
 		return err
+	}
+	if resp.Fenced {
+		return errFenced
 	}
 	if d.Crash == CrashInHandler {
 		os.Exit(exitCrash) // effect done, key not marked done
