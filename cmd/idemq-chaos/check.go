@@ -18,6 +18,7 @@ const (
 	ExpectBuried
 )
 
+// String returns the expectation's name.
 func (e Expect) String() string {
 	switch e {
 	case ExpectProcessed:
@@ -88,6 +89,7 @@ type Violation struct {
 	Detail string
 }
 
+// String returns the violation as one report line.
 func (v Violation) String() string {
 	return fmt.Sprintf("%s #%d: %s", v.Kind, v.N, v.Detail)
 }

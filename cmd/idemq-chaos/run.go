@@ -29,8 +29,8 @@ const (
 	FaultDBCut      = "db-cut"      // reset every database connection, refuse new ones, for a while
 	FaultDBStall    = "db-stall"    // hold every database byte for a while
 	FaultConnKill   = "conn-kill"   // pg_terminate_backend / KILL the workers' sessions
-	FaultRedisCut   = "redis-cut"   // the same for Redis
-	FaultRedisStall = "redis-stall" //
+	FaultRedisCut   = "redis-cut"   // reset every Redis connection, refuse new ones, for a while
+	FaultRedisStall = "redis-stall" // hold every Redis byte for a while
 	FaultCrash      = "crash"       // crash points: exit after commit before ack, in the handler after its effect
 	FaultServerKill = "server-kill" // SIGKILL the database (own servers only), restart it
 	FaultRedisKill  = "redis-kill"  // SIGKILL Redis (own servers only), restart it

@@ -51,10 +51,10 @@ type WorkerConfig struct {
 
 // Mode names.
 const (
-	ModeTx         = "tx"
-	ModeTxRedis    = "tx-redis"
-	ModeLease      = "lease"
-	ModeLeaseRedis = "lease-redis"
+	ModeTx         = "tx"          // transactional dedup, effects through dedup.Tx
+	ModeTxRedis    = "tx-redis"    // the same behind the Redis fast path
+	ModeLease      = "lease"       // lease mode, effects through the external API
+	ModeLeaseRedis = "lease-redis" // the same behind the Redis fast path
 )
 
 func modeIsLease(m string) bool  { return m == ModeLease || m == ModeLeaseRedis }
