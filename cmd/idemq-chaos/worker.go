@@ -104,8 +104,9 @@ func runWorker(raw string) error {
 		}
 		ds = fp
 	}
+	policy := middleware.RetryPolicy{Initial: 20 * time.Millisecond, Max: 400 * time.Millisecond}
 	chain, err := middleware.Standard(middleware.StandardConfig{
-		Store: ds, Ledger: store, Logger: log,
+		Store: ds, Ledger: store, Logger: log, RetryPolicy: policy,
 		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: cfg.MaxAttempts},
 		Dedup:      middleware.DedupOptions{MinBusyDelay: 50 * time.Millisecond},
 	})
@@ -117,7 +118,6 @@ func runWorker(raw string) error {
 	if err != nil {
 		return err
 	}
-	policy := middleware.RetryPolicy{Initial: 20 * time.Millisecond, Max: 400 * time.Millisecond}
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Goroutines)
 	for g := 0; g < cfg.Goroutines; g++ {
