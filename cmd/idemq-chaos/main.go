@@ -130,7 +130,7 @@ func coordinate(args []string) int {
 	fs.Float64Var(&o.plan.FailRate, "fail-rate", 0.05, "share of messages that fail once or twice, then succeed")
 	fs.Float64Var(&o.plan.Poison, "poison", 0.02, "share of messages that fail permanently")
 	fs.Float64Var(&o.plan.Exhaust, "exhaust", 0.01, "share of messages that always fail with a retryable error")
-	fs.Float64Var(&o.plan.Swallow, "swallow", 0.02, "share of messages whose handler swallows a failed statement at attempt 1")
+	fs.Float64Var(&o.plan.Swallow, "swallow", 0.02, "share of messages whose first handler run swallows a failed statement")
 	fs.Float64Var(&o.plan.BusinessK, "business-keys", 0.2, "share of messages deduplicated by a business key")
 	fs.BoolVar(&o.plan.BadInput, "bad-input", true, "add messages with bad keys, IDs and groups")
 	fs.IntVar(&o.plan.BigBody, "big-body", 10<<20, "body size of the big permanently failing message (0: none)")

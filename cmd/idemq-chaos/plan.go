@@ -14,7 +14,7 @@ const (
 	ClassTransient = "transient" // its first 1 or 2 handler runs fail, then it succeeds
 	ClassPoison    = "poison"    // fails with idemq.Permanent: straight to the dead letters
 	ClassExhaust   = "exhaust"   // always fails with a retryable error: buried at MaxAttempts
-	ClassSwallow   = "swallow"   // at attempt 1, runs a failing statement and swallows its error
+	ClassSwallow   = "swallow"   // its first handler run runs a failing statement and swallows the error
 	ClassBadKey    = "bad-key"   // a dedup key no store accepts (empty, 10 KB, NUL, invalid UTF-8)
 	ClassBadID     = "bad-id"    // a valid key, but a message ID with NUL or invalid UTF-8
 	ClassNoGroup   = "no-group"  // delivered to an empty consumer group

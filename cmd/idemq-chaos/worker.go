@@ -284,10 +284,17 @@ func (w *worker) handle(ctx context.Context, msg *idemq.Message) error {
 	if err := w.credit(tx, n, account, amount); err != nil {
 		return err
 	}
-	if d.Class == ClassSwallow && msg.Attempt == 1 {
-		// A statement fails and the handler swallows the error, as real
-		// code does. On PostgreSQL the transaction is now aborted.
-		_ = tx.Exec("INSERT INTO " + w.tables.missing + " (x) VALUES (1)").Error
+	if d.Class == ClassSwallow {
+		// In the message's first handler run (whichever copy and process
+		// it is in), a statement fails and the handler swallows the error,
+		// as real code does. On PostgreSQL the transaction is now aborted.
+		resp, err := info.sess.call(wireReq{Op: "fail", N: -d.N, Fails: 1})
+		if err != nil {
+			return err
+		}
+		if resp.Fail {
+			_ = tx.Exec("INSERT INTO " + w.tables.missing + " (x) VALUES (1)").Error
+		}
 	}
 	if d.Crash == CrashInHandler {
 		os.Exit(exitCrash) // effects written, not committed
