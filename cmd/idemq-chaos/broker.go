@@ -89,7 +89,15 @@ type copyState struct {
 	visibleAt time.Time
 	conn      *brokerConn
 	siblings  []*copyState // Together copies handed out with this one
+	bundle    *bundle      // for a sibling waiting in urgent: who got its twins
 	index     int          // in the delayed heap, -1 if not there
+}
+
+// bundle tracks the workers that got copies of one Together message, so
+// that its siblings go to other worker processes while some are waiting.
+type bundle struct {
+	workers map[int]bool
+	until   time.Time // after this, any worker may take a sibling
 }
 
 // delayed is a min-heap of copies by visibleAt.
@@ -339,7 +347,7 @@ func (b *Broker) next(bc *brokerConn, worker int) wireResp {
 			b.mu.Unlock()
 			return wireResp{Stop: true}
 		}
-		if c := b.pick(); c != nil {
+		if c := b.pick(worker); c != nil {
 			d := b.deliver(c, bc, worker)
 			b.mu.Unlock()
 			return wireResp{D: d}
@@ -349,8 +357,9 @@ func (b *Broker) next(bc *brokerConn, worker int) wireResp {
 	}
 }
 
-// pick returns the next copy to deliver, or nil. Called with b.mu held.
-func (b *Broker) pick() *copyState {
+// pick returns the next copy to deliver to worker, or nil. Called with
+// b.mu held.
+func (b *Broker) pick(worker int) *copyState {
 	now := time.Now()
 	for b.later.Len() > 0 && !b.later[0].visibleAt.After(now) {
 		b.ready = append(b.ready, heap.Pop(&b.later).(*copyState))
@@ -365,18 +374,30 @@ func (b *Broker) pick() *copyState {
 			b.ready = append(b.ready, c)
 		}
 	}
-	for len(b.urgent) > 0 {
-		c := b.urgent[0]
-		b.urgent = b.urgent[1:]
-		if !c.acked && !c.inflight {
-			return c
+	// Together siblings first, each to a worker process that has no copy
+	// of its message yet (or to anyone once the start instant is near).
+	for i := 0; i < len(b.urgent); i++ {
+		c := b.urgent[i]
+		if c.acked || c.inflight {
+			b.urgent = append(b.urgent[:i], b.urgent[i+1:]...)
+			i--
+			continue
 		}
+		if c.bundle != nil && c.bundle.workers[worker] && now.Before(c.bundle.until) {
+			continue
+		}
+		b.urgent = append(b.urgent[:i], b.urgent[i+1:]...)
+		if c.bundle != nil {
+			c.bundle.workers[worker] = true
+			c.bundle = nil
+		}
+		return c
 	}
 	for len(b.ready) > 0 {
 		c := b.ready[0]
 		b.ready = b.ready[1:]
-		if !c.acked && !c.inflight && c.index < 0 {
-			return c
+		if !c.acked && !c.inflight && c.index < 0 && c.bundle == nil {
+			return c // (a sibling with a bundle is handed out from urgent)
 		}
 	}
 	return nil
@@ -406,9 +427,11 @@ func (b *Broker) deliver(c *copyState, bc *brokerConn, worker int) *Delivery {
 		// siblings reach other consumers first.
 		start := now.Add(20 * time.Millisecond).UnixNano()
 		d.StartAt = start
+		bd := &bundle{workers: map[int]bool{worker: true}, until: now.Add(15 * time.Millisecond)}
 		for _, s := range c.siblings {
 			if s != c {
 				s.siblings = nil
+				s.bundle = bd
 				if s.index >= 0 {
 					heap.Remove(&b.later, s.index)
 				}

@@ -124,7 +124,8 @@ func TestBrokerHandsTogetherCopiesOutAtOneInstant(t *testing.T) {
 	var starts []int64
 	seen := map[int]bool{}
 	for i := 0; i < 3; i++ {
-		d := dialBroker(t, b).next()
+		cl := dialBroker(t, b)
+		d := cl.call(wireReq{Op: "next", Worker: i}).D
 		if seen[d.Copy] {
 			t.Fatalf("copy %d handed out twice", d.Copy)
 		}
@@ -133,6 +134,28 @@ func TestBrokerHandsTogetherCopiesOutAtOneInstant(t *testing.T) {
 	}
 	if starts[0] != starts[1] || starts[1] != starts[2] {
 		t.Fatalf("start instants %v, want one", starts)
+	}
+}
+
+func TestBrokerGivesTogetherSiblingsToOtherWorkers(t *testing.T) {
+	msgs := []PlannedMessage{
+		{N: 1, ID: "1", Group: "g", Copies: 2, Together: true},
+		{N: 2, ID: "2", Group: "g", Copies: 1},
+	}
+	b := newTestBroker(t, msgs, time.Minute)
+	w0 := dialBroker(t, b)
+	first := w0.call(wireReq{Op: "next", Worker: 0}).D
+	if first.N != 1 {
+		// Message 2 came first; take message 1's first copy now.
+		first = w0.call(wireReq{Op: "next", Worker: 0}).D
+	}
+	if first.N != 1 {
+		t.Fatalf("no copy of message 1: %+v", first)
+	}
+	// Worker 0 asks again at once: not the twin, which waits for another
+	// worker for a moment.
+	if d := w0.call(wireReq{Op: "next", Worker: 0}).D; d.N == 1 && time.Now().Before(time.Unix(0, first.StartAt).Add(-5*time.Millisecond)) {
+		t.Fatalf("worker 0 got both copies of message 1 while others could have had one")
 	}
 }
 
