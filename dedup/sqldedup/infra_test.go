@@ -320,3 +320,88 @@ func openVia(t *testing.T, dialector gorm.Dialector) *gorm.DB {
 	t.Cleanup(func() { sqlDB.Close() })
 	return db
 }
+
+// TestMySQLDeadlockInHandlerIsRetriedWhole: two handlers lock two rows in
+// opposite order and deadlock; InnoDB rolls the victim's whole transaction
+// back (the dedup row with it). The victim's handler swallows the error and
+// writes on: that write must not run outside the transaction (where it
+// would commit on its own), and the delivery must not be acknowledged
+// without its dedup row. The victim's run is retried in place: each key
+// ends with one effect and a dedup row.
+func TestMySQLDeadlockInHandlerIsRetriedWhole(t *testing.T) {
+	for _, d := range mysqlDatabases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			base := s.Table("")
+			if err := db.Exec("CREATE TABLE " + base + "locks (id INTEGER PRIMARY KEY, v INTEGER NOT NULL) ENGINE=InnoDB").Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("CREATE TABLE " + base + "effects (k VARCHAR(64) NOT NULL) ENGINE=InnoDB").Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("INSERT INTO " + base + "locks VALUES (0, 0), (1, 0)").Error; err != nil {
+				t.Fatal(err)
+			}
+			var barrier sync.WaitGroup
+			barrier.Add(2)
+			var mu sync.Mutex
+			runs := map[int]int{}
+			var swallowed []error
+			handler := func(i int, key string) dedup.Func {
+				return func(ctx context.Context) error {
+					tx := dedup.Tx(ctx)
+					mu.Lock()
+					runs[i]++
+					first := runs[i] == 1
+					mu.Unlock()
+					if err := tx.Exec("UPDATE "+base+"locks SET v = v + 1 WHERE id = ?", i).Error; err != nil {
+						return err
+					}
+					if first {
+						barrier.Done()
+						barrier.Wait()
+					}
+					if err := tx.Exec("UPDATE "+base+"locks SET v = v + 1 WHERE id = ?", 1-i).Error; err != nil {
+						mu.Lock()
+						swallowed = append(swallowed, err)
+						mu.Unlock()
+					}
+					_ = tx.Exec("INSERT INTO "+base+"effects (k) VALUES (?)", key).Error
+					return nil
+				}
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i := 0; i < 2; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					key := fmt.Sprintf("k%d", i)
+					_, errs[i] = s.Process(context.Background(), dedup.Request{Group: "g", Key: key}, handler(i, key))
+				}()
+			}
+			wg.Wait()
+			if len(swallowed) == 0 {
+				t.Fatal("no deadlock in the handlers: the test proved nothing")
+			}
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("delivery %d: %v", i, err)
+				}
+			}
+			for i := 0; i < 2; i++ {
+				key := fmt.Sprintf("k%d", i)
+				var n int64
+				db.Raw("SELECT COUNT(*) FROM "+base+"effects WHERE k = ?", key).Scan(&n)
+				if n != 1 {
+					t.Errorf("key %s: %d effects, want 1", key, n)
+				}
+				res, err := s.Process(context.Background(), dedup.Request{Group: "g", Key: key}, func(context.Context) error { return nil })
+				if err != nil || res.Outcome != dedup.Duplicate {
+					t.Errorf("redelivery of %s: %s, %v; want duplicate (the dedup row must exist)", key, res.Outcome, err)
+				}
+			}
+		})
+	}
+}
