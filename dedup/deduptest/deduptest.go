@@ -129,6 +129,7 @@ func Run(t *testing.T, h Harness) {
 		{"SwallowedStatementErrorNotAcked", testSwallowedStatementError},
 		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
 		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
+		{"HandlerCannotEndTransaction", testHandlerCannotEndTransaction},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -254,6 +254,7 @@ func TestSchemaRejectsBadInput(t *testing.T) {
 func TestLeaseRenewal(t *testing.T) {
 	for _, d := range databases() {
 		t.Run(d.Name, func(t *testing.T) {
+			foundRowsLease(t, d, sqldedup.Lease)
 			db := d.Open(t)
 			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 300 * time.Millisecond, RenewInterval: 50 * time.Millisecond})
 			ctx := context.Background()
