@@ -241,18 +241,31 @@ func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (
 	}
 	if s.cfg.Mode == Lease {
 		// fn's own errors pass unchanged; the store's are classified.
-		var ferr error
 		res, err := s.processLease(ctx, req, func(ctx context.Context) error {
-			ferr = fn(ctx)
-			return ferr
+			if err := fn(ctx); err != nil {
+				return &handlerError{err}
+			}
+			return nil
 		})
-		if err != nil && err != ferr {
-			err = storeError(ctx, err)
+		var he *handlerError
+		if errors.As(err, &he) {
+			if err == error(he) {
+				return res, he.err
+			}
+			return res, err
 		}
-		return res, err
+		return res, storeError(ctx, err)
 	}
 	return s.processTx(ctx, req, fn)
 }
+
+// handlerError marks an error as the handler's own while it passes
+// through the lease code, so that Process returns it unchanged and
+// classifies only the store's errors.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
 
 // now returns the database clock in Unix milliseconds.
 func (s *Store) now(ctx context.Context, db *gorm.DB) (int64, error) {
