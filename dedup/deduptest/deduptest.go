@@ -64,6 +64,9 @@ type Subject struct {
 	Zombie func(t *testing.T) dedup.Store
 	// ShortLease is the lease length of the stores Zombie returns.
 	ShortLease time.Duration
+	// Leased returns a store on the same rows with the given lease,
+	// renewed as usual, whose connection can be stalled (lease mode).
+	Leased func(t *testing.T, lease time.Duration) LeasedStore
 	// KillConn kills the database connection that tx runs on
 	// (transactional mode on a server database).
 	KillConn func(t *testing.T, tx *gorm.DB)
@@ -137,7 +140,10 @@ func Run(t *testing.T, h Harness) {
 		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
 		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
 		{"HandlerCannotEndTransaction", testHandlerCannotEndTransaction},
+		{"BuryOncePerMessage", testBuryOnce},
+		{"BuryHostileMessage", testBuryHostile},
 	}
+	tests = append(tests, leaseCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := h.New(t)

@@ -31,7 +31,17 @@ func leaseSubject(t *testing.T) deduptest.Subject {
 		Unsupported: map[string]string{
 			"RedisCutStillDedups":  "the Redis lease store has no database to fall back to",
 			"DeadLetterAndRedrive": "the Redis lease store keeps no ledger; dead letters need a SQL store",
+			"BuryOncePerMessage":   "the Redis lease store keeps no ledger; dead letters need a SQL store",
+			"BuryHostileMessage":   "the Redis lease store keeps no ledger; dead letters need a SQL store",
 			"CleanupKeepsHorizon":  "Redis expires keys by TTL; there is no Cleanup",
+		},
+		Leased: func(t *testing.T, lease time.Duration) deduptest.LeasedStore {
+			p := newProxy(t, redisAddr(t))
+			ls, err := NewLeaseStore(newClient(t, p.Addr()), LeaseConfig{KeyPrefix: prefix, Lease: lease, Logger: quietLogger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return deduptest.LeasedStore{Store: ls, Stall: func() func() { p.Stall(); return p.Resume }}
 		},
 	}
 }

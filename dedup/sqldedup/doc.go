@@ -114,7 +114,14 @@
 // their own tables and are written in their own short transactions, never in
 // the handler's, so they survive its rollback. Burying a dead letter marks
 // its key DEAD in the dedup table, so redeliveries are duplicates; a redrive
-// clears the mark and the attempts before re-publishing.
+// clears the mark and the attempts before re-publishing. One message is
+// buried once: Bury locks the key's dedup row before it looks for a live
+// dead letter, so copies failing at the same moment share one dead letter,
+// on every database. A message whose fields the database cannot store as
+// they are (NUL or invalid UTF-8 in text, a body over 1 MiB) is buried with
+// what can be stored, marked truncated, and cannot be redriven.
+// StaleAttempts lists failure records of keys that are neither done nor
+// dead, and deletes the leftovers of keys that are.
 //
 // Done rows are deleted by Cleanup after the retention period, in small
 // batches walking the primary key (consumer group, key) range by range,

@@ -93,8 +93,10 @@ type Config struct {
 	// seconds.
 	LeaseDuration time.Duration
 	// RenewInterval is how often a lease is renewed while the handler runs.
-	// It must be shorter than LeaseDuration. A negative value disables
-	// renewal, for handlers that always finish well within the lease.
+	// It must be shorter than the handler's deadline, LeaseDuration minus
+	// its safety margin of LeaseDuration/5 (see dedup.LeaseKeeper). A
+	// negative value disables renewal, for handlers that always finish well
+	// within the lease: their context then ends at 4/5 of LeaseDuration.
 	// Defaults to LeaseDuration/3.
 	RenewInterval time.Duration
 	// CleanupBatch is the number of rows Cleanup deletes per statement.
@@ -154,6 +156,9 @@ func (c Config) validate() error {
 	if c.RenewInterval == 0 || c.RenewInterval >= c.LeaseDuration {
 		return fmt.Errorf("sqldedup: renew interval %s must be shorter than the lease %s",
 			c.RenewInterval, c.LeaseDuration)
+	}
+	if err := (dedup.LeaseKeeper{Lease: c.LeaseDuration, RenewEvery: c.RenewInterval, Renew: noRenew}).Validate(); err != nil {
+		return fmt.Errorf("sqldedup: %w", err)
 	}
 	if c.CleanupBatch < 1 || c.CleanupBatch > 100000 {
 		return fmt.Errorf("sqldedup: cleanup batch %d out of range 1..100000", c.CleanupBatch)
@@ -284,6 +289,9 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 	}
 	return time.UnixMilli(ms), nil
 }
+
+// noRenew stands in for the renewal when a configuration is validated.
+func noRenew(context.Context) error { return nil }
 
 func newOwnerToken() string {
 	var b [16]byte

@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   lease_until    BIGINT         NOT NULL DEFAULT 0,
   message_id     VARCHAR(191)   NOT NULL DEFAULT '',
   fingerprint    VARCHAR(64)    NOT NULL DEFAULT '',
+  fence          BIGINT         NOT NULL DEFAULT 0,  -- lease fencing token (grows with every owner)
   created_at     BIGINT         NOT NULL,
   updated_at     BIGINT         NOT NULL,
   PRIMARY KEY (consumer_group, dedup_key)
@@ -35,7 +36,10 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
   topic           VARCHAR(255)   NOT NULL DEFAULT '',
   tags            VARCHAR(255)   NOT NULL DEFAULT '',
   msg_keys        TEXT           NOT NULL,
-  body            LONGBLOB,
+  body            LONGBLOB,                         -- at most 1 MiB (see truncated)
+  body_size       BIGINT         NOT NULL DEFAULT 0, -- size of the whole body
+  body_sha256     VARCHAR(64)    NOT NULL DEFAULT '', -- SHA-256 of the whole body
+  truncated       SMALLINT       NOT NULL DEFAULT 0, -- 1: not the whole message; no redrive
   properties      MEDIUMTEXT     NOT NULL,
   attempts        INT            NOT NULL DEFAULT 0,
   reason          TEXT           NOT NULL,
@@ -44,5 +48,6 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
   dead_at         BIGINT         NOT NULL,
   redriven_at     BIGINT         NULL,
   PRIMARY KEY (id),
-  KEY {{prefix}}dead_letters_group (consumer_group, id)
+  KEY {{prefix}}dead_letters_group (consumer_group, id),
+  KEY {{prefix}}dead_letters_key (consumer_group, dedup_key, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   lease_until    BIGINT       NOT NULL DEFAULT 0,
   message_id     VARCHAR(191) NOT NULL DEFAULT '',
   fingerprint    VARCHAR(64)  NOT NULL DEFAULT '',
+  fence          BIGINT       NOT NULL DEFAULT 0,  -- lease fencing token (grows with every owner)
   created_at     BIGINT       NOT NULL,
   updated_at     BIGINT       NOT NULL,
   PRIMARY KEY (consumer_group, dedup_key)
@@ -37,7 +38,10 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
   topic           VARCHAR(255) NOT NULL DEFAULT '',
   tags            VARCHAR(255) NOT NULL DEFAULT '',
   msg_keys        TEXT         NOT NULL DEFAULT '[]',
-  body            BYTEA,
+  body            BYTEA,                          -- at most 1 MiB (see truncated)
+  body_size       BIGINT       NOT NULL DEFAULT 0,  -- size of the whole body
+  body_sha256     VARCHAR(64)  NOT NULL DEFAULT '', -- SHA-256 of the whole body
+  truncated       SMALLINT     NOT NULL DEFAULT 0,  -- 1: not the whole message; no redrive
   properties      TEXT         NOT NULL DEFAULT '{}',
   attempts        INTEGER      NOT NULL DEFAULT 0,
   reason          TEXT         NOT NULL DEFAULT '',
@@ -48,3 +52,4 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
 );
 
 CREATE INDEX IF NOT EXISTS {{prefix}}dead_letters_group ON {{prefix}}dead_letters (consumer_group, id);
+CREATE INDEX IF NOT EXISTS {{prefix}}dead_letters_key ON {{prefix}}dead_letters (consumer_group, dedup_key, id);

@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   lease_until    INTEGER NOT NULL DEFAULT 0,
   message_id     TEXT    NOT NULL DEFAULT '',
   fingerprint    TEXT    NOT NULL DEFAULT '',
+  fence          INTEGER NOT NULL DEFAULT 0,   -- lease fencing token (grows with every owner)
   created_at     INTEGER NOT NULL,
   updated_at     INTEGER NOT NULL,
   PRIMARY KEY (consumer_group, dedup_key)
@@ -34,7 +35,10 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
   topic           TEXT    NOT NULL DEFAULT '',
   tags            TEXT    NOT NULL DEFAULT '',
   msg_keys        TEXT    NOT NULL DEFAULT '[]',
-  body            BLOB,
+  body            BLOB,                         -- at most 1 MiB (see truncated)
+  body_size       INTEGER NOT NULL DEFAULT 0,   -- size of the whole body
+  body_sha256     TEXT    NOT NULL DEFAULT '',  -- SHA-256 of the whole body
+  truncated       INTEGER NOT NULL DEFAULT 0,   -- 1: not the whole message; no redrive
   properties      TEXT    NOT NULL DEFAULT '{}',
   attempts        INTEGER NOT NULL DEFAULT 0,
   reason          TEXT    NOT NULL DEFAULT '',
@@ -45,3 +49,4 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dead_letters (
 );
 
 CREATE INDEX IF NOT EXISTS {{prefix}}dead_letters_group ON {{prefix}}dead_letters (consumer_group, id);
+CREATE INDEX IF NOT EXISTS {{prefix}}dead_letters_key ON {{prefix}}dead_letters (consumer_group, dedup_key, id);

@@ -1,0 +1,106 @@
+package sqldedup_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/testenv"
+)
+
+// A key whose success could not clear its attempts (the database was down
+// at that moment) is done, not stuck: StaleAttempts skips it and deletes
+// the leftover; likewise for a dead key whose attempts survived. A key that
+// is really stuck is still listed.
+func TestStaleAttemptsSkipsDoneAndDeadKeys(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			ctx := context.Background()
+			for _, k := range []string{"stuck", "done", "dead"} {
+				if _, err := s.RecordFailure(ctx, "g", k, 1, errors.New("boom")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// "done" succeeded at its next delivery, "dead" was marked dead,
+			// and neither record was cleared.
+			res, err := s.Process(ctx, dedup.Request{Group: "g", Key: "done"}, func(context.Context) error { return nil })
+			if err != nil || res.Outcome != dedup.Processed {
+				t.Fatalf("Process: %v, %v", res, err)
+			}
+			if err := s.MarkDead(ctx, "g", "dead"); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("UPDATE "+s.Table("attempts")+" SET last_at = last_at - ?", time.Hour.Milliseconds()).Error; err != nil {
+				t.Fatal(err)
+			}
+			stale, err := s.StaleAttempts(ctx, 30*time.Minute, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(stale) != 1 || stale[0].Key != "stuck" {
+				t.Fatalf("stale = %+v, want only the stuck key", stale)
+			}
+			var left []string
+			if err := db.Raw("SELECT dedup_key FROM " + s.Table("attempts") + " ORDER BY dedup_key").Scan(&left).Error; err != nil {
+				t.Fatal(err)
+			}
+			if len(left) != 1 || left[0] != "stuck" {
+				t.Fatalf("attempts rows left = %q, want the leftovers of done and dead keys deleted", left)
+			}
+		})
+	}
+}
+
+// Migrate upgrades a dead_letters table created before the body size, hash
+// and truncated columns (and, on MySQL, the key index), idempotently; Bury
+// works on the upgraded table.
+func TestMigrateUpgradesDeadLetters(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			ctx := context.Background()
+			table := s.Table("dead_letters")
+			if d.Dialect == "mysql" {
+				if err := db.Exec("ALTER TABLE " + table + " DROP KEY " + table + "_key").Error; err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err := db.Exec("DROP INDEX " + table + "_key").Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, c := range []string{"body_size", "body_sha256", "truncated"} {
+				if err := db.Exec("ALTER TABLE " + table + " DROP COLUMN " + c).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; i < 2; i++ {
+				if err := s.Migrate(ctx); err != nil {
+					t.Fatalf("Migrate %d: %v", i+1, err)
+				}
+			}
+			for _, c := range []string{"body_size", "body_sha256", "truncated"} {
+				if !db.Migrator().HasColumn(table, c) {
+					t.Errorf("column %s missing after Migrate", c)
+				}
+			}
+			if !db.Migrator().HasIndex(table, table+"_key") {
+				t.Errorf("index %s_key missing after Migrate", table)
+			}
+			id, err := s.Bury(ctx, &dedup.DeadLetter{Group: "g", Key: "k", Body: []byte("abc"), Reason: "boom"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dl, err := s.DeadLetter(ctx, id)
+			if err != nil || dl.BodySize != 3 || dl.Truncated {
+				t.Fatalf("dead letter %+v, %v", dl, err)
+			}
+		})
+	}
+}
