@@ -48,8 +48,9 @@ func Schema(dialect, prefix string) (string, error) {
 
 // Migrate creates the store's tables if they do not exist, running the
 // statements Schema returns, and upgrades tables created by an earlier
-// schema (the dead letters' body_size, body_sha256 and truncated columns
-// and their (consumer_group, dedup_key, id) index). It is idempotent.
+// schema (the dedup table's fence column; the dead letters' body_size,
+// body_sha256 and truncated columns and their (consumer_group, dedup_key,
+// id) index). It is idempotent.
 func (s *Store) Migrate(ctx context.Context) error {
 	return migrate(ctx, s.db, s.dialect, s.prefix)
 }
@@ -63,6 +64,9 @@ func migrate(ctx context.Context, db *gorm.DB, dialect, prefix string) error {
 		if err := db.WithContext(ctx).Exec(stmt).Error; err != nil {
 			return fmt.Errorf("sqldedup: migrate: %w", err)
 		}
+	}
+	if err := addFenceColumn(ctx, db, dialect, prefix); err != nil {
+		return err
 	}
 	return upgradeLedger(ctx, db, dialect, prefix)
 }

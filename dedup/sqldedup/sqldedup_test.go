@@ -123,6 +123,15 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 			}
 		},
 		Keep: dedup.Retention{}.WithDefaults().Keep,
+		Unsupported: map[string]string{
+			// TestConformanceWithRedisFastPath runs the suite with Redis.
+			"RedisCutStillDedups": "no Redis fast path in front of the bare SQL store",
+		},
+	}
+	if d.Dialect == "sqlite" {
+		const inProcess = "SQLite runs in process: there is no server connection to kill"
+		sub.Unsupported["ConnectionKilledMidTransaction"] = inProcess
+		sub.Unsupported["CommitOnKilledConnectionNotAcked"] = inProcess
 	}
 	if mode == sqldedup.Lease {
 		sub.Mode = deduptest.Lease
@@ -131,6 +140,7 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 			return newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: prefix,
 				LeaseDuration: sub.ShortLease, RenewInterval: -1})
 		}
+		sub.Leased = leased(d, db, prefix)
 	} else {
 		sub.Mode = deduptest.Transactional
 		sub.KillConn = killer(d)

@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   lease_until    BIGINT       NOT NULL DEFAULT 0,
   message_id     VARCHAR(191) NOT NULL DEFAULT '',
   fingerprint    VARCHAR(64)  NOT NULL DEFAULT '',
+  fence          BIGINT       NOT NULL DEFAULT 0,  -- lease fencing token (grows with every owner)
   created_at     BIGINT       NOT NULL,
   updated_at     BIGINT       NOT NULL,
   PRIMARY KEY (consumer_group, dedup_key)

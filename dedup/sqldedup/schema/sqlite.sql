@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}dedup (
   lease_until    INTEGER NOT NULL DEFAULT 0,
   message_id     TEXT    NOT NULL DEFAULT '',
   fingerprint    TEXT    NOT NULL DEFAULT '',
+  fence          INTEGER NOT NULL DEFAULT 0,   -- lease fencing token (grows with every owner)
   created_at     INTEGER NOT NULL,
   updated_at     INTEGER NOT NULL,
   PRIMARY KEY (consumer_group, dedup_key)
