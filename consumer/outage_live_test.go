@@ -4,7 +4,6 @@ package consumer
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,25 +19,9 @@ import (
 	"github.com/idemq/idemq/middleware"
 )
 
-// unavailableWhileCut classifies the failures of a store reached through a
-// proxy the test has cut as dedup.ErrUnavailable, as sqldedup does for a
-// dropped connection (a store that already classifies them is left as it
-// is).
-type unavailableWhileCut struct {
-	dedup.Store
-	cut *atomic.Bool
-}
-
-func (s unavailableWhileCut) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (dedup.Result, error) {
-	res, err := s.Store.Process(ctx, req, fn)
-	if err != nil && s.cut.Load() && !dedup.IsInfrastructure(err) {
-		err = dedup.Unavailable(err)
-	}
-	return res, err
-}
-
 // A PostgreSQL outage pauses consumption instead of burning attempts: while
-// the database is cut (through a TCP proxy), the consumer retries its
+// the database is cut (through a TCP proxy; sqldedup marks the failures
+// dedup.ErrUnavailable), the consumer retries its
 // deliveries in place, sends nothing back to the broker (no broker-side
 // attempt), records no attempt and buries nothing, even with MaxAttempts
 // 2; once the database is back every message is processed exactly once.
@@ -71,9 +54,8 @@ func TestLiveOutagePausesConsumption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cut atomic.Bool
 	mws, err := middleware.Standard(middleware.StandardConfig{
-		Store: unavailableWhileCut{Store: store, cut: &cut}, Ledger: ledger,
+		Store: store, Ledger: ledger,
 		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 2},
 		Logger:     quiet(),
 	})
@@ -91,7 +73,6 @@ func TestLiveOutagePausesConsumption(t *testing.T) {
 		RetryPolicy: fast,
 	})
 
-	cut.Store(true)
 	proxy.Cut()
 	ids := []string{"7300000000000000501", "7300000000000000502", "7300000000000000503"}
 	for _, id := range ids {
@@ -117,7 +98,6 @@ func TestLiveOutagePausesConsumption(t *testing.T) {
 		direct.Raw("SELECT COUNT(*) FROM " + effects).Scan(&n)
 		return n == int64(len(ids))
 	})
-	cut.Store(false)
 	if s := w.b.Stats(); s.SendBacks != 0 || len(w.b.DLQ("cg-outage")) != 0 {
 		t.Errorf("broker stats %+v, %%DLQ%% %d: want no send-back and no dead letter", s, len(w.b.DLQ("cg-outage")))
 	}
