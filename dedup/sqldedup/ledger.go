@@ -376,7 +376,8 @@ func storableStrings(ss ...string) bool {
 // does it look for a live dead letter. On MySQL the transaction is READ
 // COMMITTED, so that look sees what the previous holder of the lock
 // committed (a REPEATABLE READ snapshot could predate it) and no gap locks
-// are taken.
+// are taken; a MySQL server that writes a binary log must then use
+// binlog_format ROW or MIXED (the defaults), not STATEMENT.
 //
 // Fields the database cannot store as they are (see
 // dedup.DeadLetter.Truncated) are stored in part: the body is cut to
