@@ -44,7 +44,11 @@
 //     pause shared by the whole consumer, 100ms doubling to 10s and reset
 //     by any success, so a database outage pauses consumption instead of
 //     burning every message's attempts (counted in Stats.OutageRetries).
-//     If Shutdown begins during the pause, the delivery is handed back;
+//     If Shutdown begins during the pause, the delivery is handed back.
+//     Limit: in concurrent mode rocketmq-client-go v2.1.2 sends a message
+//     that has been in its callback longer than its consume timeout (15
+//     minutes) back to the broker itself, so an outage longer than that
+//     costs one broker-side attempt per 15 minutes;
 //   - a panic anywhere in the chain or in the consumer's own code:
 //     recovered and retried, counted in Stats.Panics. (An orderly-mode
 //     panic in the client's callback would kill the process.)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/migrate"
@@ -118,6 +119,71 @@ func TestMigrateUpgradesPreviousSchema(t *testing.T) {
 			dl, err := s.DeadLetter(ctx, id)
 			if err != nil || dl.BodySize != 3 || dl.Truncated {
 				t.Fatalf("dead letter %+v, %v", dl, err)
+			}
+		})
+	}
+}
+
+// Two live dead letters of one message (left by a version that buried
+// every failing copy) are redriven together: the message is published
+// once, and the other letter is redriven with it.
+func TestRedriveTwinDeadLettersPublishesOnce(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			ctx := context.Background()
+			first, err := s.Bury(ctx, &dedup.DeadLetter{Group: "g", Key: "k", MessageID: "m1", Body: []byte("b"), Reason: "boom"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The twin, as the earlier version stored it.
+			if err := db.Exec("INSERT INTO "+s.Table("dead_letters")+" (consumer_group, dedup_key, message_id, topic, tags, msg_keys, body, properties, attempts, reason, history, first_failed_at, dead_at)"+
+				" SELECT consumer_group, dedup_key, message_id, topic, tags, msg_keys, body, properties, attempts, reason, history, first_failed_at, dead_at FROM "+
+				s.Table("dead_letters")+" WHERE id = ?", first).Error; err != nil {
+				t.Fatal(err)
+			}
+			dls, err := s.DeadLetters(ctx, dedup.DeadLetterFilter{})
+			if err != nil || len(dls) != 2 {
+				t.Fatalf("dead letters = %d, %v; want the two twins", len(dls), err)
+			}
+			published := 0
+			pub := func(context.Context, *idemq.Message) error { published++; return nil }
+			if err := s.Redrive(ctx, dls[1].ID, pub); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Redrive(ctx, dls[0].ID, pub); !errors.Is(err, dedup.ErrAlreadyRedriven) {
+				t.Fatalf("redrive of the twin: %v, want ErrAlreadyRedriven", err)
+			}
+			if published != 1 {
+				t.Fatalf("published %d times, want once", published)
+			}
+			if left, _ := s.DeadLetters(ctx, dedup.DeadLetterFilter{}); len(left) != 0 {
+				t.Fatalf("%d dead letters left unredriven", len(left))
+			}
+		})
+	}
+}
+
+// A redrive whose publish fails leaves the key dead and the dead letter
+// unredriven: redeliveries of the message are still duplicates.
+func TestRedrivePublishFailureKeepsKeyDead(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			ctx := context.Background()
+			id, err := s.Bury(ctx, &dedup.DeadLetter{Group: "g", Key: "k", MessageID: "m1", Body: []byte("b"), Reason: "boom"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Redrive(ctx, id, func(context.Context, *idemq.Message) error { return errors.New("broker down") }); err == nil {
+				t.Fatal("redrive with a failing publisher succeeded")
+			}
+			called := false
+			res, err := s.Process(ctx, dedup.Request{Group: "g", Key: "k"}, func(context.Context) error { called = true; return nil })
+			if err != nil || res.Outcome != dedup.Duplicate || !res.Dead || called {
+				t.Fatalf("delivery after a failed redrive: %+v, %v, handler called %v; want a dead duplicate", res, err, called)
 			}
 		})
 	}
