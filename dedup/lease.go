@@ -143,6 +143,11 @@ func (k LeaseKeeper) renew(ctx context.Context, lc *leaseContext, lastSent time.
 			return // the handler returned meanwhile
 		}
 		if err != nil {
+			if !time.Now().Before(lc.until()) {
+				// The answer did not come before the deadline.
+				lc.lose(errLeaseExpired, true)
+				return
+			}
 			if !errors.Is(err, ErrLeaseLost) {
 				err = fmt.Errorf("%w: renewal failed: %w", ErrLeaseLost, err)
 			}
