@@ -109,7 +109,7 @@ func TestMigrateAddsFenceColumn(t *testing.T) {
 				}
 			}
 			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters")
-			if err := db.Exec("INSERT INTO "+prefix+"dedup (consumer_group, dedup_key, status, created_at, updated_at) VALUES ('g', 'old', 2, 1, 1)").Error; err != nil {
+			if err := db.Exec("INSERT INTO " + prefix + "dedup (consumer_group, dedup_key, status, created_at, updated_at) VALUES ('g', 'old', 2, 1, 1)").Error; err != nil {
 				t.Fatal(err)
 			}
 			if db.Migrator().HasColumn(prefix+"dedup", "fence") {
