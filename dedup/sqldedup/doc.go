@@ -68,7 +68,14 @@
 // their own tables and are written in their own short transactions, never in
 // the handler's, so they survive its rollback. Burying a dead letter marks
 // its key DEAD in the dedup table, so redeliveries are duplicates; a redrive
-// clears the mark and the attempts before re-publishing.
+// clears the mark and the attempts before re-publishing. One message is
+// buried once: Bury locks the key's dedup row before it looks for a live
+// dead letter, so copies failing at the same moment share one dead letter,
+// on every database. A message whose fields the database cannot store as
+// they are (NUL or invalid UTF-8 in text, a body over 1 MiB) is buried with
+// what can be stored, marked truncated, and cannot be redriven.
+// StaleAttempts lists failure records of keys that are neither done nor
+// dead, and deletes the leftovers of keys that are.
 //
 // Done rows are deleted by Cleanup after the retention period, in small
 // batches walking the primary key (consumer group, key) range by range,
@@ -77,15 +84,12 @@
 //
 // # Schema
 //
-// Migrate creates the tables; Schema returns the same statements as plain
-// SQL per dialect for users who run their own migrations. Both come from one
-// embedded file per dialect, so they cannot drift. Migrate also upgrades a
-// dedup table made before the fence column existed (it adds the column if
-// it is missing); users of Schema add it themselves:
-//
-//	ALTER TABLE <prefix>dedup ADD COLUMN fence INTEGER NOT NULL DEFAULT 0            -- SQLite
-//	ALTER TABLE <prefix>dedup ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0 -- PostgreSQL
-//	ALTER TABLE <prefix>dedup ADD COLUMN fence BIGINT NOT NULL DEFAULT 0             -- MySQL/MariaDB
+// Migrate creates and upgrades the tables with versioned steps (recorded in
+// <prefix>schema_migrations, applied under a lock, so processes starting
+// together migrate once; tables made before versioning are adopted).
+// Schema returns the same steps as plain SQL per dialect for users who run
+// their own migrations. Both come from the same embedded files, so they
+// cannot drift.
 //
 // Mixing modes on one table is not supported: give each mode its own table
 // prefix.

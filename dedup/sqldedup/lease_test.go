@@ -2,8 +2,6 @@ package sqldedup_test
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +9,6 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/deduptest"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/testenv"
@@ -79,73 +76,5 @@ func sqliteWriteLock(t *testing.T, db *gorm.DB) func() {
 			t.Errorf("sqlite: give the write lock back: %v", err)
 		}
 		conn.Close()
-	}
-}
-
-// TestMigrateAddsFenceColumn: a dedup table created before the fence
-// column existed is upgraded by Migrate (twice: it is idempotent), keeps
-// its rows, and serves lease mode with growing tokens.
-func TestMigrateAddsFenceColumn(t *testing.T) {
-	for _, d := range testenv.Databases() {
-		t.Run(d.Name, func(t *testing.T) {
-			db := d.Open(t)
-			prefix := testenv.TablePrefix(t)
-			schema, err := sqldedup.Schema(d.Dialect, prefix)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var old []string
-			for _, l := range strings.Split(schema, "\n") {
-				if !strings.HasPrefix(strings.TrimSpace(l), "fence ") {
-					old = append(old, l)
-				}
-			}
-			for _, stmt := range strings.Split(stripComments(strings.Join(old, "\n")), ";") {
-				if strings.TrimSpace(stmt) == "" {
-					continue
-				}
-				if err := db.Exec(stmt).Error; err != nil {
-					t.Fatalf("old schema: %v", err)
-				}
-			}
-			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters")
-			if err := db.Exec("INSERT INTO " + prefix + "dedup (consumer_group, dedup_key, status, created_at, updated_at) VALUES ('g', 'old', 2, 1, 1)").Error; err != nil {
-				t.Fatal(err)
-			}
-			if db.Migrator().HasColumn(prefix+"dedup", "fence") {
-				t.Fatal("the old schema already has the fence column")
-			}
-			s, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: prefix, LeaseDuration: 300 * time.Millisecond, RenewInterval: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; i < 2; i++ {
-				if err := s.Migrate(context.Background()); err != nil {
-					t.Fatalf("Migrate #%d: %v", i+1, err)
-				}
-			}
-			if !db.Migrator().HasColumn(prefix+"dedup", "fence") {
-				t.Fatal("Migrate did not add the fence column")
-			}
-			res, err := s.Process(context.Background(), dedup.Request{Group: "g", Key: "old"}, func(context.Context) error { return nil })
-			if err != nil || res.Outcome != dedup.Duplicate {
-				t.Fatalf("old row after the upgrade: %+v, %v; want Duplicate", res, err)
-			}
-			var fences []uint64
-			failed := errors.New("fail")
-			for i := 0; i < 2; i++ {
-				_, err := s.Process(context.Background(), dedup.Request{Group: "g", Key: "new"}, func(ctx context.Context) error {
-					f, _ := dedup.Fence(ctx)
-					fences = append(fences, f)
-					return failed
-				})
-				if err != failed {
-					t.Fatalf("Process: %v", err)
-				}
-			}
-			if len(fences) != 2 || fences[0] == 0 || fences[1] < fences[0] {
-				t.Fatalf("tokens %v, want positive and not decreasing", fences)
-			}
-		})
 	}
 }

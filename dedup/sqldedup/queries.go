@@ -43,7 +43,12 @@ func buildQueries(dialect, prefix string) queries {
 	}
 	onConflictNothing := " ON CONFLICT (consumer_group, dedup_key) DO NOTHING"
 	if dialect == "mysql" {
-		onConflictNothing = " ON DUPLICATE KEY UPDATE status = status"
+		// A no-op update that sets the insert ID to the row's status (never
+		// 0): Store.inserted reads it, since the rows-affected count depends
+		// on the DSN's clientFoundRows. Unlike INSERT IGNORE, the duplicate
+		// branch takes the row's exclusive lock, so a copy of a delivery in
+		// flight waits for it to commit or roll back.
+		onConflictNothing = " ON DUPLICATE KEY UPDATE status = LAST_INSERT_ID(status)"
 	}
 	now := q.now
 	q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, " + now + ", " + now + ")" + onConflictNothing

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -55,6 +56,19 @@ var (
 	ErrUnsupportedDialect = errors.New("sqldedup: unsupported database dialect")
 	// ErrNilDB is returned by New for a nil *gorm.DB.
 	ErrNilDB = errors.New("sqldedup: nil database")
+	// ErrNotCommitted is returned by Process (transactional mode) when the
+	// database answered COMMIT by rolling the transaction back (PostgreSQL
+	// does so, without an error, for a transaction a failed statement
+	// aborted). Nothing was stored; the delivery must be retried.
+	ErrNotCommitted = errors.New("sqldedup: transaction rolled back at commit")
+	// ErrStatementFailed is returned by Process (transactional mode) when a
+	// statement in the handler's transaction failed and the handler
+	// returned nil without rolling back to a savepoint set before the
+	// statement. The store rolled the transaction back; the error wraps the
+	// statement's own error. It is also what a statement issued after such
+	// a failure returns to the handler: nothing reaches the database until
+	// the handler rolls back to a savepoint.
+	ErrStatementFailed = errors.New("sqldedup: a statement in the handler's transaction failed")
 )
 
 // Config configures a Store. The zero value is a transactional store with
@@ -161,6 +175,8 @@ type Store struct {
 	// fastBegin is "postgres", "mysql" or "sqlite" when BEGIN and the dedup
 	// insert can share a round trip or call (see fastbegin.go), else "".
 	fastBegin string
+	// conflictRetries counts transactional runs retried after a conflict.
+	conflictRetries atomic.Int64
 }
 
 var (
@@ -219,7 +235,16 @@ func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (
 		return dedup.Result{}, err
 	}
 	if s.cfg.Mode == Lease {
-		return s.processLease(ctx, req, fn)
+		// fn's own errors pass unchanged; the store's are classified.
+		var ferr error
+		res, err := s.processLease(ctx, req, func(ctx context.Context) error {
+			ferr = fn(ctx)
+			return ferr
+		})
+		if err != nil && err != ferr {
+			err = storeError(ctx, err)
+		}
+		return res, err
 	}
 	return s.processTx(ctx, req, fn)
 }
