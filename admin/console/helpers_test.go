@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -50,6 +51,14 @@ func (s *sentLog) send(ctx context.Context, m *idemq.Message) error {
 		return deliver(ctx, m)
 	}
 	return nil
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func (s *sentLog) first() *idemq.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.msgs[0]
 }
 
 func (s *sentLog) count() int {

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -102,7 +103,10 @@ type view struct {
 	Base     string
 	Zone     string
 	Data     any
-	loc      *time.Location
+	// Posted is set on pages that answer a POST: the script must not
+	// reload them (that would send the form again).
+	Posted bool
+	loc    *time.Location
 }
 
 // Time shows t in the operator's zone.
@@ -137,6 +141,21 @@ func (v *view) Input(t time.Time) string {
 
 const zoneCookie = "idemq_tz"
 
+// zoneName names loc as an IANA name where it can ("Local" says nothing to
+// the operator).
+func zoneName(loc *time.Location) string {
+	if loc.String() != "Local" {
+		return loc.String()
+	}
+	if tz := os.Getenv("TZ"); tz != "" {
+		return tz
+	}
+	if name, _ := time.Now().In(loc).Zone(); name != "" {
+		return name
+	}
+	return "Local"
+}
+
 // location is the operator's zone: the one the browser reported, or the
 // configured one.
 func (h *Handler) location(r *http.Request) *time.Location {
@@ -154,7 +173,8 @@ func (h *Handler) newView(r *http.Request, nav, title string, data any) *view {
 	id := Identity(r.Context())
 	loc := h.location(r)
 	return &view{Title: title, Nav: nav, Operator: id, Token: h.formToken(id), ReadOnly: h.cfg.ReadOnly,
-		Sender: h.cfg.Admin.HasSender(), Base: h.cfg.BasePath, Zone: loc.String(), Data: data, loc: loc}
+		Sender: h.cfg.Admin.HasSender(), Base: h.cfg.BasePath, Zone: zoneName(loc), Data: data,
+		Posted: r.Method == http.MethodPost, loc: loc}
 }
 
 // render writes page with status.

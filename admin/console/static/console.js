@@ -16,7 +16,9 @@
   try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
   if (!zone || zone === document.body.dataset.zone) return;
   document.cookie = "idemq_tz=" + encodeURIComponent(zone) + "; path=/; SameSite=Strict; max-age=31536000";
-  if (document.location.search.indexOf("tz-reload") < 0 && !sessionStorage.getItem("idemq-tz-reloaded")) {
+  // Show this page in the browser's zone too, unless it answers a form
+  // (reloading it would send the form again).
+  if (!document.body.dataset.posted && !sessionStorage.getItem("idemq-tz-reloaded")) {
     sessionStorage.setItem("idemq-tz-reloaded", "1");
     document.location.reload();
   }
