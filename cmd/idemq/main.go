@@ -121,7 +121,7 @@ func (a *app) root() *cobra.Command {
 		nsDefault = strings.Split(ns, ",")
 	}
 	pf.StringSliceVar(&a.namesrv, "namesrv", nsDefault, "RocketMQ name servers host:port for redrive (env IDEMQ_NAMESRV)")
-	root.AddCommand(a.migrateCmd(), a.statsCmd(), a.deadCmd(), a.outboxCmd(), a.attemptsCmd(), a.keyCmd(), a.leasesCmd(), a.auditCmd())
+	root.AddCommand(a.migrateCmd(), a.statsCmd(), a.deadCmd(), a.outboxCmd(), a.attemptsCmd(), a.keyCmd(), a.leasesCmd(), a.auditCmd(), a.consoleCmd())
 	return root
 }
 
