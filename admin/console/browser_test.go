@@ -70,7 +70,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 900),
+		chromedp.WindowSize(1280, 800),
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
@@ -241,7 +241,6 @@ func TestBrowserRedriveProcessedOnce(t *testing.T) {
 			if s := br.text(t, "table.list tbody"); !strings.Contains(s, "pay-7781") || !strings.Contains(s, "wallet 4711 frozen") {
 				t.Fatalf("dead-letter list: %q", s)
 			}
-			br.screenshot(t, "dead-letters")
 			br.run(t, "open the dead letter", chromedp.Click(chromedp.CSS(`table.list tbody a[href*="/dead/"]`)),
 				chromedp.WaitVisible(chromedp.CSS(`#redrive`)))
 			if s := br.text(t, "#message-id"); s != "pay-7781" {
@@ -251,7 +250,6 @@ func TestBrowserRedriveProcessedOnce(t *testing.T) {
 			if s := br.text(t, "#body"); !strings.Contains(s, "\"payout\": 88") {
 				t.Fatalf("JSON body view: %q", s)
 			}
-			br.screenshot(t, "dead-letter")
 			mu.Lock()
 			fixed = true
 			mu.Unlock()
@@ -259,7 +257,6 @@ func TestBrowserRedriveProcessedOnce(t *testing.T) {
 			if s := br.text(t, "#confirm-count"); !strings.Contains(s, "Redrive 1 item?") {
 				t.Fatalf("confirmation: %q", s)
 			}
-			br.screenshot(t, "confirm")
 			br.run(t, "confirm", chromedp.Click(chromedp.CSS(`#confirm`)), chromedp.WaitVisible(chromedp.CSS(`#result`)))
 			if s := br.text(t, "#result"); !strings.Contains(s, "Redrove 1 of 1") {
 				t.Fatalf("result: %q", s)
@@ -309,7 +306,6 @@ func TestBrowserDiscardInAuditLog(t *testing.T) {
 			if s := br.text(t, "table.list tbody"); !strings.Contains(s, "decode payout #: unexpected token") {
 				t.Fatalf("groups: %q", s)
 			}
-			br.screenshot(t, "groups")
 			br.run(t, "open one", chromedp.Navigate(base+"/dead?key=poison-1"), chromedp.Click(chromedp.CSS(`table.list tbody a[href*="/dead/"]`)),
 				chromedp.WaitVisible(chromedp.CSS(`#discard`)), chromedp.Click(chromedp.CSS(`a[href$="view=hex"]`)),
 				chromedp.WaitVisible(chromedp.CSS(`#body`)))
@@ -326,7 +322,6 @@ func TestBrowserDiscardInAuditLog(t *testing.T) {
 			if !strings.Contains(row, "dead.discard") || !strings.Contains(row, "bob@ops") || !strings.Contains(row, "ids=") {
 				t.Fatalf("audit row: %q", row)
 			}
-			br.screenshot(t, "audit")
 			if b.waiting(t) != 2 {
 				t.Fatalf("waiting = %d, want 2", b.waiting(t))
 			}
@@ -421,7 +416,7 @@ func TestBrowserHostileInputEveryPage(t *testing.T) {
 				t.Fatal(err)
 			}
 			// A failed outbox row with hostile text everywhere it can hold.
-			ob, err := outbox.New(b.db, outbox.Config{IDs: fixedIDs{"ob-1"}, TablePrefix: b.prefix})
+			ob, err := outbox.New(b.db, outbox.Config{IDs: fixedIDs{"ob-1"}, TablePrefix: b.prefix, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
