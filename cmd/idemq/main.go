@@ -8,6 +8,7 @@
 //	idemq --db ... --namesrv 10.0.0.5:9876 dead redrive --error "timeout" --dry-run
 //	idemq --db ... outbox stats
 //	idemq --db ... audit
+//	idemq --db ... console --addr 127.0.0.1:8080
 //
 // The database comes from --db or IDEMQ_DB: sqlite:PATH (or a plain path
 // to a file), postgres://... or postgres:<key=value DSN>, mysql://... or
@@ -18,6 +19,8 @@
 // Every action is written to the audit log as --actor (defaults to
 // user@host). Redrive publishes through the name servers of --namesrv (or
 // IDEMQ_NAMESRV) with each message's own ID, so it needs no node lease.
+// `idemq console` serves the web console (package admin/console); it
+// refuses a non-loopback --addr unless --token or --basic-user is set.
 //
 // The command is built on spf13/cobra rather than urfave/cli: its
 // noun-then-verb command tree (dead list, outbox redrive), POSIX flags
