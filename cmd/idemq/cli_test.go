@@ -420,3 +420,28 @@ func TestCLIMetricsExporter(t *testing.T) {
 		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, body)
 	}
 }
+
+// `idemq dead redrive --via-outbox` needs no broker: the message goes into
+// the outbox with its ID, in the redrive's transaction.
+func TestCLIRedriveViaOutbox(t *testing.T) {
+	for i, open := range targets(t) {
+		t.Run(dbNames()[i], func(t *testing.T) {
+			tg := open(t)
+			testenv.DropTables(t, tg.db, allTables(tg.prefix)...)
+			tg.ok(t, "migrate")
+			bury(t, tg.store(t), "payments", "payouts", "p-9", "boom")
+			out := tg.ok(t, "--yes", "dead", "redrive", "--via-outbox", "--all")
+			if !strings.Contains(out, "redrive: 1 of 1 done") {
+				t.Fatalf("redrive --via-outbox:\n%s", out)
+			}
+			ob, err := outbox.New(tg.db, outbox.Config{IDs: fixedIDs{}, TablePrefix: tg.prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := ob.Get(context.Background(), "msg-p-9")
+			if err != nil || e.Status != outbox.StatusPending || e.Topic != "payouts" {
+				t.Fatalf("outbox row: %+v, %v", e, err)
+			}
+		})
+	}
+}

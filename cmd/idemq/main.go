@@ -17,7 +17,10 @@
 // touch and ask for confirmation unless --yes; --dry-run only counts.
 // Every action is written to the audit log as --actor (defaults to
 // user@host). Redrive publishes through the name servers of --namesrv (or
-// IDEMQ_NAMESRV) with each message's own ID, so it needs no node lease.
+// IDEMQ_NAMESRV) with each message's own ID, so it needs no node lease;
+// with --via-outbox it writes the messages into the service's outbox
+// instead, in the transaction that marks them redriven, and the service's
+// relays send them.
 //
 // The command is built on spf13/cobra rather than urfave/cli: its
 // noun-then-verb command tree (dead list, outbox redrive), POSIX flags
@@ -47,6 +50,7 @@ import (
 	"github.com/idemq/idemq/admin"
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/producer"
+	"github.com/idemq/idemq/producer/outbox"
 )
 
 // app holds the global flags and what they open.
@@ -58,6 +62,8 @@ type app struct {
 	tz      string
 	actor   string
 	namesrv []string
+	// viaOutbox makes redrives write into the outbox (dead redrive --via-outbox).
+	viaOutbox bool
 
 	loc     *time.Location
 	out     io.Writer
@@ -230,7 +236,16 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 	}
 	a.db, a.closeDB = db, closeDB
 	cfg := admin.Config{TablePrefix: a.prefix}
-	if withSender {
+	if withSender && a.viaOutbox {
+		if !db.Migrator().HasTable(a.prefix + "outbox") {
+			return nil, fmt.Errorf("--via-outbox: no table %soutbox (run idemq migrate, or redrive with --namesrv)", a.prefix)
+		}
+		ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: a.prefix})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Outbox = ob
+	} else if withSender {
 		if len(a.namesrv) == 0 {
 			return nil, errors.New("redrive needs --namesrv (or IDEMQ_NAMESRV): the name servers to publish through")
 		}
