@@ -267,6 +267,25 @@ func TestCLIDeadLetters(t *testing.T) {
 			if !strings.Contains(out, "payments") || !strings.Contains(out, "Outbox:") {
 				t.Errorf("stats:\n%s", out)
 			}
+			// A failure waiting for a retry, then stale by the database clock.
+			if _, err := s.RecordFailure(context.Background(), "payments", "p-retry", 1, errors.New("gateway 502")); err != nil {
+				t.Fatal(err)
+			}
+			if out := tg.ok(t, "attempts", "--group", "payments"); !strings.Contains(out, "p-retry") || !strings.Contains(out, "retrying") {
+				t.Errorf("attempts:\n%s", out)
+			}
+			if out := tg.ok(t, "attempts", "stale"); strings.Contains(out, "p-retry") {
+				t.Errorf("attempts stale lists a fresh failure:\n%s", out)
+			}
+			if err := tg.db.Exec("UPDATE " + tg.prefix + "attempts SET last_at = last_at - 86400000").Error; err != nil {
+				t.Fatal(err)
+			}
+			if out := tg.ok(t, "attempts", "stale"); !strings.Contains(out, "p-retry") || !strings.Contains(out, "gateway 502") {
+				t.Errorf("attempts stale:\n%s", out)
+			}
+			if out := tg.ok(t, "attempts", "processing"); !strings.Contains(out, "LEASE UNTIL") {
+				t.Errorf("attempts processing:\n%s", out)
+			}
 		})
 	}
 }
