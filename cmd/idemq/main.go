@@ -65,8 +65,11 @@ type app struct {
 	// viaOutbox makes redrives write into the outbox (dead redrive --via-outbox).
 	viaOutbox bool
 
-	loc     *time.Location
+	loc *time.Location
+	// out receives text for people (control characters replaced), raw
+	// JSON for scripts (encoding/json escapes what must be escaped).
 	out     io.Writer
+	raw     io.Writer
 	in      io.Reader
 	db      *gorm.DB
 	closeDB func()
@@ -77,7 +80,7 @@ type app struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a := &app{out: os.Stdout, in: os.Stdin}
+	a := &app{out: terminalSafe{os.Stdout}, raw: os.Stdout, in: os.Stdin}
 	root := a.root()
 	root.SetContext(ctx)
 	err := root.Execute()
