@@ -63,9 +63,12 @@
 //
 // # Schema
 //
-// Migrate creates the tables; Schema returns the same statements as plain
-// SQL per dialect for users who run their own migrations. Both come from one
-// embedded file per dialect, so they cannot drift.
+// Migrate creates and upgrades the tables with versioned steps (recorded in
+// <prefix>schema_migrations, applied under a lock, so processes starting
+// together migrate once; tables made before versioning are adopted).
+// Schema returns the same steps as plain SQL per dialect for users who run
+// their own migrations. Both come from the same embedded files, so they
+// cannot drift.
 //
 // Mixing modes on one table is not supported: give each mode its own table
 // prefix.
