@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -11,9 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/admin"
 	"github.com/idemq/idemq/admin/console"
 	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/middleware"
 )
 
 func sqlite() testenv.DB { return testenv.Databases()[0] }
@@ -366,5 +371,39 @@ func TestPaginationThousands(t *testing.T) {
 				t.Fatalf("groups: %d", st)
 			}
 		})
+	}
+}
+
+// TestOverviewMetrics: with the service's registry, the overview shows
+// each group's duplicates skipped and the Redis fast path's fallbacks.
+func TestOverviewMetrics(t *testing.T) {
+	b := setup(t, sqlite())
+	reg := prometheus.NewRegistry()
+	chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store, Logger: quiet, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := idemq.Chain(idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }), chain...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		m := &idemq.Message{ID: "m-1", Group: "payments", Topic: "payouts", Attempt: 1}
+		if err := h.Handle(b.ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fallbacks := prometheus.NewCounter(prometheus.CounterOpts{Name: "idemq_redis_fastpath_fallbacks_total", Help: "test"})
+	reg.MustRegister(fallbacks)
+	fallbacks.Add(7)
+
+	_, withReg := b.serve(t, console.Config{Gatherer: reg})
+	_, plain := b.serve(t, console.Config{})
+	st, page := get(t, client(t), withReg+"/")
+	if st != http.StatusOK || !strings.Contains(page, `<td class="n dup">2</td>`) || !strings.Contains(page, `<b>7</b> fallbacks`) {
+		t.Fatalf("overview with the registry: %d\n%s", st, page)
+	}
+	if _, page := get(t, client(t), plain+"/"); strings.Contains(page, "Duplicates skipped</th>") || strings.Contains(page, "fallbacks") {
+		t.Fatalf("overview without a registry shows metrics:\n%s", page)
 	}
 }

@@ -21,7 +21,17 @@ type fastPath struct {
 
 type overviewData struct {
 	*admin.Overview
-	FastPath *fastPath
+	// Metrics is set when Config.Gatherer is: what the service's own
+	// metrics say beyond the tables.
+	Metrics *liveMetrics
+}
+
+// liveMetrics is read from the service's registry: per consumer group,
+// duplicates skipped and handlers in flight; the Redis fast path.
+type liveMetrics struct {
+	Duplicates map[string]float64
+	InFlight   map[string]float64
+	FastPath   *fastPath
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
@@ -32,37 +42,50 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	}
 	d := overviewData{Overview: ov}
 	if h.cfg.Gatherer != nil {
-		if mfs, err := h.cfg.Gatherer.Gather(); err == nil {
-			d.FastPath = fastPathOf(mfs)
+		mfs, err := h.cfg.Gatherer.Gather()
+		if err != nil {
+			h.cfg.Logger.Warn("console: gather metrics", "err", err)
 		}
+		d.Metrics = metricsOf(mfs)
 	}
 	h.render(w, r, http.StatusOK, "overview", h.newView(r, "overview", "Overview", d))
 }
 
-func fastPathOf(mfs []*dto.MetricFamily) *fastPath {
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// metricsOf reads the consumer's and the Redis fast path's metrics by the
+// suffixes of their names, whatever namespace the service chose.
+func metricsOf(mfs []*dto.MetricFamily) *liveMetrics {
+	lm := &liveMetrics{Duplicates: map[string]float64{}, InFlight: map[string]float64{}}
 	var fp fastPath
-	found := false
 	for _, mf := range mfs {
-		var dst *float64
-		switch {
-		case strings.HasSuffix(mf.GetName(), "redis_fastpath_hits_total"):
-			dst = &fp.Hits
-		case strings.HasSuffix(mf.GetName(), "redis_fastpath_misses_total"):
-			dst = &fp.Misses
-		case strings.HasSuffix(mf.GetName(), "redis_fastpath_fallbacks_total"):
-			dst = &fp.Fallbacks
-		default:
-			continue
-		}
-		found = true
+		name := mf.GetName()
 		for _, m := range mf.GetMetric() {
-			*dst += m.GetCounter().GetValue()
+			switch {
+			case strings.HasSuffix(name, "_consumer_duplicates_total"):
+				lm.Duplicates[label(m, "group")] += m.GetCounter().GetValue()
+			case strings.HasSuffix(name, "_consumer_in_flight"):
+				lm.InFlight[label(m, "group")] += m.GetGauge().GetValue()
+			case strings.HasSuffix(name, "redis_fastpath_hits_total"):
+				fp.Hits += m.GetCounter().GetValue()
+				lm.FastPath = &fp
+			case strings.HasSuffix(name, "redis_fastpath_misses_total"):
+				fp.Misses += m.GetCounter().GetValue()
+				lm.FastPath = &fp
+			case strings.HasSuffix(name, "redis_fastpath_fallbacks_total"):
+				fp.Fallbacks += m.GetCounter().GetValue()
+				lm.FastPath = &fp
+			}
 		}
 	}
-	if !found {
-		return nil
-	}
-	return &fp
+	return lm
 }
 
 // deadFilter reads a dead-letter filter from a query or form.
