@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,12 +14,14 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/admin"
 	"github.com/idemq/idemq/admin/console"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/producer/outbox"
 )
 
 func sqlite() testenv.DB { return testenv.Databases()[0] }
@@ -405,5 +408,74 @@ func TestOverviewMetrics(t *testing.T) {
 	}
 	if _, page := get(t, client(t), plain+"/"); strings.Contains(page, "Duplicates skipped</th>") || strings.Contains(page, "fallbacks") {
 		t.Fatalf("overview without a registry shows metrics:\n%s", page)
+	}
+}
+
+// TestOutboxRedriveAndDiscard: failed outbox rows are redriven and
+// discarded from the console, confirmed by count, on every database.
+func TestOutboxRedriveAndDiscard(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			b := setup(t, d)
+			ids := &seqOutboxIDs{}
+			ob, err := outbox.New(b.db, outbox.Config{IDs: ids, TablePrefix: b.prefix, Logger: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			relay, err := outbox.NewRelay(ob, outbox.SenderFunc(func(context.Context, *idemq.Message) (string, error) {
+				return "", idemq.Permanent(errors.New("no route"))
+			}), outbox.RelayConfig{ID: "broken"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fail := func(n int) {
+				for range n {
+					if err := b.db.Transaction(func(tx *gorm.DB) error {
+						return ob.Enqueue(tx, &idemq.Message{Topic: "payouts", Body: []byte("x")})
+					}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := relay.RunOnce(b.ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fail(3)
+			_, base := b.serve(t, console.Config{})
+			c := client(t)
+			st, page := get(t, c, base+"/outbox?status=failed")
+			first := regexp.MustCompile(`name="id" value="([^"]+)"`).FindStringSubmatch(page)
+			if st != http.StatusOK || first == nil || strings.Count(page, `name="id" value=`) != 3 {
+				t.Fatalf("failed rows: %d\n%s", st, page)
+			}
+			_, page = get(t, c, base+"/outbox/confirm?action=redrive&id="+url.QueryEscape(first[1]))
+			if st, page := postForm(t, c, base+"/outbox/act", confirmForm(t, page)); st != http.StatusOK || !strings.Contains(page, "Redrove <b>1</b> of 1") {
+				t.Fatalf("redrive: %d\n%s", st, page)
+			}
+			e, err := b.admin.OutboxEntry(b.ctx, first[1])
+			if err != nil || e.Status != "pending" {
+				t.Fatalf("redriven row: %+v %v", e, err)
+			}
+			_, page = get(t, c, base+"/outbox/confirm?action=discard&all=1")
+			form := confirmForm(t, page)
+			if form.Get("expect") != "2" {
+				t.Fatalf("discard all expects %q", form.Get("expect"))
+			}
+			fail(1) // the redriven row fails again, and one more
+			if st, page := postForm(t, c, base+"/outbox/act", form); st != http.StatusConflict || !strings.Contains(page, "it matched 2, it now matches 4") {
+				t.Fatalf("changed selection: %d\n%s", st, page)
+			}
+			if n, _ := b.admin.CountOutbox(b.ctx, admin.OutboxSelector{All: true}); n != 4 {
+				t.Fatalf("the refused discard acted: %d failed", n)
+			}
+			_, page = get(t, c, base+"/outbox/confirm?action=discard&all=1")
+			if st, page := postForm(t, c, base+"/outbox/act", confirmForm(t, page)); st != http.StatusOK || !strings.Contains(page, "Discarded <b>4</b> of 4") {
+				t.Fatalf("discard: %d\n%s", st, page)
+			}
+			recs := b.auditActions(t)
+			if len(recs) != 2 || recs[0].Action != admin.ActionOutboxDiscard || recs[1].Action != admin.ActionOutboxRedrive || recs[0].Actor != "tester" {
+				t.Fatalf("audit: %+v", recs)
+			}
+		})
 	}
 }
