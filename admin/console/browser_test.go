@@ -290,7 +290,8 @@ func TestBrowserRedriveProcessedOnce(t *testing.T) {
 }
 
 // TestBrowserDiscardInAuditLog: a discard from the detail page shows in
-// the audit log with the operator's name.
+// the audit log with the operator's name; then the rest of the page is
+// selected and discarded at once.
 func TestBrowserDiscardInAuditLog(t *testing.T) {
 	for _, d := range testenv.Databases() {
 		t.Run(d.Name, func(t *testing.T) {
@@ -324,6 +325,17 @@ func TestBrowserDiscardInAuditLog(t *testing.T) {
 			}
 			if b.waiting(t) != 2 {
 				t.Fatalf("waiting = %d, want 2", b.waiting(t))
+			}
+			// The rest, selected with the page's select-all box.
+			br.run(t, "select the page", chromedp.Navigate(base+"/dead"), chromedp.WaitVisible(chromedp.CSS("input.select-all")),
+				chromedp.Click(chromedp.CSS("input.select-all")), chromedp.Click(chromedp.CSS("#discard-selected")),
+				chromedp.WaitVisible(chromedp.CSS("#confirm")))
+			if s := br.text(t, "#confirm-count"); !strings.Contains(s, "Discard 2 items?") {
+				t.Fatalf("confirmation: %q", s)
+			}
+			br.run(t, "confirm", chromedp.Click(chromedp.CSS("#confirm")), chromedp.WaitVisible(chromedp.CSS("#result")))
+			if b.waiting(t) != 0 || len(b.auditActions(t)) != 2 {
+				t.Fatalf("after discarding the selection: %d waiting", b.waiting(t))
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -477,5 +478,39 @@ func TestOutboxRedriveAndDiscard(t *testing.T) {
 				t.Fatalf("audit: %+v", recs)
 			}
 		})
+	}
+}
+
+// TestMountedUnderBasePath: mounted under /ops/idemq, every link, form and
+// asset points under it, and a redrive works there.
+func TestMountedUnderBasePath(t *testing.T) {
+	b := setup(t, sqlite())
+	id := b.bury(t, "g", "orders", "k1", "boom", []byte("x"), nil)
+	h, err := console.New(console.Config{Admin: b.admin, Auth: console.Unauthenticated("tester"), BasePath: "/ops/idemq/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ops/idemq/", http.StripPrefix("/ops/idemq", h))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c := client(t)
+	for _, p := range []string{"/", "/dead", fmt.Sprintf("/dead/%d", id), fmt.Sprintf("/dead/confirm?action=redrive&id=%d", id), "/audit"} {
+		st, page := get(t, c, srv.URL+"/ops/idemq"+p)
+		if st != http.StatusOK {
+			t.Fatalf("%s: %d", p, st)
+		}
+		for _, m := range regexp.MustCompile(`(?:href|src|action)="([^"]*)"`).FindAllStringSubmatch(page, -1) {
+			if !strings.HasPrefix(m[1], "/ops/idemq/") {
+				t.Errorf("%s links outside the mount: %q", p, m[1])
+			}
+		}
+	}
+	if st, _ := get(t, c, srv.URL+"/ops/idemq/static/console.js"); st != http.StatusOK {
+		t.Fatalf("script: %d", st)
+	}
+	_, page := get(t, c, fmt.Sprintf("%s/ops/idemq/dead/confirm?action=redrive&id=%d", srv.URL, id))
+	if st, body := postForm(t, c, srv.URL+"/ops/idemq/dead/act", confirmForm(t, page)); st != http.StatusOK || b.sent.count() != 1 {
+		t.Fatalf("redrive under the mount: %d\n%s", st, body)
 	}
 }
