@@ -35,7 +35,8 @@ Authentication: --token (or IDEMQ_CONSOLE_TOKEN) asks for a shared token,
 IDEMQ_CONSOLE_PASSWORD) ask for basic authentication. Without either the
 console only listens on a loopback address, and records --actor as the
 operator. --read-only serves no redrive or discard at all. Redrive
-publishes through --namesrv; without it the console can discard but not
+publishes through --namesrv, or with --via-outbox writes into the outbox
+for the service's relays; without either the console can discard but not
 redrive.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,6 +49,7 @@ redrive.`,
 	fl.StringVar(&f.user, "basic-user", os.Getenv("IDEMQ_CONSOLE_USER"), "require basic authentication as this user (env IDEMQ_CONSOLE_USER)")
 	fl.StringVar(&f.password, "basic-password", os.Getenv("IDEMQ_CONSOLE_PASSWORD"), "the basic-authentication password (env IDEMQ_CONSOLE_PASSWORD)")
 	fl.BoolVar(&f.readOnly, "read-only", false, "serve no redrive or discard")
+	fl.BoolVar(&a.viaOutbox, "via-outbox", false, "redrive into the outbox (same transaction as the redrive) for the relays to send, instead of publishing through --namesrv")
 	return cmd
 }
 
@@ -88,7 +90,7 @@ func (a *app) serveConsole(cmd *cobra.Command, f consoleFlags) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.open(cmd, len(a.namesrv) > 0 && !f.readOnly); err != nil {
+	if _, err := a.open(cmd, (len(a.namesrv) > 0 || a.viaOutbox) && !f.readOnly); err != nil {
 		return err
 	}
 	h, err := console.New(console.Config{Admin: a.adm, Auth: auth, ReadOnly: f.readOnly, Location: a.loc})

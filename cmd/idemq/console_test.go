@@ -61,11 +61,23 @@ func TestConsoleCommand(t *testing.T) {
 		t.Errorf("short token: %v %q", err, stderr)
 	}
 
-	// Loopback without authentication: the --actor is the operator.
+	bury(t, tg.store(t), "payments", "payouts", "k-1", "wallet frozen")
+
+	// Loopback without authentication: the --actor is the operator. With
+	// no way to publish, it offers discard but not redrive.
 	u := tg.startConsole(t, "--addr", "127.0.0.1:0")
 	st, body := httpGet(t, u+"/", "")
 	if st != http.StatusOK || !strings.Contains(body, "oncall") || !strings.Contains(body, "Consumer groups") {
 		t.Fatalf("loopback console: %d\n%s", st, body)
+	}
+	if st, body := httpGet(t, u+"/dead", ""); st != http.StatusOK || strings.Contains(body, `id="redrive-all"`) || !strings.Contains(body, `id="discard-all"`) {
+		t.Fatalf("console without a sender: %d\n%s", st, body)
+	}
+
+	// Redrive into the outbox: redrive is offered.
+	u = tg.startConsole(t, "--addr", "127.0.0.1:0", "--via-outbox")
+	if st, body := httpGet(t, u+"/dead", ""); st != http.StatusOK || !strings.Contains(body, `id="redrive-all"`) {
+		t.Fatalf("--via-outbox console: %d\n%s", st, body)
 	}
 
 	// Any address with a token; read-only serves no action.
