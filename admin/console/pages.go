@@ -301,7 +301,6 @@ type confirmData struct {
 	What    string
 	Count   int64
 	Sample  []admin.DeadLetter
-	Outbox  []admin.OutboxEntry
 	Fields  []kv
 	Back    string
 	Changed string

@@ -46,13 +46,6 @@ func parsePages() (map[string]*pageTemplate, error) {
 var funcs = template.FuncMap{
 	"join": strings.Join,
 	"list": func(s ...string) []string { return s },
-	"json": func(v any) string {
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err.Error()
-		}
-		return string(b)
-	},
 	"rawjson": func(b json.RawMessage) string {
 		var out bytes.Buffer
 		if json.Indent(&out, b, "", "  ") != nil {
@@ -193,7 +186,6 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, pag
 type problem struct {
 	Status  int
 	Message string
-	Back    string
 }
 
 // fail shows an error page; errors of the admin API that are the
@@ -216,7 +208,6 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		h.cfg.Logger.Error("console", "path", r.URL.Path, "err", err)
 	}
-	p.Back = r.Referer()
 	h.render(w, r, p.Status, "problem", h.newView(r, "", "Error", p))
 }
 
