@@ -141,9 +141,10 @@ type Config struct {
 
 	// Middleware wraps Handler with idemq.Chain, Middleware[0] outermost;
 	// typically the result of middleware.Standard. Without the DeadLetter
-	// middleware a permanent failure is acknowledged and logged at Error
-	// level, and nothing else keeps the message (see the package
-	// documentation). Defaults to none.
+	// middleware a permanent failure has no dead-letter destination: it is
+	// never acknowledged, but logged at Error level and retried until the
+	// broker's %DLQ% takes it (see the package documentation). Defaults to
+	// none.
 	Middleware []idemq.Middleware
 
 	// StartFrom is where a group with no committed offset on a queue

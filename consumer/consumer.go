@@ -31,16 +31,23 @@ var (
 type Stats struct {
 	// Delivered counts messages run through the chain.
 	Delivered int64
-	// Succeeded counts messages acknowledged: processed, duplicates, dead
-	// letters and the Discarded ones.
+	// Succeeded counts messages acknowledged: processed, duplicates and
+	// dead letters.
 	Succeeded int64
 	// Retried counts messages that failed and were handed back for
 	// redelivery (a batch-mate of a failed message is not counted here).
 	Retried int64
-	// Discarded counts permanent failures that reached the consumer
-	// because no DeadLetter middleware buried them: acknowledged, logged
-	// at Error level, and kept nowhere.
-	Discarded int64
+	// Unburied counts permanent failures that reached the consumer
+	// because no DeadLetter middleware buried them: never acknowledged
+	// (that would drop them), they are logged at Error level and handed
+	// back for redelivery like any failure (also counted in Retried), and
+	// reach the broker's %DLQ% after MaxAttempts.
+	Unburied int64
+	// OutageRetries counts runs of a delivery retried in place because
+	// the store could not decide (dedup.IsInfrastructure: unavailable, or
+	// a conflict it gave up on), after a consumer-wide pause; such a retry
+	// is not an attempt.
+	OutageRetries int64
 	// Panics counts deliveries that panicked, whether the chain's Recover
 	// middleware or the consumer itself recovered the panic.
 	Panics int64
@@ -50,7 +57,7 @@ type Stats struct {
 }
 
 type counters struct {
-	delivered, succeeded, retried, discarded, panics, refused atomic.Int64
+	delivered, succeeded, retried, unburied, outageRetries, panics, refused atomic.Int64
 }
 
 // Consumer is a RocketMQ push consumer that runs every message through an
@@ -62,6 +69,9 @@ type Consumer struct {
 	handler idemq.Handler
 	log     *slog.Logger
 	stats   counters
+	// outage paces the in-place retries of deliveries that failed for
+	// infrastructure (see process).
+	outage outageBackoff
 
 	// baseCtx is the parent of every handler's context; cancel ends it
 	// when Shutdown gives up waiting.
@@ -125,12 +135,13 @@ func (c *Consumer) Group() string { return c.cfg.Group }
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() Stats {
 	return Stats{
-		Delivered: c.stats.delivered.Load(),
-		Succeeded: c.stats.succeeded.Load(),
-		Retried:   c.stats.retried.Load(),
-		Discarded: c.stats.discarded.Load(),
-		Panics:    c.stats.panics.Load(),
-		Refused:   c.stats.refused.Load(),
+		Delivered:     c.stats.delivered.Load(),
+		Succeeded:     c.stats.succeeded.Load(),
+		Retried:       c.stats.retried.Load(),
+		Unburied:      c.stats.unburied.Load(),
+		OutageRetries: c.stats.outageRetries.Load(),
+		Panics:        c.stats.panics.Load(),
+		Refused:       c.stats.refused.Load(),
 	}
 }
 

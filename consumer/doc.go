@@ -31,18 +31,30 @@
 //     that delay held within [SuspendInterval, MaxSuspendInterval];
 //   - an idemq.Permanent error that reached the consumer, which happens
 //     only when no DeadLetter middleware is in the chain (with one, it was
-//     buried and the chain returned nil): acknowledged and logged at Error
-//     level with the message's ID, key and topic. Nothing else keeps the
-//     message: put middleware.DeadLetter in the chain (Standard does);
+//     buried and the chain returned nil): there is no dead-letter
+//     destination, and acknowledging would drop the message, so it is
+//     retried like any failure, logged at Error level with the message's
+//     ID, key and topic and counted in Stats.Unburied, until the broker's
+//     %DLQ% takes it after MaxAttempts. Put middleware.DeadLetter in the
+//     chain (Standard does);
+//   - an infrastructure failure (dedup.IsInfrastructure: the store was
+//     unreachable, or gave up on a deadlock or serialization failure): not
+//     the message's fault, so it is not handed back to the broker, which
+//     would count an attempt. The delivery is retried in place after a
+//     pause shared by the whole consumer, 100ms doubling to 10s and reset
+//     by any success, so a database outage pauses consumption instead of
+//     burning every message's attempts (counted in Stats.OutageRetries).
+//     If Shutdown begins during the pause, the delivery is handed back;
 //   - a panic anywhere in the chain or in the consumer's own code:
 //     recovered and retried, counted in Stats.Panics. (An orderly-mode
 //     panic in the client's callback would kill the process.)
 //
 // # What the consumer guarantees
 //
-//   - A message is acknowledged only when the chain returned nil or a
-//     permanent error; every other outcome, panics and handlers cut short
-//     by Shutdown included, leads to a redelivery. With the Standard chain
+//   - A message is acknowledged only when the chain returned nil; every
+//     other outcome, permanent errors without a dead-letter destination,
+//     panics and handlers cut short by Shutdown included, leads to a
+//     redelivery (infrastructure failures: a retry in place). With the Standard chain
 //     that means a message is acknowledged only once it was processed,
 //     found a duplicate, or buried as a dead letter.
 //   - In a batch (BatchSize > 1) each message has its own dedup; if one

@@ -32,7 +32,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/idemq/idemq"
 )
@@ -81,13 +83,18 @@ type Request struct {
 	Fingerprint string
 }
 
-// Validate reports whether r names a valid group and key.
+// Validate reports whether r names a valid group and key: a group of 1 to
+// idemq.MaxKeyLen bytes of valid UTF-8 without NUL, and a key valid for
+// idemq.ValidateKey.
 func (r Request) Validate() error {
 	if r.Group == "" {
 		return ErrEmptyGroup
 	}
 	if len(r.Group) > idemq.MaxKeyLen {
 		return ErrGroupTooLong
+	}
+	if strings.IndexByte(r.Group, 0) >= 0 || !utf8.ValidString(r.Group) {
+		return ErrInvalidGroup
 	}
 	return idemq.ValidateKey(r.Key)
 }
@@ -140,6 +147,9 @@ var (
 	// ErrGroupTooLong is returned for a consumer group longer than
 	// idemq.MaxKeyLen bytes.
 	ErrGroupTooLong = errors.New("dedup: consumer group too long")
+	// ErrInvalidGroup is returned for a consumer group that is not valid
+	// UTF-8 or holds a NUL byte.
+	ErrInvalidGroup = errors.New("dedup: consumer group is not valid UTF-8 or contains NUL")
 	// ErrLeaseLost is returned when a lease-mode store could not renew or
 	// complete its claim because another owner took it over. Nothing was
 	// recorded as done.
@@ -176,7 +186,11 @@ type Retention struct {
 	// Keep is how long a done key is remembered. Defaults to 7 days.
 	Keep time.Duration
 	// RetryHorizon is how long the broker keeps redelivering a message.
-	// Defaults to RocketMQRetryHorizon.
+	// Defaults to RocketMQRetryHorizon, the broker's own default ladder.
+	// A consumer that sends its own delays (the idemq consumer does, from
+	// its RetryPolicy) redelivers for longer: set this to
+	// middleware.RetryPolicy.Horizon of the policy in use, and let
+	// middleware.Standard check it.
 	RetryHorizon time.Duration
 	// RedriveWindow is how long after the retry horizon an operator may
 	// still redrive or re-send a message. Defaults to 24 hours.
@@ -195,6 +209,14 @@ func (r Retention) WithDefaults() Retention {
 		r.RedriveWindow = 24 * time.Hour
 	}
 	return r
+}
+
+// RetentionReporter is implemented by stores that forget done keys after a
+// retention period, so that a chain builder (middleware.Standard) can check
+// the retention against the retry policy actually in use.
+type RetentionReporter interface {
+	// Retention returns the store's retention, defaults applied.
+	Retention() Retention
 }
 
 // Validate returns ErrRetentionTooShort if Keep does not outlast

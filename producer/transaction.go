@@ -27,7 +27,7 @@ const maxTxMessageID = 64
 var ErrLocalTxTooSlow = errors.New("producer: local transaction took longer than CheckGrace/2")
 
 // txRecordRow is the gorm model of <prefix>tx_records. The shipped SQL in
-// schema/*.sql creates the same table.
+// versioned steps (see Schema) create the same table.
 type txRecordRow struct {
 	// MessageID is the idemq message ID of the half message.
 	MessageID string `gorm:"column:message_id;primaryKey;type:varchar(64)"`
@@ -50,8 +50,9 @@ type TxConfig struct {
 	// TablePrefix starts the record table's name, <prefix>tx_records.
 	// Defaults to DefaultTablePrefix.
 	TablePrefix string
-	// Migrate creates the record table with gorm's AutoMigrate. Without
-	// it the table must exist (see Schema). Defaults to false.
+	// Migrate brings the producer's tables up to date with the versioned
+	// steps of Schema (see [Schema]). Without it the table must exist.
+	// Defaults to false.
 	Migrate bool
 	// CheckGrace is how old (by its born timestamp) a half message must be
 	// before a check-back that finds no record rolls it back; younger ones
@@ -137,8 +138,11 @@ func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 		now:   time.Now,
 	}
 	if cfg.Migrate {
-		if err := cfg.DB.Table(p.table).AutoMigrate(&txRecordRow{}); err != nil {
-			return nil, fmt.Errorf("producer: migrate %s: %w", p.table, err)
+		mctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := migrateTables(mctx, cfg.DB, cfg.TablePrefix)
+		cancel()
+		if err != nil {
+			return nil, err
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
