@@ -232,6 +232,10 @@ func (c *Consumer) Start() error {
 	return nil
 }
 
+// resultGrace is how long Shutdown lets the client record the results of
+// the callbacks that finished before it shuts the client down.
+const resultGrace = 100 * time.Millisecond
+
 // Shutdown stops the consumer gracefully:
 //
 //  1. from now on, a callback the client starts runs no handler: it is
@@ -309,6 +313,14 @@ func (c *Consumer) shutdown(ctx context.Context) error {
 	}
 
 	if c.started {
+		// A callback that just returned has not yet had its result
+		// recorded by the client (offset update or send-back), which
+		// happens on the client's goroutine after the return; a client
+		// shut down in between drops that result and the message comes
+		// back as a duplicate. Give it a moment.
+		if err == nil {
+			time.Sleep(resultGrace)
+		}
 		if cerr := c.client.Shutdown(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("consumer: shut down client: %w", cerr))
 		}

@@ -63,6 +63,14 @@
 // are refused with an idemq.Permanent error wrapping [ErrInvalidMessage];
 // properties with empty values are not sent (RocketMQ cannot carry them).
 //
+// Each attempt of a send is bounded by Config.AttemptTimeout (the client's
+// per-attempt WithSendMsgTimeout, 3 s by default), the whole send by
+// Config.SendTimeout (10 s): an attempt the broker never answers is
+// abandoned and retried (Config.Retries) while time is left. A send that
+// fails with the client's "route info not found" says instead which it is:
+// no name server answers, or the topic does not exist (create topics
+// first, with package topics or mqadmin updateTopic).
+//
 // At least once, not exactly once: a send whose reply is lost is reported as
 // failed although the broker stored the message, and a retry stores a second
 // copy with the same ID. Consumers must deduplicate (package dedup).

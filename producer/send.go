@@ -369,9 +369,10 @@ func (p *Producer) invoke(ctx context.Context, id string, pms ...*primitive.Mess
 // AsyncConcurrency slots). ctx also governs the background send.
 //
 // SendAsync is built on SendSync in a bounded set of goroutines rather than
-// on the client's SendAsync, which panics after its callback when the
-// connection fails (rocketmq-client-go issue 1102). A panic in done is
-// recovered and logged.
+// on the client's SendAsync (which panicked after its callback when the
+// connection failed until the pinned version, upstream issue 1102, and
+// bounds nothing), so it gets SendSync's retries and timeouts. A panic in
+// done is recovered and logged.
 func (p *Producer) SendAsync(ctx context.Context, msg *idemq.Message, done func(SendResult, error), opts ...SendOption) error {
 	if done == nil {
 		return errors.New("producer: SendAsync with a nil callback")

@@ -1,8 +1,8 @@
 //go:build rocketmq
 
 // Live tests: the built command against the in-process test broker and a
-// real consumer, on every database. They run without -race (see
-// scripts/test).
+// real consumer, on every database. scripts/test runs the rocketmq tag
+// under -race.
 
 package main_test
 
@@ -59,7 +59,7 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 			if err := tg.db.Exec("CREATE TABLE " + tg.prefix + "effects (k VARCHAR(191) NOT NULL)").Error; err != nil {
 				t.Fatal(err)
 			}
-			b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
+			b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"payouts"}})
 			ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
 			if err != nil {
 				t.Fatal(err)
@@ -83,7 +83,7 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				return dedup.Tx(ctx).Exec("INSERT INTO "+tg.prefix+"effects (k) VALUES (?)", msg.ID).Error
 			}
 			c, err := consumer.New(consumer.Config{NameServers: []string{b.Addr()}, Group: "payments",
-				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, Handler: idemq.HandlerFunc(handler), Middleware: chain,
+				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), Middleware: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
 				Logger: quiet})
 			if err != nil {

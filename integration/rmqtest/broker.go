@@ -42,7 +42,7 @@
 //     Config.ConsumerExpiry, is dropped from its group and the other
 //     members are notified, so the survivors (or a restarted consumer)
 //     rebalance onto every queue. (TestMembershipAndNotify,
-//     TestConsumerExpiry)
+//     TestConsumerExpiry, TestLiveCrashedMemberQueuesAreTakenOver)
 //   - A send into %RETRY%group (the client's fallback when a send-back
 //     fails) whose reconsumeTimes reached maxReconsumeTimes is stored in
 //     %DLQ%group, as a send-back past the limit is.

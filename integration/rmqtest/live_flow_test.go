@@ -195,3 +195,37 @@ func TestLiveTagFilter(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestLiveCrashedMemberQueuesAreTakenOver: a group member that stopped
+// heartbeating without leaving (a crashed or frozen process whose
+// connection stays open) holds half the queues until the broker expires it
+// (Config.ConsumerExpiry) and notifies the group; the live consumer then
+// rebalances onto every queue and gets every message.
+func TestLiveCrashedMemberQueuesAreTakenOver(t *testing.T) {
+	b := NewTest(t, testConfig(Config{ConsumerExpiry: 2 * time.Second, Topics: []string{"takeover"}}))
+	ghost := dialWire(t, b)
+	if r := ghost.call(codeHeartBeat, nil, heartbeatBody("0-ghost", []string{"cg-takeover"}, nil)); r.Code != respSuccess {
+		t.Fatalf("ghost heartbeat: %d", r.Code)
+	}
+	p := newProducer(t, b, "pg-takeover")
+	for i := range 4 { // round robin: one per queue
+		sendSync(t, p, primitive.NewMessage("takeover", []byte("m"+strconv.Itoa(i))))
+	}
+	r := newReceived()
+	// newPushConsumer waits until the group has pulled every queue: only
+	// after the ghost's expiry.
+	newPushConsumer(t, b, consumerOpts{group: "cg-takeover", topic: "takeover"}, collect(r, consumer.ConsumeSuccess))
+	got := map[string]bool{}
+	for range 4 {
+		got[string(r.next(t, 10*time.Second).Body)] = true
+	}
+	if len(got) != 4 {
+		t.Fatalf("got %v", got)
+	}
+	if ids := b.ConsumerIDs("cg-takeover"); len(ids) != 1 || ids[0] == "0-ghost" {
+		t.Fatalf("members %v", ids)
+	}
+	if s := b.Stats(); s.ConsumersExpired != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}

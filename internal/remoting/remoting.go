@@ -1,6 +1,6 @@
 // Package remoting speaks just enough of RocketMQ's remoting protocol for
 // idemq's own requests to a name server or broker (creating topics,
-// checking that a name server answers): one request per connection, the
+// asking whether a topic exists): one request per connection, the
 // reply's code returned to the caller, never ignored.
 //
 // A frame is an int32 total length (counting what follows it), an int32
@@ -127,34 +127,9 @@ func read(r io.Reader) (*Command, header, error) {
 	return &Command{Code: h.Code, Remark: h.Remark, Ext: h.Ext, Body: buf[hlen:]}, h, nil
 }
 
-// Ping reports whether a name server answers at addr: any reply to a route
-// lookup (TOPIC_NOT_EXIST included) proves it does. The error says what
-// failed: the connection, or the reply.
-func Ping(ctx context.Context, addr string) error {
-	if _, err := Call(ctx, addr, CodeGetRouteInfoByTopic, map[string]string{"topic": "TBW102"}, nil); err != nil {
-		return fmt.Errorf("name server %s does not answer: %w", addr, err)
-	}
-	return nil
-}
-
-// ErrNoNameServer is returned by CheckNameServers when no name server
+// ErrNoNameServer is wrapped by TopicExists's error when no name server
 // answers.
 var ErrNoNameServer = errors.New("no name server answers")
-
-// CheckNameServers returns nil as soon as one of addrs answers (see Ping),
-// and otherwise an error wrapping ErrNoNameServer that names what failed
-// for each.
-func CheckNameServers(ctx context.Context, addrs []string) error {
-	var errs []error
-	for _, a := range addrs {
-		err := Ping(ctx, a)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return fmt.Errorf("%w: %w", ErrNoNameServer, errors.Join(errs...))
-}
 
 // TopicExists asks the name servers (the first that answers) whether they
 // route topic. It reports an error only when none answers.
