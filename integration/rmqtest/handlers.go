@@ -391,8 +391,10 @@ func (b *Broker) handleSend(c *conn, cmd *command) *command {
 			if g := m.Props[propProducerGroup]; g != "" {
 				half.group = g
 			}
-			s.addHalf(half, now)
+			// Read before the half is shared: the transaction checker
+			// writes its properties from then on.
 			txID = m.Props[propUniqKey]
+			s.addHalf(half, now)
 		case delay > 0:
 			b.deliverLater(m, h.topic, qid, delay, now)
 		default:
