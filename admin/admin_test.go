@@ -583,3 +583,40 @@ func TestRedriveDeadThroughOutbox(t *testing.T) {
 		})
 	}
 }
+
+// Two operators redriving the same dead letters at once publish each
+// message once: the second finds them taken and skips them.
+func TestConcurrentRedrivePublishesOnce(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			b := setup(t, d)
+			for _, k := range []string{"a", "b", "c", "d", "e"} {
+				b.bury(t, "g", "orders", k, "boom")
+			}
+			results := make(chan admin.ActionResult, 2)
+			errs := make(chan error, 2)
+			start := make(chan struct{})
+			for i := 0; i < 2; i++ {
+				go func() {
+					<-start
+					res, err := b.admin.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionOptions{})
+					results <- res
+					errs <- err
+				}()
+			}
+			close(start)
+			var done, skipped int64
+			for i := 0; i < 2; i++ {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+				r := <-results
+				done += r.Done
+				skipped += r.Skipped
+			}
+			if n := len(b.sent.all()); n != 5 || done != 5 {
+				t.Fatalf("published %d, done %d, skipped %d; want each of 5 once", n, done, skipped)
+			}
+		})
+	}
+}
