@@ -433,7 +433,7 @@ func TestAuditPaging(t *testing.T) {
 	var seen []int64
 	p := admin.Page{Limit: 2, Newest: true}
 	for {
-		recs, next, err := b.admin.Audit(b.ctx, admin.AuditFilter{}, p)
+		recs, next, err := b.admin.Audit(b.ctx, admin.AuditFilter{Action: admin.ActionDeadDiscard}, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -521,6 +521,10 @@ func TestMigrateAdoptsPreviousSchema(t *testing.T) {
 			}
 			if again, err := a.Migrate(ctx, true); err != nil || len(again) != 0 {
 				t.Fatalf("dry run after = %+v, %v", again, err)
+			}
+			recs, _, err := a.Audit(ctx, admin.AuditFilter{Action: admin.ActionMigrate}, admin.Page{})
+			if err != nil || len(recs) != 1 || recs[0].Count != int64(len(ran)) || recs[0].Target != "all" {
+				t.Fatalf("migration audit = %+v, %v", recs, err)
 			}
 		})
 	}

@@ -184,7 +184,8 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				} `json:"records"`
 			}
 			tg.jsonOf(t, &audit, "audit")
-			if len(audit.Records) != 2 || audit.Records[0].Action != "outbox.redrive" || audit.Records[1].Action != "dead.redrive" {
+			if len(audit.Records) != 3 || audit.Records[0].Action != "outbox.redrive" || audit.Records[1].Action != "dead.redrive" ||
+				audit.Records[2].Action != "migrate" {
 				t.Fatalf("audit: %+v", audit)
 			}
 		})

@@ -315,7 +315,7 @@ func (a *app) auditCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&action, "action", "", "dead.redrive, dead.discard, outbox.redrive, outbox.discard")
+	cmd.Flags().StringVar(&action, "action", "", "dead.redrive, dead.discard, outbox.redrive, outbox.discard, migrate")
 	cmd.Flags().StringVar(&actor, "actor-is", "", "only this actor")
 	cmd.Flags().StringVar(&since, "since", "", "at or after: RFC 3339 time or a duration ago")
 	cmd.Flags().IntVar(&limit, "limit", 50, "most records")
