@@ -5,12 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	rmq "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -34,6 +36,11 @@ type outcome struct {
 // (it logs the error and ignores it: returning ConsumeSuccess with an
 // error acknowledges), so consume always returns a nil error and says
 // RetryLater or SuspendCurrentQueueAMoment explicitly.
+//
+// A delivery that failed for infrastructure (dedup.IsInfrastructure) is
+// retried in place after a consumer-wide pause (see process), and a
+// permanent failure that no DeadLetter middleware buried is retried, never
+// acknowledged.
 //
 // Each message runs through the chain on its own. In concurrent mode every
 // message of the batch runs, and if any fails the whole batch is retried
@@ -105,6 +112,25 @@ func (c *Consumer) process(ctx context.Context, ext *primitive.MessageExt) outco
 	defer stop()
 
 	msg, err := c.run(hctx, ext)
+	// A store that could not decide (down, or a conflict it gave up on) is
+	// not the message's fault: retry it here, after a consumer-wide pause,
+	// rather than hand it back to the broker, which would count an attempt
+	// (ReconsumeTimes) and, across a long outage, bury good messages. Every
+	// callback of the consumer waits on the same growing pause, so an
+	// outage pauses consumption; the first success resets it.
+	for err != nil && dedup.IsInfrastructure(err) && c.baseCtx.Err() == nil && !c.isStopping() {
+		c.stats.outageRetries.Add(1)
+		pause := c.outage.fail()
+		c.log.WarnContext(ctx, "the store could not decide; retrying in place without counting an attempt",
+			append(msgAttrs(msg, ext), slog.Any("error", err), slog.Duration("pause", pause))...)
+		if !c.outage.wait(hctx, pause, c.isStopping) {
+			break
+		}
+		msg, err = c.run(hctx, ext)
+	}
+	if err == nil {
+		c.outage.reset()
+	}
 	attempt := 1
 	if msg != nil {
 		attempt = msg.Attempt
@@ -123,12 +149,18 @@ func (c *Consumer) process(ctx context.Context, ext *primitive.MessageExt) outco
 	case err == nil:
 		c.stats.succeeded.Add(1)
 		return outcome{verdict: ack}
-	case idemq.IsPermanent(err):
-		c.stats.discarded.Add(1)
-		c.stats.succeeded.Add(1)
-		c.log.ErrorContext(ctx, "permanent failure reached the consumer (no DeadLetter middleware in the chain); message acknowledged and dropped",
-			append(msgAttrs(msg, ext), slog.Any("error", err))...)
-		return outcome{verdict: ack}
+	case idemq.IsPermanent(err) && !dedup.IsInfrastructure(err):
+		// No dead-letter destination buried it (the DeadLetter middleware
+		// acknowledges what it buries): acknowledging would drop the
+		// message. Keep it: retry, and say so; the broker's %DLQ% takes
+		// it after MaxAttempts.
+		c.stats.unburied.Add(1)
+		c.stats.retried.Add(1)
+		d := c.cfg.RetryPolicy.Next(attempt, err)
+		c.log.ErrorContext(ctx, "permanent failure reached the consumer with no DeadLetter middleware to bury it; "+
+			"the message is kept and redelivered, and reaches the broker's %DLQ% after MaxAttempts",
+			append(msgAttrs(msg, ext), slog.Any("error", err), slog.Duration("delay", d))...)
+		return outcome{verdict: retry, delay: d}
 	default:
 		c.stats.retried.Add(1)
 		d := c.cfg.RetryPolicy.Next(attempt, err)
@@ -185,5 +217,74 @@ func msgAttrs(msg *idemq.Message, ext *primitive.MessageExt) []any {
 		slog.String("tags", msg.Tags),
 		slog.Int("attempt", msg.Attempt),
 		slog.Int("body_bytes", len(msg.Body)),
+	}
+}
+
+// Bounds of the consumer-wide pause between in-place retries of deliveries
+// that failed for infrastructure: it starts at outageMinPause, doubles with
+// every such failure of any delivery, is capped at outageMaxPause, and is
+// reset by any success.
+const (
+	outageMinPause = 100 * time.Millisecond
+	outageMaxPause = 10 * time.Second
+	// outagePoll is how often a pause checks whether Shutdown began.
+	outagePoll = 100 * time.Millisecond
+)
+
+// outageBackoff is the consumer-wide pause of in-place retries. The zero
+// value is ready to use.
+type outageBackoff struct {
+	mu   sync.Mutex
+	next time.Duration
+	// sleep replaces the real pause in tests; nil means waitPause.
+	sleep func(ctx context.Context, d time.Duration, stopping func() bool) bool
+}
+
+// fail returns the pause before the next in-place retry and doubles the
+// pause after it.
+func (b *outageBackoff) fail() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := max(b.next, outageMinPause)
+	b.next = min(2*d, outageMaxPause)
+	return d
+}
+
+// reset starts the pause over, after a success.
+func (b *outageBackoff) reset() {
+	b.mu.Lock()
+	b.next = 0
+	b.mu.Unlock()
+}
+
+// wait pauses for d; it returns false, early, if ctx is done or stopping
+// reports that Shutdown began.
+func (b *outageBackoff) wait(ctx context.Context, d time.Duration, stopping func() bool) bool {
+	b.mu.Lock()
+	sleep := b.sleep
+	b.mu.Unlock()
+	if sleep != nil {
+		return sleep(ctx, d, stopping)
+	}
+	return waitPause(ctx, d, stopping)
+}
+
+func waitPause(ctx context.Context, d time.Duration, stopping func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return !stopping()
+		}
+		t := time.NewTimer(min(left, outagePoll))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		if stopping() {
+			return false
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -108,16 +109,19 @@ func TestConcurrentResultMapping(t *testing.T) {
 			wantStats: Stats{Delivered: 1, Retried: 1},
 		},
 		{
-			name:      "permanent without DeadLetter is acknowledged",
+			// No dead-letter destination: acknowledging would drop it.
+			name:      "permanent without DeadLetter is kept and retried",
 			err:       idemq.Permanent(errors.New("cancelled order")),
-			want:      rmq.ConsumeSuccess,
-			wantStats: Stats{Delivered: 1, Succeeded: 1, Discarded: 1},
+			want:      rmq.ConsumeRetryLater,
+			wantLevel: 1,
+			wantStats: Stats{Delivered: 1, Retried: 1, Unburied: 1},
 		},
 		{
-			name:      "wrapped permanent is acknowledged",
+			name:      "wrapped permanent is kept and retried",
 			err:       fmt.Errorf("grant: %w", idemq.Permanent(errors.New("bad"))),
-			want:      rmq.ConsumeSuccess,
-			wantStats: Stats{Delivered: 1, Succeeded: 1, Discarded: 1},
+			want:      rmq.ConsumeRetryLater,
+			wantLevel: 1,
+			wantStats: Stats{Delivered: 1, Retried: 1, Unburied: 1},
 		},
 		{
 			name:      "panic without Recover middleware retries",
@@ -187,7 +191,7 @@ func TestOrderlyResultMapping(t *testing.T) {
 		{name: "later attempt pauses per retry policy", err: errors.New("x"), reconsume: 2, want: rmq.SuspendCurrentQueueAMoment, wantPause: 800},
 		{name: "RetryAfter raises the pause", err: idemq.RetryAfter(2*time.Second, nil), want: rmq.SuspendCurrentQueueAMoment, wantPause: 2000},
 		{name: "pause capped at MaxSuspendInterval", err: idemq.RetryAfter(time.Hour, nil), want: rmq.SuspendCurrentQueueAMoment, wantPause: 3000},
-		{name: "permanent acknowledged", err: idemq.Permanent(nil), want: rmq.ConsumeSuccess, wantPause: -1},
+		{name: "permanent without DeadLetter pauses, never acknowledged", err: idemq.Permanent(nil), want: rmq.SuspendCurrentQueueAMoment, wantPause: 500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -486,7 +490,109 @@ func TestShutdownDeadlineCancelsHandlers(t *testing.T) {
 	if r := <-result; r != rmq.ConsumeRetryLater {
 		t.Errorf("cancelled handler's result %v, want RetryLater", r)
 	}
-	if s := c.Stats(); s.Discarded != 0 || s.Retried != 1 {
+	if s := c.Stats(); s.Unburied != 0 || s.Retried != 1 {
 		t.Errorf("stats %+v", s)
+	}
+}
+
+// pauses records the consumer-wide pauses of in-place retries instead of
+// sleeping, and can end one early (as Shutdown would).
+type pauses struct {
+	mu   sync.Mutex
+	got  []time.Duration
+	stop func(n int) bool // called with the pause's index; true ends the wait
+}
+
+func (p *pauses) install(c *Consumer) {
+	c.outage.sleep = func(_ context.Context, d time.Duration, _ func() bool) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.got = append(p.got, d)
+		return p.stop == nil || !p.stop(len(p.got)-1)
+	}
+}
+
+func (p *pauses) all() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
+}
+
+// A delivery whose store could not decide (unreachable, or a conflict it
+// gave up on) is retried in place after a consumer-wide pause that doubles
+// (100ms, 200ms, 400ms ... 10s) and is reset by a success: the message is
+// not handed back to the broker, so no attempt is counted, and a later
+// failure starts from 100ms again.
+func TestInfrastructureFailureRetriedInPlace(t *testing.T) {
+	var calls int
+	var attempts []int
+	var failNext int
+	var failWith error
+	c := newTestConsumer(t, func(ctx context.Context, msg *idemq.Message) error {
+		calls++
+		attempts = append(attempts, msg.Attempt)
+		if failNext > 0 {
+			failNext--
+			return failWith
+		}
+		return nil
+	}, nil)
+	p := &pauses{}
+	p.install(c)
+	failNext, failWith = 3, dedup.Unavailable(errors.New("dial tcp 127.0.0.1:5432: connection refused"))
+	msgs := []*primitive.MessageExt{extWithID("201", 0)}
+	ctx, cc := concurrentCtx(msgs)
+	if got, _ := c.consume(ctx, msgs...); got != rmq.ConsumeSuccess || cc.DelayLevelWhenNextConsume != 0 {
+		t.Fatalf("result %v level %d, want success without a send-back", got, cc.DelayLevelWhenNextConsume)
+	}
+	if calls != 4 || !slices.Equal(attempts, []int{1, 1, 1, 1}) {
+		t.Fatalf("handler calls %d with attempts %v, want 4 runs of attempt 1", calls, attempts)
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
+	if got := p.all(); !slices.Equal(got, want) {
+		t.Fatalf("pauses %v, want %v", got, want)
+	}
+	if s := c.Stats(); s != (Stats{Delivered: 1, Succeeded: 1, OutageRetries: 3}) {
+		t.Errorf("stats %+v", s)
+	}
+	// The success reset the pause: a new failure starts from 100ms, and a
+	// conflict the store gave up on is treated the same way.
+	failNext, failWith = 1, dedup.Conflict(errors.New("Error 1213: Deadlock found"))
+	msgs = []*primitive.MessageExt{extWithID("202", 0)}
+	ctx, _ = concurrentCtx(msgs)
+	if got, _ := c.consume(ctx, msgs...); got != rmq.ConsumeSuccess {
+		t.Fatalf("result %v", got)
+	}
+	if got := p.all(); len(got) != 4 || got[3] != 100*time.Millisecond {
+		t.Fatalf("pauses %v, want a fourth of 100ms after the success", got)
+	}
+}
+
+// The pause is consumer-wide: while the store is down, every delivery
+// waits on one growing pause (up to 10s), so an outage pauses consumption
+// instead of burning attempts; if Shutdown begins during a pause, the
+// delivery is handed back (not acknowledged).
+func TestOutagePausesConsumption(t *testing.T) {
+	c := newTestConsumer(t, func(ctx context.Context, msg *idemq.Message) error {
+		return dedup.Unavailable(errors.New("connection reset by peer"))
+	}, nil)
+	// The first delivery grows the pause to 10s and is interrupted at its
+	// 12th pause; the second starts where the first left off and is
+	// interrupted at once.
+	p := &pauses{stop: func(n int) bool { return n >= 11 }}
+	p.install(c)
+	for i := range 2 {
+		msgs := []*primitive.MessageExt{extWithID(strconv.Itoa(300+i), 0)}
+		ctx, _ := concurrentCtx(msgs)
+		if got, _ := c.consume(ctx, msgs...); got != rmq.ConsumeRetryLater {
+			t.Errorf("delivery %d interrupted during the outage: %v, want RetryLater (never acknowledged)", i, got)
+		}
+	}
+	want := []time.Duration{100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000, 10000, 10000, 10000}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if got := p.all(); !slices.Equal(got, want) {
+		t.Fatalf("pauses %v, want %v (the second delivery's first pause is the consumer-wide 10s)", got, want)
 	}
 }

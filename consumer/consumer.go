@@ -14,6 +14,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/remoting"
 )
 
 // Errors returned by a Consumer.
@@ -30,16 +31,23 @@ var (
 type Stats struct {
 	// Delivered counts messages run through the chain.
 	Delivered int64
-	// Succeeded counts messages acknowledged: processed, duplicates, dead
-	// letters and the Discarded ones.
+	// Succeeded counts messages acknowledged: processed, duplicates and
+	// dead letters.
 	Succeeded int64
 	// Retried counts messages that failed and were handed back for
 	// redelivery (a batch-mate of a failed message is not counted here).
 	Retried int64
-	// Discarded counts permanent failures that reached the consumer
-	// because no DeadLetter middleware buried them: acknowledged, logged
-	// at Error level, and kept nowhere.
-	Discarded int64
+	// Unburied counts permanent failures that reached the consumer
+	// because no DeadLetter middleware buried them: never acknowledged
+	// (that would drop them), they are logged at Error level and handed
+	// back for redelivery like any failure (also counted in Retried), and
+	// reach the broker's %DLQ% after MaxAttempts.
+	Unburied int64
+	// OutageRetries counts runs of a delivery retried in place because
+	// the store could not decide (dedup.IsInfrastructure: unavailable, or
+	// a conflict it gave up on), after a consumer-wide pause; such a retry
+	// is not an attempt.
+	OutageRetries int64
 	// Panics counts deliveries that panicked, whether the chain's Recover
 	// middleware or the consumer itself recovered the panic.
 	Panics int64
@@ -49,7 +57,7 @@ type Stats struct {
 }
 
 type counters struct {
-	delivered, succeeded, retried, discarded, panics, refused atomic.Int64
+	delivered, succeeded, retried, unburied, outageRetries, panics, refused atomic.Int64
 }
 
 // Consumer is a RocketMQ push consumer that runs every message through an
@@ -61,6 +69,9 @@ type Consumer struct {
 	handler idemq.Handler
 	log     *slog.Logger
 	stats   counters
+	// outage paces the in-place retries of deliveries that failed for
+	// infrastructure (see process).
+	outage outageBackoff
 
 	// baseCtx is the parent of every handler's context; cancel ends it
 	// when Shutdown gives up waiting.
@@ -124,12 +135,13 @@ func (c *Consumer) Group() string { return c.cfg.Group }
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() Stats {
 	return Stats{
-		Delivered: c.stats.delivered.Load(),
-		Succeeded: c.stats.succeeded.Load(),
-		Retried:   c.stats.retried.Load(),
-		Discarded: c.stats.discarded.Load(),
-		Panics:    c.stats.panics.Load(),
-		Refused:   c.stats.refused.Load(),
+		Delivered:     c.stats.delivered.Load(),
+		Succeeded:     c.stats.succeeded.Load(),
+		Retried:       c.stats.retried.Load(),
+		Unburied:      c.stats.unburied.Load(),
+		OutageRetries: c.stats.outageRetries.Load(),
+		Panics:        c.stats.panics.Load(),
+		Refused:       c.stats.refused.Load(),
 	}
 }
 
@@ -137,7 +149,7 @@ func (c *Consumer) Stats() Stats {
 // explicitly: the client's zero value is broadcasting, which drops failed
 // messages.
 func (c *Consumer) clientOptions() []rmq.Option {
-	return []rmq.Option{
+	opts := []rmq.Option{
 		rmq.WithNameServer(c.ns),
 		rmq.WithGroupName(c.cfg.Group),
 		rmq.WithInstance(c.cfg.InstanceName),
@@ -149,12 +161,30 @@ func (c *Consumer) clientOptions() []rmq.Option {
 		rmq.WithSuspendCurrentQueueTimeMillis(c.cfg.SuspendInterval),
 		rmq.WithAutoCommit(true),
 	}
+	switch c.cfg.StartFrom.from {
+	case fromFirst:
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromFirstOffset))
+	case fromTimestamp:
+		// The client parses this layout as UTC.
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromTimestamp),
+			rmq.WithConsumeTimestamp(c.cfg.StartFrom.at.UTC().Format("20060102150405")))
+	default:
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromLastOffset))
+	}
+	return opts
 }
 
 // Start creates the client, subscribes and starts consuming. It returns
 // when the client has fetched its routes and sent its first heartbeat;
 // messages flow once the group has rebalanced, moments later. Start is
 // idempotent; after Shutdown it returns ErrClosed.
+//
+// Before that it asks the name servers for each subscribed topic, so that
+// its error says what is wrong: no name server answers (an error wrapping
+// the connection failures), or a topic does not exist (a real name server
+// creates none on its own; create topics first, with package topics or
+// mqadmin updateTopic). The client alone reports both as "route info not
+// found".
 func (c *Consumer) Start() error {
 	c.life.Lock()
 	defer c.life.Unlock()
@@ -165,6 +195,19 @@ func (c *Consumer) Start() error {
 		return nil
 	}
 	begin := time.Now()
+	// The client reports an unreachable name server, and a topic nobody
+	// created, both as "route info not found": ask first, and say which.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range c.cfg.Subscriptions {
+		ok, err := remoting.TopicExists(ctx, c.ns, s.Topic)
+		if err != nil {
+			return fmt.Errorf("consumer: start (group %q): %w", c.cfg.Group, err)
+		}
+		if !ok {
+			return fmt.Errorf("consumer: start (group %q): topic %q does not exist on the name server; create it first (topics.Create, mqadmin updateTopic)", c.cfg.Group, s.Topic)
+		}
+	}
 	client, err := rocketmq.NewPushConsumer(c.clientOptions()...)
 	if err != nil {
 		return fmt.Errorf("consumer: new client (group %q, instance %q): %w", c.cfg.Group, c.cfg.InstanceName, err)

@@ -12,13 +12,19 @@
 //     the first commits (then it is a duplicate) or aborts (then it runs).
 //   - Lease mode (sqldedup in lease mode, or redisdedup's lease store): the
 //     key is claimed as PROCESSING with an owner token and a lease deadline,
-//     renewed while the handler runs; the handler's context is cancelled if
-//     renewal fails. Success marks the key DONE, failure releases it; both
-//     are compare-and-set on the owner token, so a zombie never overwrites
-//     its successor. An expired lease is taken over. Honest limit: an
-//     external effect can repeat if a process dies after the effect and
-//     before DONE; pass the message ID to the external API as its
-//     idempotency key.
+//     renewed while the handler runs. A lease ends before it can expire:
+//     both stores run the handler under a [LeaseKeeper], whose context ends
+//     by the clock a safety margin before the lease could expire (counted
+//     from when the claim or the last confirmed renewal was sent), and at
+//     once when a renewal fails; renewal does not stop when the delivery
+//     is cancelled. The context carries a fencing token ([Fence]) that
+//     grows with every new owner, for external APIs that refuse stale
+//     owners. Success marks the key DONE, failure releases it; both are
+//     compare-and-set on the owner token, so a zombie never overwrites its
+//     successor. An expired lease is taken over. Honest limit: an external
+//     effect can repeat if a process dies after the effect and before
+//     DONE; pass the message ID to the external API as its idempotency
+//     key.
 //   - A Redis fast path (package dedup/redisdedup) in front of either mode
 //     acknowledges duplicates without touching the database. If Redis is
 //     unreachable the store falls back to the database path; it never
@@ -32,7 +38,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/idemq/idemq"
 )
@@ -81,13 +89,18 @@ type Request struct {
 	Fingerprint string
 }
 
-// Validate reports whether r names a valid group and key.
+// Validate reports whether r names a valid group and key: a group of 1 to
+// idemq.MaxKeyLen bytes of valid UTF-8 without NUL, and a key valid for
+// idemq.ValidateKey.
 func (r Request) Validate() error {
 	if r.Group == "" {
 		return ErrEmptyGroup
 	}
 	if len(r.Group) > idemq.MaxKeyLen {
 		return ErrGroupTooLong
+	}
+	if strings.IndexByte(r.Group, 0) >= 0 || !utf8.ValidString(r.Group) {
+		return ErrInvalidGroup
 	}
 	return idemq.ValidateKey(r.Key)
 }
@@ -109,8 +122,9 @@ type Result struct {
 }
 
 // Func is the work a Store runs for a first delivery. In transactional mode
-// ctx carries the database transaction (see [Tx]); in lease mode ctx is
-// cancelled when the lease is lost.
+// ctx carries the database transaction (see [Tx]); in lease mode ctx ends
+// before the lease could expire (see [LeaseKeeper]) and carries the fencing
+// token (see [Fence]): check ctx.Err() right before an external effect.
 type Func func(ctx context.Context) error
 
 // Store runs a Func at most once per (group, key) as its mode defines.
@@ -140,6 +154,9 @@ var (
 	// ErrGroupTooLong is returned for a consumer group longer than
 	// idemq.MaxKeyLen bytes.
 	ErrGroupTooLong = errors.New("dedup: consumer group too long")
+	// ErrInvalidGroup is returned for a consumer group that is not valid
+	// UTF-8 or holds a NUL byte.
+	ErrInvalidGroup = errors.New("dedup: consumer group is not valid UTF-8 or contains NUL")
 	// ErrLeaseLost is returned when a lease-mode store could not renew or
 	// complete its claim because another owner took it over. Nothing was
 	// recorded as done.
@@ -176,7 +193,11 @@ type Retention struct {
 	// Keep is how long a done key is remembered. Defaults to 7 days.
 	Keep time.Duration
 	// RetryHorizon is how long the broker keeps redelivering a message.
-	// Defaults to RocketMQRetryHorizon.
+	// Defaults to RocketMQRetryHorizon, the broker's own default ladder.
+	// A consumer that sends its own delays (the idemq consumer does, from
+	// its RetryPolicy) redelivers for longer: set this to
+	// middleware.RetryPolicy.Horizon of the policy in use, and let
+	// middleware.Standard check it.
 	RetryHorizon time.Duration
 	// RedriveWindow is how long after the retry horizon an operator may
 	// still redrive or re-send a message. Defaults to 24 hours.
@@ -195,6 +216,14 @@ func (r Retention) WithDefaults() Retention {
 		r.RedriveWindow = 24 * time.Hour
 	}
 	return r
+}
+
+// RetentionReporter is implemented by stores that forget done keys after a
+// retention period, so that a chain builder (middleware.Standard) can check
+// the retention against the retry policy actually in use.
+type RetentionReporter interface {
+	// Retention returns the store's retention, defaults applied.
+	Retention() Retention
 }
 
 // Validate returns ErrRetentionTooShort if Keep does not outlast

@@ -33,15 +33,29 @@ type Attempts struct {
 // DeadLetter is a message that will not be retried: it failed permanently
 // or exhausted its attempts. It keeps the whole message.
 type DeadLetter struct {
-	ID         int64
-	Group      string
-	Key        string
-	MessageID  string
-	Topic      string
-	Tags       string
-	Keys       []string
+	ID        int64
+	Group     string
+	Key       string
+	MessageID string
+	Topic     string
+	Tags      string
+	Keys      []string
+	// Body is the message's body, or only its first MaxDeadLetterBody
+	// bytes when Truncated is set.
 	Body       []byte
 	Properties map[string]string
+	// BodySize is the size in bytes of the message's whole body, and
+	// BodySHA256 its SHA-256 (hex), whatever part of it Body holds. A
+	// ledger fills them in when they are zero.
+	BodySize   int64
+	BodySHA256 string
+	// Truncated is set when the letter does not hold the whole message:
+	// its body was longer than MaxDeadLetterBody and was cut, or a field
+	// could not be stored as it was (a NUL byte or invalid UTF-8 where the
+	// database stores text, a value past its column's size) and was
+	// altered. Reason says what was changed. Such a letter is kept for an
+	// operator but cannot be redriven (ErrDeadLetterIncomplete).
+	Truncated bool
 	// Attempts is the number of attempts made.
 	Attempts int
 	// Reason is the final error.
@@ -106,6 +120,12 @@ type Ledger interface {
 	// Bury stores the dead letter and marks its key dead in one
 	// transaction. Later deliveries of the key are duplicates until a
 	// redrive.
+	//
+	// Bury is idempotent per (group, key): if the key already has a dead
+	// letter that was not redriven, nothing is stored and that letter's ID
+	// is returned, however many copies of one message fail at the same
+	// moment. A field that cannot be stored whole is stored in part (see
+	// DeadLetter.Truncated), so that every message can be buried.
 	Bury(ctx context.Context, dl *DeadLetter) (int64, error)
 	// DeadLetters lists dead letters, oldest first.
 	DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error)
@@ -113,12 +133,25 @@ type Ledger interface {
 	DeadLetter(ctx context.Context, id int64) (*DeadLetter, error)
 	// Redrive clears the key's dead mark and attempts, publishes the
 	// message again with its original message ID, and marks the dead
-	// letter redriven. If publish fails the dead letter stays unredriven.
+	// letter redriven, together with any other unredriven letter of the
+	// same (group, key), so one message is published once. If publish
+	// fails the dead letters stay unredriven. A Truncated letter is
+	// refused with ErrDeadLetterIncomplete.
 	Redrive(ctx context.Context, id int64, publish Publisher) error
 }
 
 // ErrNotFound is returned for a dead letter that does not exist.
 var ErrNotFound = errors.New("dedup: not found")
+
+// ErrDeadLetterIncomplete is returned by Redrive for a dead letter that does
+// not hold the whole message (DeadLetter.Truncated): publishing it would
+// send a different message under the original ID.
+var ErrDeadLetterIncomplete = errors.New("dedup: dead letter does not hold the whole message and cannot be redriven")
+
+// MaxDeadLetterBody is the largest body a ledger stores whole in a dead
+// letter (1 MiB). A longer body is cut to its first MaxDeadLetterBody bytes;
+// its full size and SHA-256 are kept (DeadLetter.BodySize, BodySHA256).
+const MaxDeadLetterBody = 1 << 20
 
 // ErrAlreadyRedriven is returned by Redrive for a dead letter that was
 // redriven before.

@@ -31,6 +31,11 @@ type AttemptsOptions struct {
 //
 // These failures are not recorded:
 //   - errors wrapping dedup.ErrBusy: another owner is working on the key;
+//   - infrastructure failures (dedup.IsInfrastructure): the store was
+//     unreachable, or a deadlock or serialization failure outlasted the
+//     store's own retries; the handler did not fail, and the transport
+//     retries the delivery without an attempt being counted (the RocketMQ
+//     consumer retries it in place, pausing with a backoff);
 //   - any error when Attempts' own context is done: the consumer is
 //     shutting down, and the delivery did not fail on its own (a handler
 //     that ran past a Timeout inside Attempts did, and is recorded);
@@ -63,7 +68,7 @@ func Attempts(ledger dedup.Ledger, opts AttemptsOptions) (idemq.Middleware, erro
 				}
 				return nil
 			}
-			if errors.Is(err, dedup.ErrBusy) || ctx.Err() != nil || !usableKey(msg) {
+			if errors.Is(err, dedup.ErrBusy) || dedup.IsInfrastructure(err) || ctx.Err() != nil || !usableKey(msg) {
 				return err
 			}
 			rec, rerr := ledger.RecordFailure(ctx, msg.Group, msg.DedupKey(), msg.Attempt, err)

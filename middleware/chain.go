@@ -24,6 +24,12 @@ type StandardConfig struct {
 	// DeadLetter configures the DeadLetter middleware. Its Logger defaults
 	// to Logger.
 	DeadLetter DeadLetterOptions
+	// RetryPolicy is the retry policy of the transport that runs the chain
+	// (for a RocketMQ consumer, consumer.Config.RetryPolicy). Standard
+	// checks that the store keeps dedup rows longer than the policy's
+	// Horizon over DeadLetter.MaxAttempts plus the store's redrive window.
+	// Defaults to RetryPolicy{}, the consumer's default.
+	RetryPolicy RetryPolicy
 	// Timeout bounds each handler run when positive. Defaults to 0: no
 	// timeout beyond the transport's own.
 	Timeout time.Duration
@@ -41,7 +47,10 @@ type StandardConfig struct {
 }
 
 // Standard returns the recommended chain, outermost first, for
-// idemq.Chain:
+// idemq.Chain. It refuses (dedup.ErrRetentionTooShort) a store that reports
+// its retention (dedup.RetentionReporter) and keeps dedup rows for less
+// than RetryPolicy.Horizon(DeadLetter.MaxAttempts) plus its redrive
+// window. The chain is:
 //
 //  1. Recover: nothing below, middleware included, can crash the process.
 //  2. Tracing (if TracerProvider is set): the span covers the whole
@@ -70,6 +79,12 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 	}
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("%w (got %s)", ErrInvalidTimeout, cfg.Timeout)
+	}
+	if err := cfg.RetryPolicy.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkRetention(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -115,4 +130,28 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 		chain = append(chain, to)
 	}
 	return append(chain, Recover()), nil
+}
+
+// checkRetention returns an error wrapping dedup.ErrRetentionTooShort if the
+// store (or the ledger) reports a retention whose Keep does not outlast the
+// retry horizon of cfg's policy plus the retention's redrive window: a
+// message still being retried could then be forgotten and processed again.
+func checkRetention(cfg StandardConfig) error {
+	r, ok := cfg.Store.(dedup.RetentionReporter)
+	if !ok {
+		if r, ok = cfg.Ledger.(dedup.RetentionReporter); !ok {
+			return nil
+		}
+	}
+	ret := r.Retention().WithDefaults()
+	maxAttempts := cfg.DeadLetter.MaxAttempts
+	if maxAttempts <= 0 {
+		maxAttempts = DefaultMaxAttempts
+	}
+	horizon := cfg.RetryPolicy.Horizon(maxAttempts)
+	if ret.Keep < horizon+ret.RedriveWindow {
+		return fmt.Errorf("%w: the store keeps dedup rows %s, but the retry policy redelivers a failing message for up to %s over %d attempts, plus a redrive window of %s: keep them at least %s",
+			dedup.ErrRetentionTooShort, ret.Keep, horizon, maxAttempts, ret.RedriveWindow, horizon+ret.RedriveWindow)
+	}
+	return nil
 }

@@ -2,6 +2,9 @@ package middleware
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,7 +49,17 @@ type DeadLetterOptions struct {
 // If Bury fails, DeadLetter returns a retryable error wrapping
 // ErrDeadLetterFailed (and not the permanent cause), so the transport
 // redelivers the message. Errors wrapping dedup.ErrBusy are never buried,
-// nor is anything while DeadLetter's own context is done (shutdown).
+// nor infrastructure failures (dedup.IsInfrastructure: the store was
+// unreachable or gave up on a conflict, which says nothing about the
+// message), nor anything while DeadLetter's own context is done
+// (shutdown).
+//
+// One message is buried once: the ledger's Bury is idempotent per (group,
+// key), so copies failing together, and redeliveries of a message whose
+// burial was answered too late, share one dead letter. A message whose
+// group or dedup key cannot be stored is buried under a name derived from
+// a SHA-256 of its contents (see the reason of its dead letter), so it too
+// is buried once.
 //
 // DeadLetter must sit outside Attempts, which supplies the raised attempt
 // count and the error history (see Standard). Without Attempts, the history
@@ -68,7 +81,7 @@ func DeadLetter(ledger dedup.Ledger, opts DeadLetterOptions) (idemq.Middleware, 
 		return idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
 			ctx, d := ensureDelivery(ctx)
 			err := next.Handle(ctx, msg)
-			if err == nil || errors.Is(err, dedup.ErrBusy) || ctx.Err() != nil {
+			if err == nil || errors.Is(err, dedup.ErrBusy) || dedup.IsInfrastructure(err) || ctx.Err() != nil {
 				return err
 			}
 			permanent := idemq.IsPermanent(err)
@@ -95,9 +108,10 @@ func DeadLetter(ledger dedup.Ledger, opts DeadLetterOptions) (idemq.Middleware, 
 // the attempts in rec (nil when Attempts is not in the chain or could not
 // record).
 func newDeadLetter(msg *idemq.Message, rec *dedup.Attempts, err error, now time.Time) *dedup.DeadLetter {
+	group, key, note := burialKey(msg)
 	dl := &dedup.DeadLetter{
-		Group:         msg.Group,
-		Key:           deadLetterKey(msg),
+		Group:         group,
+		Key:           key,
 		MessageID:     msg.ID,
 		Topic:         msg.Topic,
 		Tags:          msg.Tags,
@@ -105,7 +119,7 @@ func newDeadLetter(msg *idemq.Message, rec *dedup.Attempts, err error, now time.
 		Body:          append([]byte(nil), msg.Body...),
 		Properties:    maps.Clone(msg.Properties),
 		Attempts:      max(msg.Attempt, 1),
-		Reason:        err.Error(),
+		Reason:        note + err.Error(),
 		FirstFailedAt: now,
 		DeadAt:        now,
 	}
@@ -122,18 +136,45 @@ func newDeadLetter(msg *idemq.Message, rec *dedup.Attempts, err error, now time.
 	return dl
 }
 
-// deadLetterKey is the key a dead letter is stored and marked dead under:
-// the message's dedup key, or, for a message whose key is unusable (its
-// failure is then ErrNoDedupKey), its message ID, or failing that a
-// fingerprint of its body, so that even such a message can be buried for an
-// operator instead of being redelivered until the broker gives up on it.
-func deadLetterKey(msg *idemq.Message) string {
-	for _, k := range []string{msg.DedupKey(), msg.ID} {
-		if idemq.ValidateKey(k) == nil {
-			return k
-		}
+// Prefixes of the names a message is buried under when its own group or
+// key cannot be stored.
+const (
+	unusableKeyPrefix   = "unusable-key:sha256:"
+	unusableGroupPrefix = "unusable-group:sha256:"
+)
+
+// burialKey returns the (group, key) msg is buried and marked dead under,
+// and a note for the reason when they are not the message's own.
+//
+// A message whose group and dedup key are usable is buried under them. One
+// whose key is not (empty key and ID, too long, NUL, invalid UTF-8: Dedup
+// fails it with ErrNoDedupKey) is buried under
+// "unusable-key:sha256:<hex>", a SHA-256 of what the message holds (its raw
+// key, message ID, topic and body), so every copy and redelivery of it
+// finds the same dead letter instead of adding one; an unusable group is
+// replaced likewise by "unusable-group:sha256:<hex>" of the raw group.
+func burialKey(msg *idemq.Message) (group, key, note string) {
+	group, key = msg.Group, msg.DedupKey()
+	verr := dedup.Request{Group: group, Key: key}.Validate()
+	if verr == nil {
+		return group, key, ""
 	}
-	return "body-sha256:" + dedup.Fingerprint(msg.Body)
+	if (dedup.Request{Group: group, Key: "k"}).Validate() != nil {
+		sum := sha256.Sum256([]byte(group))
+		group = unusableGroupPrefix + hex.EncodeToString(sum[:16])
+	}
+	h := sha256.New()
+	for _, part := range []string{key, msg.ID, msg.Topic} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write([]byte(part))
+	}
+	h.Write(msg.Body)
+	key = unusableKeyPrefix + hex.EncodeToString(h.Sum(nil))
+	note = fmt.Sprintf("unusable group or dedup key (%v); buried under group %q key %q, derived from a SHA-256 of the message's raw group, key, message ID, topic and body so that its copies share this dead letter: ",
+		verr, group, key)
+	return group, key, note
 }
 
 func deadLetterAttrs(msg *idemq.Message, dl *dedup.DeadLetter, err error) []any {

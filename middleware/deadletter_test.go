@@ -120,27 +120,81 @@ func TestDeadLetterWithoutAttemptsHasFinalError(t *testing.T) {
 	}
 }
 
-func TestDeadLetterUnusableKeyFallsBack(t *testing.T) {
+// A message whose group or key cannot be stored is buried under a name
+// derived from a SHA-256 of what it holds: the same for every copy of it,
+// different for different messages, valid for the ledger, and said in the
+// reason.
+func TestDeadLetterUnusableKeyIsHashed(t *testing.T) {
 	tests := []struct {
-		name, id, key, want string
+		name, group, id, key string
 	}{
-		{"bad key uses message ID", "42", strings.Repeat("k", 300), "42"},
-		{"no ID uses body hash", "", "", "body-sha256:" + dedup.Fingerprint([]byte(`{"order":7}`))},
+		{"key too long", "g1", "42", strings.Repeat("k", 10<<10)},
+		{"no key and no ID", "g1", "", ""},
+		{"NUL in ID", "g1", "4\x002", ""},
+		{"invalid UTF-8 key", "g1", "42", "k\xff"},
+		{"empty group", "", "42", ""},
+		{"NUL in group", "g\x001", "42", ""},
 	}
+	seen := map[string]string{}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ledger := newFakeLedger()
 			h := chain(t, failing(idemq.Permanent(ErrNoDedupKey)), must(DeadLetter(ledger, DeadLetterOptions{Logger: slog.New(&logRecorder{})})))
-			msg := testMessage()
-			msg.ID, msg.Key = tc.id, tc.key
-			if err := h.Handle(context.Background(), msg); err != nil {
-				t.Fatal(err)
+			for range 2 {
+				msg := testMessage()
+				msg.Group, msg.ID, msg.Key = tc.group, tc.id, tc.key
+				if err := h.Handle(context.Background(), msg); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if got := ledger.buried[0].Key; got != tc.want {
-				t.Errorf("key = %q, want %q", got, tc.want)
+			a, b := ledger.buried[0], ledger.buried[1]
+			if a.Key != b.Key || a.Group != b.Group {
+				t.Fatalf("two copies buried under %q/%q and %q/%q", a.Group, a.Key, b.Group, b.Key)
 			}
-			if err := idemq.ValidateKey(ledger.buried[0].Key); err != nil {
-				t.Errorf("fallback key invalid: %v", err)
+			if !strings.HasPrefix(a.Key, "unusable-key:sha256:") {
+				t.Errorf("key = %q, want unusable-key:sha256:<hex>", a.Key)
+			}
+			if err := (dedup.Request{Group: a.Group, Key: a.Key}).Validate(); err != nil {
+				t.Errorf("burial name unusable: %v", err)
+			}
+			if !strings.Contains(a.Reason, a.Key) || !strings.Contains(a.Reason, "SHA-256") || !strings.HasSuffix(a.Reason, "permanent: "+ErrNoDedupKey.Error()) {
+				t.Errorf("reason %q does not say how the message was named", a.Reason)
+			}
+			if other, dup := seen[a.Group+"/"+a.Key]; dup {
+				t.Errorf("same burial name as %q", other)
+			}
+			seen[a.Group+"/"+a.Key] = tc.name
+		})
+	}
+}
+
+// Infrastructure failures (the store unreachable, a conflict it gave up
+// on) are not the handler's: they are neither counted as attempts nor
+// buried, even at MaxAttempts or when marked permanent by a wrapper.
+func TestInfrastructureFailureIsNotAnAttempt(t *testing.T) {
+	for _, cause := range []error{
+		dedup.Unavailable(errors.New("dial tcp: connection refused")),
+		dedup.Conflict(errors.New("Error 1213: Deadlock found")),
+		idemq.Permanent(dedup.Unavailable(errors.New("connection reset"))),
+	} {
+		t.Run(cause.Error(), func(t *testing.T) {
+			ledger := newFakeLedger()
+			store := &scriptedStore{err: cause}
+			h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }),
+				must(DeadLetter(ledger, DeadLetterOptions{MaxAttempts: 2, Logger: slog.New(&logRecorder{})})),
+				must(Attempts(ledger, AttemptsOptions{})),
+				must(Dedup(store, DedupOptions{})))
+			for attempt := 1; attempt <= 3; attempt++ {
+				msg := testMessage()
+				msg.Attempt = attempt
+				err := h.Handle(context.Background(), msg)
+				if !errors.Is(err, cause) || !dedup.IsInfrastructure(err) {
+					t.Fatalf("attempt %d: err = %v, want the infrastructure failure back", attempt, err)
+				}
+			}
+			if ledger.callCount() != 0 {
+				t.Fatalf("ledger called %d times (records %v, buried %d) for infrastructure failures",
+					ledger.callCount(), ledger.recordArgs, len(ledger.buried))
 			}
 		})
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
@@ -98,8 +100,11 @@ var ErrNoDedupKey = errors.New("middleware: message has no usable dedup key")
 // at most once per (msg.Group, key) as the store's mode defines.
 //
 // The request is built from the message: Group is msg.Group, Key is
-// KeyFunc(msg) or msg.DedupKey(), MessageID is msg.ID and Fingerprint is
-// dedup.Fingerprint(msg.Body) unless disabled. The store's decision maps to
+// KeyFunc(msg) or msg.DedupKey(), MessageID is msg.ID (with NUL bytes and
+// invalid UTF-8 replaced by U+FFFD and cut to idemq.MaxKeyLen bytes, so
+// that a hostile ID never keeps a message with a usable key from being
+// processed) and Fingerprint is dedup.Fingerprint(msg.Body) unless
+// disabled. The store's decision maps to
 // the delivery's result:
 //
 //   - Processed: nil (acknowledge).
@@ -145,7 +150,7 @@ func (o *DedupOptions) handle(ctx context.Context, store dedup.Store, next idemq
 		msg.Key = k
 		key = k
 	}
-	req := dedup.Request{Group: msg.Group, Key: key, MessageID: msg.ID}
+	req := dedup.Request{Group: msg.Group, Key: key, MessageID: storableID(msg.ID)}
 	if err := req.Validate(); err != nil {
 		return idemq.Permanent(fmt.Errorf("%w: message %q of group %q: %w", ErrNoDedupKey, msg.ID, msg.Group, err))
 	}
@@ -179,6 +184,29 @@ func (o *DedupOptions) handle(ctx context.Context, store dedup.Store, next idemq
 	// A store that answers with no known outcome is broken; retry rather
 	// than acknowledge a delivery that may not have been processed.
 	return fmt.Errorf("middleware: dedup store returned unknown outcome %d for key %q", int(res.Outcome), req.Key)
+}
+
+// maxMessageIDLen is the longest message ID a store keeps with a dedup row.
+const maxMessageIDLen = idemq.MaxKeyLen
+
+// storableID returns id as every store can keep it in a text column beside
+// the dedup row (the row is for operators; the key is what dedups): NUL
+// bytes and invalid UTF-8, which PostgreSQL and MySQL refuse, become U+FFFD,
+// and an ID longer than maxMessageIDLen bytes is cut at a rune boundary. A
+// usable ID is returned unchanged.
+func storableID(id string) string {
+	if len(id) <= maxMessageIDLen && utf8.ValidString(id) && strings.IndexByte(id, 0) < 0 {
+		return id
+	}
+	id = strings.ReplaceAll(strings.ToValidUTF8(id, "\uFFFD"), "\x00", "\uFFFD")
+	if len(id) > maxMessageIDLen {
+		cut := maxMessageIDLen
+		for cut > 0 && !utf8.RuneStart(id[cut]) {
+			cut--
+		}
+		id = id[:cut]
+	}
+	return id
 }
 
 func (o *DedupOptions) mismatch(ctx context.Context, req dedup.Request, msg *idemq.Message) error {

@@ -98,6 +98,38 @@ func (p RetryPolicy) Next(attempt int, err error) time.Duration {
 	return delay
 }
 
+// Horizon returns how long a message that keeps failing is redelivered
+// under this policy by a RocketMQ consumer before the DeadLetter middleware
+// buries it at attempt maxAttempts: the sum, over the maxAttempts-1
+// retries, of the longest delay Next can return (full jitter) rounded up to
+// the RocketMQ delay level the consumer sends (see RocketMQDelayLevel). With
+// the default policy and 16 attempts it is 8h2m55s, longer than the
+// broker's own default ladder (dedup.RocketMQRetryHorizon).
+//
+// Dedup rows must outlast it plus a redrive window (dedup.Retention);
+// Standard checks this. Not included: idemq.RetryAfter delays above the
+// policy's, Busy redeliveries, and pauses while the store is unavailable,
+// which count no attempt; leave room for them in the redrive window.
+// maxAttempts <= 0 means DefaultMaxAttempts.
+func (p RetryPolicy) Horizon(maxAttempts int) time.Duration {
+	if maxAttempts <= 0 {
+		maxAttempts = DefaultMaxAttempts
+	}
+	q := p.WithDefaults()
+	q.Jitter = min(q.Jitter, 1)
+	var total time.Duration
+	for attempt := 1; attempt < maxAttempts; attempt++ {
+		noJitter := q
+		noJitter.Jitter = -1
+		d := noJitter.Next(attempt, nil)
+		if q.Jitter > 0 {
+			d = min(time.Duration(float64(d)*(1+q.Jitter)), max(q.Max, 0))
+		}
+		total += rocketMQDelayLevels[RocketMQDelayLevel(d)-1]
+	}
+	return total
+}
+
 // rocketMQDelayLevels are the delays of RocketMQ's default
 // messageDelayLevel ladder, levels 1 to 18.
 var rocketMQDelayLevels = [...]time.Duration{

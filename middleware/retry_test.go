@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
 )
 
 func TestRetryPolicyNextWithoutJitter(t *testing.T) {
@@ -119,5 +120,28 @@ func TestRocketMQDelayLevel(t *testing.T) {
 		if got := RocketMQDelayLevel(tc.d); got != tc.want {
 			t.Errorf("RocketMQDelayLevel(%s) = %d, want %d", tc.d, got, tc.want)
 		}
+	}
+}
+
+// Horizon adds up the delay levels the consumer sends for each retry, at
+// full jitter: with the default policy over 16 attempts, 5s 5s 5s 10s 30s
+// 1m 2m 3m 6m 20m 30m 1h 2h 2h 2h, longer than the broker's own ladder.
+func TestRetryPolicyHorizon(t *testing.T) {
+	want := 8*time.Hour + 2*time.Minute + 55*time.Second
+	if got := (RetryPolicy{}).Horizon(16); got != want {
+		t.Errorf("default policy over 16 attempts: %s, want %s", got, want)
+	}
+	if got := (RetryPolicy{}).Horizon(0); got != want {
+		t.Errorf("maxAttempts 0 (the default 16): %s, want %s", got, want)
+	}
+	if got := (RetryPolicy{}).Horizon(16); got <= dedup.RocketMQRetryHorizon {
+		t.Errorf("horizon %s not above the broker's ladder %s", got, dedup.RocketMQRetryHorizon)
+	}
+	// No jitter, 1m fixed: each retry waits exactly the 1m level.
+	if got := (RetryPolicy{Initial: time.Minute, Multiplier: 1, Jitter: -1}).Horizon(4); got != 3*time.Minute {
+		t.Errorf("1m fixed over 4 attempts: %s, want 3m", got)
+	}
+	if got := (RetryPolicy{}).Horizon(1); got != 0 {
+		t.Errorf("one attempt: %s, want 0", got)
 	}
 }

@@ -2,6 +2,8 @@ package middleware_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -188,7 +190,8 @@ func TestStandardSQLPermanentDeadLetter(t *testing.T) {
 		want := dedup.DeadLetter{
 			Group: msg.Group, Key: msg.Key, MessageID: msg.ID, Topic: msg.Topic, Tags: msg.Tags,
 			Keys: msg.Keys, Body: msg.Body, Properties: msg.Properties, Attempts: 2,
-			Reason: "permanent: order 42 does not exist",
+			Reason:   "permanent: order 42 does not exist",
+			BodySize: int64(len(msg.Body)), BodySHA256: sha256Hex(msg.Body),
 		}
 		got := dl
 		got.ID, got.History, got.FirstFailedAt, got.DeadAt = 0, nil, dl.FirstFailedAt, dl.DeadAt
@@ -351,4 +354,9 @@ func historyErrors(dl dedup.DeadLetter) []string {
 		out = append(out, h.Error)
 	}
 	return out
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

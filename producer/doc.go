@@ -32,15 +32,21 @@
 // last one issued; a clock that steps back is waited out up to
 // MaxClockBackwards (5 s by default), beyond which NextID fails with
 // [ErrClockBackwards]. A new lease holder issues only timestamps above the
-// previous holder's high-water mark, which Close records exactly and
-// heartbeats record as an upper bound (so a holder that died without Close
-// leaves a mark the next one waits past).
+// previous holder's high-water mark. At acquisition and on every heartbeat
+// a holder reserves in the store the timestamps up to its own clock plus
+// TTL, and its generator issues none above the reservation the store
+// confirmed ([ErrBeyondReservation]); Close replaces the reservation with
+// the exact last timestamp issued. So a holder that died without Close
+// leaves a mark above every ID it issued, even if its clock ran ahead of
+// everyone else's, and the next holder waits past it (a successor whose
+// clock is behind the mark by more than MaxClockBackwards gets
+// ErrClockBackwards until its clock catches up).
 //
 // Limits: uniqueness rests on the lease store. A Redis failover that loses
 // the lease key can give a node to two processes; prefer the SQL lease where
-// that matters. Clock skew between hosts larger than the lease margin (TTL
-// minus the time of one heartbeat) can, after a crash without Close, let a
-// new holder reuse timestamps of the old one; keep clocks synchronized.
+// that matters. A store's clock that runs faster than the holder's by more
+// than the heartbeat margin (TTL minus the time of one heartbeat) can hand
+// the node over while the holder still issues; keep clocks synchronized.
 //
 // # Sending
 //

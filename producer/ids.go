@@ -3,6 +3,7 @@ package producer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -43,6 +44,13 @@ var (
 	// issued timestamp (or a previous node holder's high-water mark) by
 	// more than the configured MaxClockBackwards.
 	ErrClockBackwards = errors.New("producer: clock moved backwards")
+	// ErrBeyondReservation is returned when the wall clock is past the
+	// timestamps the node lease has reserved in its store (the clock
+	// jumped forward, or heartbeats are late). The generator issues no ID
+	// its store does not know of, so that the next holder of the node can
+	// start above every ID issued; it issues again once a heartbeat has
+	// reserved further.
+	ErrBeyondReservation = errors.New("producer: clock beyond the node lease's reservation")
 	// ErrInvalidNode is returned for a node ID outside 0..MaxNode.
 	ErrInvalidNode = fmt.Errorf("producer: node ID outside 0..%d", MaxNode)
 	// ErrNoFreeNode is returned when every node ID in the configured range
@@ -62,6 +70,12 @@ type NodeSource interface {
 	// previous holder of the node issued IDs with, or 0. The generator
 	// issues only timestamps greater than it.
 	HighWater() int64
+	// Reserved returns the highest timestamp (Unix milliseconds) the
+	// generator may issue: the reservation the source has recorded where
+	// the next holder of the node will see it. The generator refuses a
+	// later timestamp with ErrBeyondReservation. math.MaxInt64 means no
+	// limit.
+	Reserved() int64
 	// Issued reports the highest timestamp (Unix milliseconds) issued so
 	// far, so that a lease can hand it on to the next holder.
 	Issued(unixMillis int64)
@@ -88,6 +102,9 @@ func (n FixedNode) Valid() error {
 // HighWater returns 0: a fixed node has no record of a previous holder.
 func (FixedNode) HighWater() int64 { return 0 }
 
+// Reserved returns math.MaxInt64: a fixed node has no store to reserve in.
+func (FixedNode) Reserved() int64 { return math.MaxInt64 }
+
 // Issued does nothing for a fixed node.
 func (FixedNode) Issued(int64) {}
 
@@ -108,11 +125,14 @@ type IDConfig struct {
 // Guarantees: with a node ID no other live process uses, IDs are unique;
 // within a generator they strictly increase; timestamps never go below the
 // last one issued, and after a lease hand-over they are strictly above the
-// previous holder's high-water mark. The generator reads the wall clock on
-// every ID (it does not use bwmarrin/snowflake's Node, whose monotonic epoch
-// is fixed at start and cannot be compared with another process's
-// timestamps), waits out a backward step of up to MaxClockBackwards, and
-// fails beyond it. It refuses to generate once its NodeSource is invalid.
+// previous holder's high-water mark. It never issues a timestamp above the
+// reservation its NodeSource recorded (ErrBeyondReservation), which is what
+// lets the next holder start above every ID issued whatever this host's
+// clock said. The generator reads the wall clock on every ID (it does not
+// use bwmarrin/snowflake's Node, whose monotonic epoch is fixed at start and
+// cannot be compared with another process's timestamps), waits out a
+// backward step of up to MaxClockBackwards, and fails beyond it. It refuses
+// to generate once its NodeSource is invalid.
 type IDGenerator struct {
 	src      NodeSource
 	node     int64
@@ -194,6 +214,9 @@ func (g *IDGenerator) Next() (int64, error) {
 	}
 	if now-Epoch >= 1<<(63-timeShift) {
 		return 0, fmt.Errorf("producer: clock %d ms is beyond the snowflake range", now)
+	}
+	if r := g.src.Reserved(); now > r {
+		return 0, fmt.Errorf("%w: clock %d ms, reserved up to %d ms", ErrBeyondReservation, now, r)
 	}
 	// Record the timestamp before the final validity check: a lease that
 	// is closed concurrently either sees it (and hands it on) or we see

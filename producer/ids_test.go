@@ -2,6 +2,7 @@ package producer
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"sync"
 	"testing"
@@ -59,11 +60,12 @@ func newFakeGen(t *testing.T, src NodeSource, start time.Time, maxBack time.Dura
 
 // stubSource is a NodeSource whose state the test sets.
 type stubSource struct {
-	node   int64
-	high   int64
-	mu     sync.Mutex
-	err    error
-	issued int64
+	node     int64
+	high     int64
+	mu       sync.Mutex
+	err      error
+	issued   int64
+	reserved int64 // 0: no limit
 }
 
 func (s *stubSource) NodeID() int64    { return s.node }
@@ -72,6 +74,14 @@ func (s *stubSource) Valid() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+func (s *stubSource) Reserved() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reserved == 0 {
+		return math.MaxInt64
+	}
+	return s.reserved
 }
 func (s *stubSource) Issued(ms int64) {
 	s.mu.Lock()
@@ -269,6 +279,38 @@ func TestHighWaterIsRespected(t *testing.T) {
 	g3, _ := newFakeGen(t, src3, start, 0)
 	if _, err := g3.Next(); !errors.Is(err, ErrClockBackwards) {
 		t.Errorf("err = %v, want ErrClockBackwards for a mark 10s ahead", err)
+	}
+}
+
+// The generator issues up to its source's reservation and refuses beyond
+// it, until the reservation is raised.
+func TestReservationIsNeverExceeded(t *testing.T) {
+	start := time.UnixMilli(1_700_000_000_000)
+	src := &stubSource{node: 2, reserved: start.UnixMilli() + 10}
+	g, c := newFakeGen(t, src, start, 0)
+	if _, err := g.Next(); err != nil {
+		t.Fatal(err)
+	}
+	c.Set(start.Add(10 * time.Millisecond)) // at the reservation: allowed
+	id, err := g.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at, _, _, _ := ParseID(strconv.FormatInt(id, 10)); at.UnixMilli() != src.reserved {
+		t.Fatalf("timestamp %d, want the reservation %d", at.UnixMilli(), src.reserved)
+	}
+	c.Set(start.Add(11 * time.Millisecond)) // past it: refused, nothing recorded
+	if _, err := g.Next(); !errors.Is(err, ErrBeyondReservation) {
+		t.Fatalf("err = %v, want ErrBeyondReservation", err)
+	}
+	if src.issued > src.reserved {
+		t.Fatalf("issued %d reported beyond the reservation %d", src.issued, src.reserved)
+	}
+	src.mu.Lock()
+	src.reserved = start.UnixMilli() + 1000 // a heartbeat reserved further
+	src.mu.Unlock()
+	if _, err := g.Next(); err != nil {
+		t.Fatalf("after the reservation was raised: %v", err)
 	}
 }
 

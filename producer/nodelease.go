@@ -62,6 +62,11 @@ type NodeLeaseConfig struct {
 	// Logger receives heartbeat failures and lease loss. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
+
+	// clock is the wall clock reservations are counted on; it must be the
+	// one the lease's IDGenerator reads. Defaults to time.Now. Tests set
+	// it to play a host whose clock is off.
+	clock func() time.Time
 }
 
 func (c *NodeLeaseConfig) defaults() error {
@@ -92,6 +97,9 @@ func (c *NodeLeaseConfig) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.clock == nil {
+		c.clock = time.Now
+	}
 	return nil
 }
 
@@ -100,10 +108,12 @@ type leaseBackend interface {
 	// acquire claims a free or expired node in lo..hi and returns it with
 	// its high-water mark.
 	acquire(ctx context.Context, owner string, lo, hi int64) (node, lastMs int64, err error)
-	// renew extends the lease and records lastMs; ok is false if the
-	// lease belongs to someone else now.
-	renew(ctx context.Context, owner string, node, lastMs int64) (ok bool, err error)
-	// release frees the node and records lastMs.
+	// renew extends the lease and raises the node's mark to at least
+	// markMs (the holder's reservation); ok is false if the lease belongs
+	// to someone else now.
+	renew(ctx context.Context, owner string, node, markMs int64) (ok bool, err error)
+	// release frees the node and sets its mark to exactly lastMs, the
+	// highest timestamp the holder issued.
 	release(ctx context.Context, owner string, node, lastMs int64) error
 	kind() string
 }
@@ -119,6 +129,15 @@ type leaseBackend interface {
 // (provided the storage's clock does not run faster than ours by more than
 // the heartbeat margin). Once invalid, a NodeLease never becomes valid
 // again.
+//
+// At acquisition and on every heartbeat the lease reserves, in the store,
+// the timestamps up to its own wall clock plus TTL (the node's mark is
+// raised to that reservation), and its generator issues no timestamp above
+// the last reservation the store confirmed. A holder that dies therefore
+// leaves a mark at or above every ID it issued, whatever its clock said,
+// and the next holder starts above it. Close sets the mark to the exact
+// last timestamp issued, so that the next holder need not wait out the
+// reservation.
 type NodeLease struct {
 	backend   leaseBackend
 	owner     string
@@ -126,8 +145,10 @@ type NodeLease struct {
 	highWater int64
 	ttl       time.Duration
 	log       *slog.Logger
+	clock     func() time.Time
 
 	issued   atomic.Int64 // highest Unix ms issued
+	reserved atomic.Int64 // highest Unix ms the store confirmed as reserved
 	deadline atomic.Int64 // monotonic deadline, ns since base
 	base     time.Time    // monotonic reference
 	lost     atomic.Bool
@@ -155,9 +176,23 @@ func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*Node
 		return nil, err
 	}
 	base := time.Now()
+	reserve := cfg.clock().UnixMilli() + cfg.TTL.Milliseconds()
 	node, last, err := b.acquire(ctx, owner, cfg.MinNode, cfg.MinNode+cfg.NodeCount-1)
 	if err != nil {
 		return nil, err
+	}
+	// Reserve before the first ID: without a reservation in the store the
+	// generator may issue nothing.
+	ok, err := b.renew(ctx, owner, node, max(reserve, last))
+	if err != nil || !ok {
+		if err == nil {
+			err = errLeaseGone
+		}
+		// Free the node as we found it: nothing was issued.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.TTL)
+		_ = b.release(rctx, owner, node, last)
+		cancel()
+		return nil, fmt.Errorf("producer: reserve timestamps on node %d (%s): %w", node, b.kind(), err)
 	}
 	l := &NodeLease{
 		backend:   b,
@@ -166,12 +201,14 @@ func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*Node
 		highWater: last,
 		ttl:       cfg.TTL,
 		log:       cfg.Logger.With("node_id", node, "lease", b.kind()),
+		clock:     cfg.clock,
 		base:      base,
 		lostCh:    make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	l.issued.Store(last)
+	l.reserved.Store(reserve)
 	l.deadline.Store(int64(cfg.TTL))
 	go l.heartbeat()
 	return l, nil
@@ -184,16 +221,14 @@ func (l *NodeLease) NodeID() int64 { return l.node }
 // ms), as recorded when the lease was acquired.
 func (l *NodeLease) HighWater() int64 { return l.highWater }
 
-// Issued records the highest timestamp issued; heartbeats and Close store
-// it for the next holder.
-func (l *NodeLease) Issued(unixMillis int64) {
-	for {
-		cur := l.issued.Load()
-		if unixMillis <= cur || l.issued.CompareAndSwap(cur, unixMillis) {
-			return
-		}
-	}
-}
+// Reserved returns the highest timestamp (Unix ms) the store has confirmed
+// as reserved by this holder: its wall clock plus TTL at the start of the
+// last heartbeat that succeeded (or at acquisition).
+func (l *NodeLease) Reserved() int64 { return l.reserved.Load() }
+
+// Issued records the highest timestamp issued; Close stores it for the next
+// holder.
+func (l *NodeLease) Issued(unixMillis int64) { raise(&l.issued, unixMillis) }
 
 // Valid returns nil while the lease is held, and an error wrapping
 // ErrNodeLeaseLost after it was lost or closed.
@@ -234,8 +269,9 @@ func (l *NodeLease) heartbeat() {
 			return
 		}
 		start := time.Since(l.base)
+		reserve := l.clock().UnixMilli() + l.ttl.Milliseconds()
 		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		ok, err := l.backend.renew(ctx, l.owner, l.node, l.issued.Load())
+		ok, err := l.backend.renew(ctx, l.owner, l.node, max(reserve, l.issued.Load()))
 		cancel()
 		switch {
 		case err != nil:
@@ -250,21 +286,16 @@ func (l *NodeLease) heartbeat() {
 			return
 		default:
 			// Extend only forward: a late reply must not pull the
-			// deadline back.
-			d := int64(start) + int64(l.ttl)
-			for {
-				cur := l.deadline.Load()
-				if d <= cur || l.deadline.CompareAndSwap(cur, d) {
-					break
-				}
-			}
+			// deadline or the reservation back.
+			raise(&l.deadline, int64(start)+int64(l.ttl))
+			raise(&l.reserved, reserve)
 		}
 	}
 }
 
-// Close stops the heartbeats, records the highest issued timestamp for the
-// next holder and releases the node. Generators using the lease stop
-// generating. Close is idempotent.
+// Close stops the heartbeats, records the exact highest issued timestamp
+// for the next holder (in place of the reservation) and releases the node.
+// Generators using the lease stop generating. Close is idempotent.
 func (l *NodeLease) Close() error {
 	l.closeOnce.Do(func() {
 		wasLost := l.lost.Load()
@@ -281,6 +312,16 @@ func (l *NodeLease) Close() error {
 		}
 	})
 	return l.closeErr
+}
+
+// raise sets v to x if x is greater.
+func raise(v *atomic.Int64, x int64) {
+	for {
+		cur := v.Load()
+		if x <= cur || v.CompareAndSwap(cur, x) {
+			return
+		}
+	}
 }
 
 // errLeaseGone is the internal signal of an owner-checked update that

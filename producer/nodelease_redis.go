@@ -13,8 +13,10 @@ import (
 // Each node has two keys: <prefix>node:<id> holds the owner token with a PX
 // expiry (the lease), and <prefix>node:<id>:last holds the high-water mark
 // with no expiry. While a lease is held, :last is kept at or above the
-// lease's deadline (Redis clock), so a holder that dies without recording
-// what it issued still leaves a mark the next holder waits past.
+// lease's deadline (Redis clock) and the holder's reservation (its own
+// clock plus TTL, beyond which it issues nothing), so a holder that dies
+// without recording what it issued still leaves a mark above every ID it
+// issued, which the next holder waits past.
 
 // acquireScript: KEYS[1] lease, KEYS[2] mark; ARGV[1] owner, ARGV[2] ttl ms.
 // Returns the previous mark, or -1 if the node is held.
@@ -31,7 +33,7 @@ return last
 `)
 
 // renewScript: KEYS[1] lease, KEYS[2] mark; ARGV[1] owner, ARGV[2] ttl ms,
-// ARGV[3] issued ms. Returns 1 if renewed, 0 if the lease is not ours.
+// ARGV[3] the holder's reservation ms. Returns 1 if renewed, 0 if the lease is not ours.
 var renewScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -65,8 +67,9 @@ type redisLease struct {
 // NewRedisNodeLease leases a snowflake node ID from Redis: SET NX PX on
 // <cfg.KeyPrefix>node:<id>, renewed every TTL/3 and released by scripts that
 // check the owner token. Expiry is judged by the Redis server's clock. The
-// high-water mark lives in <cfg.KeyPrefix>node:<id>:last; the new holder's
-// IDs start strictly after it. The lease is as durable as Redis: a failover
+// high-water mark lives in <cfg.KeyPrefix>node:<id>:last, where the holder
+// also reserves timestamps up to its own clock plus TTL (it issues none
+// above its reservation); the new holder's IDs start strictly after it. The lease is as durable as Redis: a failover
 // that loses the lease key can hand the node to a second process while the
 // first still holds it, so prefer the SQL lease where that matters.
 //
@@ -106,8 +109,8 @@ func (b *redisLease) acquire(ctx context.Context, owner string, lo, hi int64) (i
 	return 0, 0, fmt.Errorf("%w in %d..%d (redis %snode:*)", ErrNoFreeNode, lo, hi, b.prefix)
 }
 
-func (b *redisLease) renew(ctx context.Context, owner string, node, lastMs int64) (bool, error) {
-	n, err := renewScript.Run(ctx, b.c, b.keys(node), owner, b.ttlMs, lastMs).Int64()
+func (b *redisLease) renew(ctx context.Context, owner string, node, markMs int64) (bool, error) {
+	n, err := renewScript.Run(ctx, b.c, b.keys(node), owner, b.ttlMs, markMs).Int64()
 	if err != nil {
 		return false, err
 	}

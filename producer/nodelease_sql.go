@@ -19,8 +19,10 @@ type nodeLeaseRow struct {
 	// ExpiresAt is the lease deadline in database-clock Unix ms; 0 when
 	// released.
 	ExpiresAt int64 `gorm:"column:expires_at;not null;default:0"`
-	// LastMs is the highest timestamp (Unix ms) the holders issued, as far
-	// as recorded.
+	// LastMs is the node's mark (Unix ms): while the node is held, at least
+	// the holder's reservation (its clock plus TTL at its last heartbeat),
+	// which bounds every ID it issued; after a release, exactly the last
+	// timestamp it issued.
 	LastMs int64 `gorm:"column:last_ms;not null;default:0"`
 }
 
@@ -82,9 +84,11 @@ type sqlLease struct {
 // Acquisition claims a node whose row is missing (INSERT that ignores a
 // duplicate key) or expired (UPDATE ... WHERE expires_at < now), so two
 // processes racing for a node cannot both win; all expiry comparisons use
-// the database clock. The new holder's IDs start strictly after the
-// previous holder's recorded high-water mark (and, after a takeover of an
-// expired lease, after that lease's deadline). It returns ErrNoFreeNode when
+// the database clock. The holder reserves timestamps up to its own clock
+// plus TTL in last_ms at acquisition and on every heartbeat, and issues
+// none above its reservation; the new holder's IDs start strictly after the
+// previous holder's mark (and, after a takeover of an expired lease, after
+// that lease's deadline). It returns ErrNoFreeNode when
 // every node in the configured range is held.
 func NewSQLNodeLease(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*NodeLease, error) {
 	if err := cfg.defaults(); err != nil {
@@ -178,11 +182,11 @@ func (b *sqlLease) acquire(ctx context.Context, owner string, lo, hi int64) (int
 	return 0, 0, fmt.Errorf("%w in %d..%d (%s): lost every race", ErrNoFreeNode, lo, hi, b.table)
 }
 
-func (b *sqlLease) renew(ctx context.Context, owner string, node, lastMs int64) (bool, error) {
+func (b *sqlLease) renew(ctx context.Context, owner string, node, markMs int64) (bool, error) {
 	db := b.db.WithContext(ctx)
 	res := db.Exec(fmt.Sprintf(
 		"UPDATE %s SET expires_at = %s + ?, last_ms = %s(last_ms, ?) WHERE node_id = ? AND owner = ?",
-		b.table, b.d.nowMs, b.d.greatest), b.ttlMs, lastMs, node, owner)
+		b.table, b.d.nowMs, b.d.greatest), b.ttlMs, markMs, node, owner)
 	if res.Error != nil {
 		return false, res.Error
 	}
@@ -200,9 +204,11 @@ func (b *sqlLease) renew(ctx context.Context, owner string, node, lastMs int64) 
 }
 
 func (b *sqlLease) release(ctx context.Context, owner string, node, lastMs int64) error {
-	// last_ms is exact now, so the next holder needs to wait only past
-	// it; expires_at 0 frees the node at once.
+	// The holder knows exactly what it issued (never below the mark it
+	// started above), so the mark drops from the reservation to that and
+	// the next holder needs to wait only past it; expires_at 0 frees the
+	// node at once.
 	return b.db.WithContext(ctx).Exec(fmt.Sprintf(
-		"UPDATE %s SET expires_at = 0, last_ms = %s(last_ms, ?) WHERE node_id = ? AND owner = ?",
-		b.table, b.d.greatest), lastMs, node, owner).Error
+		"UPDATE %s SET expires_at = 0, last_ms = ? WHERE node_id = ? AND owner = ?",
+		b.table), lastMs, node, owner).Error
 }

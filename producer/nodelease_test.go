@@ -30,6 +30,16 @@ func (l *NodeLease) crash() {
 	})
 }
 
+// die simulates a process whose heartbeats stop (it hangs, or its host is
+// cut off) while it keeps generating: nothing is released, and the lease
+// is lost only when its local deadline passes.
+func (l *NodeLease) die() {
+	l.closeOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+	})
+}
+
 // leaseEnv gives a test leases backed by one store. Every call of acquire
 // uses its own connection, as a separate process would.
 type leaseEnv struct {
@@ -400,6 +410,128 @@ func TestNodeLeaseExpiredIsReacquired(t *testing.T) {
 		}
 		if first <= lastA {
 			t.Errorf("new holder's first ID %d not above the crashed holder's last %d", first, lastA)
+		}
+	})
+}
+
+// A holder whose clock runs 1.5 s ahead of everyone else's stops
+// heartbeating and keeps issuing IDs for as long as its generator lets it.
+// Its successor, on an honest clock, takes the node over after expiry: its
+// first ID is above every ID the holder issued, because the holder never
+// issued a timestamp above the reservation it had recorded in the store.
+func TestNodeLeaseSuccessorAboveHolderAhead(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		ctx := context.Background()
+		const node = 9
+		ahead := func() time.Time { return time.Now().Add(1500 * time.Millisecond) }
+		cfg := NodeLeaseConfig{MinNode: node, NodeCount: 1, TTL: 600 * time.Millisecond}
+		holderCfg := cfg
+		holderCfg.clock = ahead
+		a, err := env.acquire(ctx, holderCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.crash)
+		ga, err := NewIDGenerator(a, IDConfig{Clock: ahead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var maxA int64
+		for i := 0; i < 100; i++ {
+			if maxA, err = ga.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Heartbeats stop; the holder issues IDs until its generator
+		// refuses (lease deadline passed, or beyond the reservation).
+		a.die()
+		var stopErr error
+		for {
+			id, err := ga.Next()
+			if err != nil {
+				stopErr = err
+				break
+			}
+			maxA = id
+		}
+		if !errors.Is(stopErr, ErrNodeLeaseLost) && !errors.Is(stopErr, ErrBeyondReservation) {
+			t.Fatalf("holder stopped with %v, want ErrNodeLeaseLost or ErrBeyondReservation", stopErr)
+		}
+		atA, _, _, _ := ParseID(strconv.FormatInt(maxA, 10))
+		if m := env.mark(t, node); m < atA.UnixMilli() {
+			t.Errorf("stored mark %d below the holder's last timestamp %d", m, atA.UnixMilli())
+		}
+
+		var b *NodeLease
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, err = env.acquire(ctx, cfg)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrNoFreeNode) || time.Now().After(deadline) {
+				t.Fatalf("take over: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		closeLease(t, b)
+		gb, err := NewIDGenerator(b, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := gb.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first <= maxA {
+			atB, _, _, _ := ParseID(strconv.FormatInt(first, 10))
+			t.Fatalf("successor's first ID %d (at %d ms) not above the holder's last %d (at %d ms)",
+				first, atB.UnixMilli(), maxA, atA.UnixMilli())
+		}
+	})
+}
+
+// A generator whose clock is past what its lease reserved in the store
+// refuses to issue, and the store's mark stays above everything it did
+// issue.
+func TestNodeLeaseRefusesBeyondReservation(t *testing.T) {
+	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
+		const node = 10
+		ttl := 2 * time.Second
+		l, err := env.acquire(context.Background(), NodeLeaseConfig{MinNode: node, NodeCount: 1, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeLease(t, l)
+		g, err := NewIDGenerator(l, IDConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := g.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		at, _, _, _ := ParseID(strconv.FormatInt(id, 10))
+		// Local first: the store's mark is raised before the lease counts
+		// a reservation as confirmed, and a heartbeat may run in between.
+		r := l.Reserved()
+		if r < at.UnixMilli() || r > time.Now().Add(ttl).UnixMilli() {
+			t.Fatalf("reserved %d, want between the ID's %d and now+TTL", r, at.UnixMilli())
+		}
+		if m := env.mark(t, node); m < r {
+			t.Fatalf("stored mark %d below the confirmed reservation %d", m, r)
+		}
+		// The generator's clock jumps past the reservation (here: a clock
+		// other than the lease's; in life: a forward step).
+		jumped, err := NewIDGenerator(l, IDConfig{Clock: func() time.Time { return time.Now().Add(2 * ttl) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jumped.Next(); !errors.Is(err, ErrBeyondReservation) {
+			t.Fatalf("err = %v, want ErrBeyondReservation", err)
+		}
+		if _, err := g.Next(); err != nil {
+			t.Fatalf("the honest generator stopped: %v", err)
 		}
 	})
 }

@@ -226,13 +226,17 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		}
 	}
 	var fast *redisdedup.FastPath
+	fastKeys := make([]string, pool)
 	if rdb != nil {
 		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":"})
 		if err != nil {
 			return nil, err
 		}
-		for _, k := range dupKeys { // writes the markers
-			if _, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: k}, noop); err != nil {
+		// Only a delivery the fast path itself processed writes a marker
+		// (a Duplicate answer never does), so its keys are done through it.
+		for i := range fastKeys {
+			fastKeys[i] = key("fast", int64(i))
+			if _, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: fastKeys[i]}, noop); err != nil {
 				return nil, err
 			}
 		}
@@ -275,7 +279,7 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		}},
 		{"e", 1, func(int) func(context.Context, int64) error {
 			return func(ctx context.Context, seq int64) error {
-				res, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: dupKeys[seq%pool]}, noop)
+				res, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: fastKeys[seq%pool]}, noop)
 				if err == nil && (res.Outcome != dedup.Duplicate || !res.FastPath) {
 					err = fmt.Errorf("done key answered %s (fast path %v)", res.Outcome, res.FastPath)
 				}

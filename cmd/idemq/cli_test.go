@@ -25,6 +25,7 @@ import (
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
+	"github.com/idemq/idemq/internal/migrate"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -376,17 +377,20 @@ func TestCLIMigrateAdoptsPreviousSchema(t *testing.T) {
 			tg := open(t)
 			testenv.DropTables(t, tg.db, allTables(tg.prefix)...)
 			d := tg.db.Dialector.Name()
-			schema, err := sqldedup.Schema(d, tg.prefix)
+			// The previous release shipped step 0001 of the dedup tables.
+			steps, err := migrate.Steps("dedup", d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, stmt := range splitSQL(schema) {
+			for _, stmt := range steps[0].Statements(tg.prefix) {
 				if err := tg.db.Exec(stmt).Error; err != nil {
 					t.Fatal(err)
 				}
 			}
-			s := tg.store(t)
-			bury(t, s, "g", "t", "old", "from before")
+			if err := tg.db.Exec("INSERT INTO "+tg.prefix+"dead_letters (consumer_group, dedup_key, message_id, topic, msg_keys, properties, reason, history, attempts, first_failed_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				"g", "old", "msg-old", "t", "[]", "{}", "from before", "[]", 3, 1, 2).Error; err != nil {
+				t.Fatalf("old dead letter: %v", err)
+			}
 			out := tg.ok(t, "migrate", "--status")
 			if !strings.Contains(out, "pending") {
 				t.Fatalf("status before:\n%s", out)

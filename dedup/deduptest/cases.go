@@ -208,9 +208,10 @@ func testCancelled(t *testing.T, s Subject) {
 }
 
 func testKilledConn(t *testing.T, s Subject) {
-	if s.Mode != Transactional || s.KillConn == nil {
-		t.Skip("needs a transactional store on a server database (KillConn)")
+	if s.Mode != Transactional {
+		t.Skip("applies to transactional stores")
 	}
+	s.need(t, "KillConn", s.KillConn != nil)
 	e := newEffects(t, s)
 	key := uniqueKey("killed")
 	_, err := s.Store.Process(ctxT(t), req(group, key), func(ctx context.Context) error {
@@ -230,9 +231,10 @@ func testKilledConn(t *testing.T, s Subject) {
 }
 
 func testLeaseTakeover(t *testing.T, s Subject) {
-	if s.Mode != Lease || s.Zombie == nil {
-		t.Skip("needs a lease-mode store with a Zombie factory")
+	if s.Mode != Lease {
+		t.Skip("applies to lease-mode stores")
 	}
+	s.need(t, "Zombie", s.Zombie != nil)
 	e := newEffects(t, s)
 	key := uniqueKey("takeover")
 	zombie := s.Zombie(t)
@@ -273,9 +275,10 @@ func testLeaseTakeover(t *testing.T, s Subject) {
 }
 
 func testZombieRelease(t *testing.T, s Subject) {
-	if s.Mode != Lease || s.Zombie == nil {
-		t.Skip("needs a lease-mode store with a Zombie factory")
+	if s.Mode != Lease {
+		t.Skip("applies to lease-mode stores")
 	}
+	s.need(t, "Zombie", s.Zombie != nil)
 	key := uniqueKey("zrelease")
 	zombie := s.Zombie(t)
 	zstarted, zrelease := make(chan struct{}), make(chan struct{})
@@ -325,9 +328,7 @@ func testZombieRelease(t *testing.T, s Subject) {
 }
 
 func testRedisCut(t *testing.T, s Subject) {
-	if s.CutRedis == nil {
-		t.Skip("needs a store with a Redis fast path (CutRedis)")
-	}
+	s.need(t, "CutRedis", s.CutRedis != nil && s.RestoreRedis != nil && s.Fallbacks != nil)
 	e := newEffects(t, s)
 	k1, k2 := uniqueKey("redis1"), uniqueKey("redis2")
 	res, err := s.Store.Process(ctxT(t), req(group, k1), e.fn(k1))
@@ -380,9 +381,7 @@ func testMismatch(t *testing.T, s Subject) {
 }
 
 func testDeadLetter(t *testing.T, s Subject) {
-	if s.Ledger == nil {
-		t.Skip("needs a store with a ledger")
-	}
+	s.need(t, "Ledger", s.Ledger != nil)
 	e := newEffects(t, s)
 	ctx := ctxT(t)
 	key := uniqueKey("dead")
@@ -474,9 +473,7 @@ func testDeadLetter(t *testing.T, s Subject) {
 }
 
 func testCleanup(t *testing.T, s Subject) {
-	if s.Cleanup == nil || s.Backdate == nil {
-		t.Skip("needs a store with Cleanup and Backdate")
-	}
+	s.need(t, "Cleanup and Backdate", s.Cleanup != nil && s.Backdate != nil)
 	e := newEffects(t, s)
 	ctx := ctxT(t)
 	var old, inside, fresh []string

@@ -5,19 +5,30 @@
 // The suite proves the guarantees of package dedup: a first delivery runs the
 // handler once, a duplicate does not, 32 concurrent deliveries of one key
 // give exactly one effect, a crash before commit leaves nothing, leases are
-// taken over after expiry and fenced, a fast path whose Redis is cut still
+// taken over after expiry and fenced, a lease ends before it can expire
+// (also for a paused holder, a stalled store and a cancelled delivery) and
+// its fencing token grows with every owner, a fast path whose Redis is cut still
 // dedups through the database, dead letters and redrive work, cleanup never
-// deletes inside the retry horizon, and bad input gets a clear error.
+// deletes inside the retry horizon, and bad input gets a clear error. A
+// transactional store acknowledges only a committed transaction: not one
+// whose handler swallowed a failed statement, nor one whose connection was
+// killed before COMMIT, while a failure the handler undid with a savepoint
+// is its own business.
+//
+// A case that needs a hook the subject lacks fails under CI=true unless the
+// subject declares the case in Subject.Unsupported with a reason.
 package deduptest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 // Mode says which guarantee a subject store gives.
@@ -31,9 +42,13 @@ const (
 	Lease
 )
 
-// Subject is one store under test, with the hooks the suite needs. Fields a
-// store cannot provide are left nil and the tests that need them are
-// skipped with a reason.
+// Subject is one store under test, with the hooks the suite needs. A case
+// whose hook is nil fails, unless the subject names the case in
+// Unsupported with the reason it cannot run there; then it is skipped with
+// that reason. Outside CI (CI=true unset) a missing hook that is not
+// declared skips instead of failing, so a store under development can run
+// the suite early. Cases that do not apply to the subject's mode (a lease
+// takeover on a transactional store) are skipped in every run.
 type Subject struct {
 	// Store is the store under test. Required.
 	Store dedup.Store
@@ -51,6 +66,9 @@ type Subject struct {
 	Zombie func(t *testing.T) dedup.Store
 	// ShortLease is the lease length of the stores Zombie returns.
 	ShortLease time.Duration
+	// Leased returns a store on the same rows with the given lease,
+	// renewed as usual, whose connection can be stalled (lease mode).
+	Leased func(t *testing.T, lease time.Duration) LeasedStore
 	// KillConn kills the database connection that tx runs on
 	// (transactional mode on a server database).
 	KillConn func(t *testing.T, tx *gorm.DB)
@@ -64,6 +82,31 @@ type Subject struct {
 	Cleanup  func(ctx context.Context) (int64, error)
 	Backdate func(t *testing.T, group, key string, age time.Duration)
 	Keep     time.Duration
+	// Unsupported maps a case name (such as "ConnectionKilledMidTransaction")
+	// to the reason this subject cannot provide the hook the case needs
+	// (such as "SQLite runs in process: there is no server connection to
+	// kill").
+	Unsupported map[string]string
+
+	caseName string // set by Run: the case being run
+}
+
+// need fails or skips t when the hook named hook is missing (ok false):
+// it skips with the subject's reason when the case is declared Unsupported,
+// fails under CI=true, and skips otherwise.
+func (s Subject) need(t *testing.T, hook string, ok bool) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if reason := s.Unsupported[s.caseName]; reason != "" {
+		t.Skipf("unsupported by this subject: %s", reason)
+	}
+	msg := fmt.Sprintf("subject has no %s hook and does not declare case %q in Subject.Unsupported", hook, s.caseName)
+	if testenv.InCI() {
+		t.Fatal(msg + " (CI=true: a missing hook is a failure)")
+	}
+	t.Skip(msg)
 }
 
 // Harness builds subjects for the suite.
@@ -95,13 +138,21 @@ func Run(t *testing.T, h Harness) {
 		{"DeadLetterAndRedrive", testDeadLetter},
 		{"CleanupKeepsHorizon", testCleanup},
 		{"BadInput", testBadInput},
+		{"SwallowedStatementErrorNotAcked", testSwallowedStatementError},
+		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
+		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
+		{"HandlerCannotEndTransaction", testHandlerCannotEndTransaction},
+		{"BuryOncePerMessage", testBuryOnce},
+		{"BuryHostileMessage", testBuryHostile},
 	}
+	tests = append(tests, leaseCases...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := h.New(t)
 			if s.Store == nil {
 				t.Fatal("harness returned a subject without a store")
 			}
+			s.caseName = tc.name
 			tc.fn(t, s)
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/idemq/idemq/dedup"
 )
 
@@ -48,6 +50,11 @@ func (e *effects) write(ctx context.Context, key string) error {
 	e.n[key]++
 	e.mu.Unlock()
 	return nil
+}
+
+// writeTx performs one effect for key through tx (transactional mode).
+func (e *effects) writeTx(tx *gorm.DB, key string) error {
+	return tx.Exec("INSERT INTO "+e.table+" (k, v) VALUES (?, 1)", key).Error
 }
 
 // fn returns a handler that performs one effect for key.

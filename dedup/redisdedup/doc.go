@@ -12,10 +12,10 @@
 //     when the marker's fingerprint and the request's are both set and
 //     differ.
 //   - marker absent: the inner store decides, exactly as without the fast
-//     path. When it reports the key done (Processed, or a Duplicate that is
-//     neither dead nor a payload mismatch) the marker is written with the
+//     path. When it reports Processed, the marker is written with the
 //     request's fingerprint and a TTL, best effort: a failed write is
-//     counted and logged, never returned.
+//     counted and logged, never returned. A Duplicate answer writes no
+//     marker (see below).
 //   - Redis unreachable or slower than the call timeout: the delivery goes
 //     to the inner store, which still deduplicates it; the fallback is
 //     counted, logged (rate-limited) and reported to a hook. The fast path
@@ -28,7 +28,22 @@
 // What the fast path guarantees is what the inner store guarantees: the
 // inner store stays the authority, and the only thing Redis can say is "this
 // key is done", which it learns from the inner store after the fact. Busy
-// and dead keys are never cached. A marker can be stale in two ways, both
+// and dead keys are never cached.
+//
+// A marker is written only by the delivery whose own commit returned
+// success, never from a Duplicate answer. A commit that returned success
+// is durable (with the database's durable settings: InnoDB's
+// innodb_flush_log_at_trx_commit=1, PostgreSQL's fsync and
+// synchronous_commit on); a row another session merely sees is not. InnoDB
+// makes a committed row visible to other sessions before its redo log is
+// on disk, so a duplicate delivery can be told "done" by a row that a crash
+// of the database then takes away. A marker written from that answer would
+// survive the crash in Redis and swallow the redelivery of the very message
+// the crash undid: a lost message. Without that marker the redelivery goes
+// to the database, finds no row, and is processed. The price is small: a
+// key whose marker was lost (a Redis restart, a failed marker write) is
+// answered by the database for the rest of its life, not re-cached by its
+// duplicates. A marker can be stale in two ways, both
 // handled by the callers that cause them: after a redrive (call
 // [FastPath.ClearDead] or [FastPath.Forget], so that the redriven message
 // is not swallowed) and after the inner store's retention deleted the row
@@ -38,15 +53,24 @@
 // # Redis-only lease store
 //
 // [LeaseStore] keeps lease mode entirely in Redis, for effects outside any
-// database. Process claims the key with SET NX PX and a random 128-bit
-// owner token, runs the handler while renewing the lease every Lease/3 with
-// an owner-checked script, and on success turns the claim into a done mark
+// database. Process claims the key with a script (SET PX if the key is
+// free) whose value carries a fencing token (the Redis clock in
+// microseconds) and a random 128-bit owner token, runs the handler under a
+// dedup.LeaseKeeper (the one the SQL store uses in lease mode, so both
+// behave the same) that renews the lease every Lease/3 with an
+// owner-checked script, and on success turns the claim into a done mark
 // (TTL = retention) with another owner-checked script. A handler error or
 // panic releases the claim (owner-checked); an expired lease is taken over
 // by the next delivery; a zombie whose lease was taken over cannot mark
 // the key done (its Process fails with dedup.ErrLeaseLost) nor release its
-// successor's claim. The handler's context is cancelled, with a cause
-// wrapping dedup.ErrLeaseLost, when the lease cannot be renewed.
+// successor's claim. The handler's context ends Lease/5 before the lease
+// could expire, counted from when the claim or the last confirmed renewal
+// was sent, by the clock itself (a process resumed after a pause sees
+// ctx.Err() != nil at once); a renewal that fails or is not confirmed in
+// time ends it at once, with a cause wrapping dedup.ErrLeaseLost; renewals
+// do not stop when the delivery is cancelled, only when the handler
+// returns. dedup.Fence(ctx) gives the handler the fencing token to pass to
+// an external API that refuses lower ones.
 //
 // This mode is weaker than the SQL stores, and says so:
 //

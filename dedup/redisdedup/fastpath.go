@@ -55,7 +55,8 @@ type FastPathStats struct {
 	// Fallbacks are deliveries that went to the inner store because Redis
 	// failed, timed out, or was being left alone after a failure.
 	Fallbacks uint64
-	// MarkerWrites are done markers written after the inner store decided.
+	// MarkerWrites are done markers written after the inner store
+	// reported Processed.
 	MarkerWrites uint64
 	// MarkerWriteErrors are done markers that could not be written. They
 	// never fail a delivery: the inner store stays the authority.
@@ -141,10 +142,11 @@ var errLeftAlone = errors.New("redisdedup: redis skipped after a recent failure"
 
 // Process answers Duplicate (with FastPath set) if Redis holds a done
 // marker for the key, without calling the inner store or fn. Otherwise it
-// calls the inner store and, when that reports the key done (Processed, or
-// a Duplicate that is neither dead nor a payload mismatch), writes the
-// marker, best effort. If Redis cannot be asked, Process falls back to the
-// inner store: it never runs fn without the inner store's dedup.
+// calls the inner store and, when that reports Processed (this delivery's
+// own commit returned success), writes the marker, best effort. A Duplicate
+// answer never writes a marker: see the package documentation for why. If
+// Redis cannot be asked, Process falls back to the inner store: it never
+// runs fn without the inner store's dedup.
 func (f *FastPath) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (dedup.Result, error) {
 	if err := req.Validate(); err != nil {
 		return dedup.Result{}, err
@@ -196,7 +198,13 @@ func (f *FastPath) Process(ctx context.Context, req dedup.Request, fn dedup.Func
 	if err != nil {
 		return res, err
 	}
-	if res.Outcome == dedup.Processed || (res.Outcome == dedup.Duplicate && !res.Dead && !res.Mismatch) {
+	// Only a delivery whose own commit returned success may vouch for
+	// the key. A Duplicate answer may rest on a row another session
+	// committed but the database has not made durable yet (InnoDB shows a
+	// commit to other sessions before its redo log is flushed); a marker
+	// written from it would outlive that row if the database crashed, and
+	// swallow the redelivery of the message the crash undid.
+	if res.Outcome == dedup.Processed {
 		f.writeMarker(ctx, key, req)
 	}
 	return res, nil

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,15 +59,19 @@ const (
 	valueDead  = "x:"
 )
 
-// claimScript claims KEYS[1] for the claim value ARGV[1] with a lease of
-// ARGV[2] milliseconds if the key is free. It returns {1} when claimed and
-// {0, value, pttl} otherwise, read atomically.
+// claimScript claims KEYS[1] for owner ARGV[1] with a lease of ARGV[2]
+// milliseconds if the key is free. The claim's value is
+// "p:<fencing token>:<owner>", the token being the Redis clock in
+// microseconds. It returns {1, value} when claimed and {0, value, pttl}
+// otherwise, read atomically.
 var claimScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1}
-end
 local v = redis.call('GET', KEYS[1])
-if not v then v = '' end
+if not v then
+  local t = redis.call('TIME')
+  local claim = 'p:' .. t[1] .. string.format('%06d', tonumber(t[2])) .. ':' .. ARGV[1]
+  redis.call('SET', KEYS[1], claim, 'PX', ARGV[2])
+  return {1, claim}
+end
 return {0, v, redis.call('PTTL', KEYS[1])}
 `)
 
@@ -173,9 +177,11 @@ func NewLeaseStore(client redis.UniversalClient, cfg LeaseConfig) (*LeaseStore, 
 //   - key dead: Duplicate with Dead set;
 //   - key claimed by another owner with a live lease: Busy, RetryAfter set
 //     to the time the lease has left;
-//   - otherwise the key is claimed with a fresh owner token and fn runs
-//     with a context that is cancelled (cause wrapping dedup.ErrLeaseLost)
-//     if the lease cannot be renewed. When fn succeeds the claim becomes a
+//   - otherwise the key is claimed with a fresh owner token and fencing
+//     token, and fn runs under a dedup.LeaseKeeper: its context carries
+//     the fencing token (dedup.Fence) and ends, with a cause wrapping
+//     dedup.ErrLeaseLost, Lease/5 before the lease could expire unless a
+//     renewal was confirmed, or at once if a renewal fails. When fn succeeds the claim becomes a
 //     done mark and the result is Processed; if the claim was taken over
 //     meanwhile nothing is marked and the error wraps dedup.ErrLeaseLost.
 //     When fn fails, the claim is released and fn's error is returned
@@ -195,12 +201,11 @@ func (s *LeaseStore) Process(ctx context.Context, req dedup.Request, fn dedup.Fu
 		return dedup.Result{}, err
 	}
 	key := s.key(req.Group, req.Key)
-	claim := valueClaim + owner
 
 	claimedAt := time.Now()
 	var reply []any
 	err = s.call.do(ctx, func(ctx context.Context) error {
-		r, err := claimScript.Run(ctx, s.client, []string{key}, claim, s.lease.Milliseconds()).Slice()
+		r, err := claimScript.Run(ctx, s.client, []string{key}, owner, s.lease.Milliseconds()).Slice()
 		reply = r
 		return err
 	})
@@ -214,24 +219,11 @@ func (s *LeaseStore) Process(ctx context.Context, req dedup.Request, fn dedup.Fu
 	if !claimed {
 		return s.decided(req, key, value, pttl)
 	}
-
-	fnCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	if !s.noRenew {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.renew(fnCtx, req, key, claim, claimedAt, cancel, stop)
-		}()
-	}
-	var stopOnce sync.Once
-	stopRenewal := func() {
-		stopOnce.Do(func() {
-			close(stop)
-			wg.Wait()
-		})
+	claim := value
+	fence, err := claimFence(claim, owner)
+	if err != nil {
+		s.release(ctx, req, key, claim)
+		return dedup.Result{}, fmt.Errorf("redisdedup: claim %q in group %q: %w", req.Key, req.Group, err)
 	}
 
 	finished := false
@@ -240,19 +232,19 @@ func (s *LeaseStore) Process(ctx context.Context, req dedup.Request, fn dedup.Fu
 			// fn panicked or called runtime.Goexit: give the key back so
 			// that a redelivery need not wait for the lease to expire, and
 			// let the panic go on.
-			stopRenewal()
-			cancel(nil)
 			s.release(ctx, req, key, claim)
 		}
 	}()
-	fnErr := fn(fnCtx)
+	fnErr, lost := s.keeper(req, key, claim).Run(ctx, claimedAt, fence, fn)
 	finished = true
-	stopRenewal()
-	cancel(nil)
 
 	if fnErr != nil {
 		s.release(ctx, req, key, claim)
 		return dedup.Result{}, fnErr
+	}
+	if lost != nil {
+		s.logger.Warn("redisdedup: the handler outlived its lease",
+			slog.String("group", req.Group), slog.String("key", req.Key), slog.Any("error", lost))
 	}
 
 	// fn succeeded: record it even if the caller is cancelling now.
@@ -271,6 +263,24 @@ func (s *LeaseStore) Process(ctx context.Context, req dedup.Request, fn dedup.Fu
 	return dedup.Result{Outcome: dedup.Processed}, nil
 }
 
+// claimFence reads the fencing token from a claim value
+// "p:<token>:<owner>".
+func claimFence(claim, owner string) (uint64, error) {
+	rest, ok := strings.CutPrefix(claim, valueClaim)
+	if !ok {
+		return 0, fmt.Errorf("unexpected claim value %q", claim)
+	}
+	tok, own, ok := strings.Cut(rest, ":")
+	if !ok || own != owner {
+		return 0, fmt.Errorf("unexpected claim value %q", claim)
+	}
+	fence, err := strconv.ParseUint(tok, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("unexpected claim value %q: %w", claim, err)
+	}
+	return fence, nil
+}
+
 // parseClaimReply reads claimScript's answer.
 func parseClaimReply(reply []any) (claimed bool, value string, pttl time.Duration, err error) {
 	if len(reply) == 0 {
@@ -281,7 +291,14 @@ func parseClaimReply(reply []any) (claimed bool, value string, pttl time.Duratio
 		return false, "", 0, fmt.Errorf("unexpected claim reply %v", reply)
 	}
 	if flag == 1 {
-		return true, "", 0, nil
+		if len(reply) != 2 {
+			return false, "", 0, fmt.Errorf("unexpected claim reply %v", reply)
+		}
+		value, ok := reply[1].(string)
+		if !ok {
+			return false, "", 0, fmt.Errorf("unexpected claim reply %v", reply)
+		}
+		return true, value, 0, nil
 	}
 	if len(reply) != 3 {
 		return false, "", 0, fmt.Errorf("unexpected claim reply %v", reply)
@@ -317,50 +334,36 @@ func (s *LeaseStore) decided(req dedup.Request, key, value string, pttl time.Dur
 	return dedup.Result{}, fmt.Errorf("redisdedup: key %q holds a value this store did not write", key)
 }
 
-// renew extends the claim every lease/3 until stop is closed. If the claim
-// is gone or taken over, or no renewal succeeded in time to keep the lease
-// alive, it cancels fn's context with a cause wrapping dedup.ErrLeaseLost.
-func (s *LeaseStore) renew(fnCtx context.Context, req dedup.Request, key, claim string, lastOK time.Time, cancel context.CancelCauseFunc, stop <-chan struct{}) {
-	interval := s.lease / 3
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	// Renewals must not stop because the caller cancelled: fn may still
-	// finish and mark the key done.
-	ctx := context.WithoutCancel(fnCtx)
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		start := time.Now()
-		var renewed int64
-		err := s.call.do(ctx, func(ctx context.Context) error {
-			n, err := renewScript.Run(ctx, s.client, []string{key}, claim, s.lease.Milliseconds()).Int64()
-			renewed = n
-			return err
-		})
-		if err == nil && renewed == 1 {
-			lastOK = start
-			continue
-		}
-		if err == nil {
-			cause := fmt.Errorf("redisdedup: claim on %q in group %q expired or was taken over: %w", req.Key, req.Group, dedup.ErrLeaseLost)
-			s.logger.Warn("redisdedup: lease lost", slog.String("group", req.Group), slog.String("key", req.Key))
-			cancel(cause)
-			return
-		}
-		if time.Since(lastOK)+interval >= s.lease {
-			// The next renewal would come too late to keep the lease.
-			cause := fmt.Errorf("redisdedup: could not renew the claim on %q in group %q: %w: %w", req.Key, req.Group, dedup.ErrLeaseLost, err)
-			s.logger.Warn("redisdedup: lease renewal failed, cancelling the handler",
-				slog.String("group", req.Group), slog.String("key", req.Key), slog.Any("error", err))
-			cancel(cause)
-			return
-		}
-		s.logger.Warn("redisdedup: lease renewal failed, will retry",
-			slog.String("group", req.Group), slog.String("key", req.Key), slog.Any("error", err))
+// keeper returns the LeaseKeeper of the claim on key: renewed every
+// lease/3 with an owner-checked script, unless the test hook noRenew is
+// set.
+func (s *LeaseStore) keeper(req dedup.Request, key, claim string) dedup.LeaseKeeper {
+	k := dedup.LeaseKeeper{
+		Lease: s.lease,
+		Renew: func(ctx context.Context) error {
+			var renewed int64
+			err := s.call.do(ctx, func(ctx context.Context) error {
+				n, err := renewScript.Run(ctx, s.client, []string{key}, claim, s.lease.Milliseconds()).Int64()
+				renewed = n
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("redisdedup: could not renew the claim on %q in group %q: %w", req.Key, req.Group, err)
+			}
+			if renewed != 1 {
+				return fmt.Errorf("redisdedup: claim on %q in group %q expired or was taken over: %w", req.Key, req.Group, dedup.ErrLeaseLost)
+			}
+			return nil
+		},
+		OnLost: func(cause error) {
+			s.logger.Warn("redisdedup: lease lost; the handler's context ends",
+				slog.String("group", req.Group), slog.String("key", req.Key), slog.Any("error", cause))
+		},
 	}
+	if s.noRenew {
+		k.RenewEvery = -1
+	}
+	return k
 }
 
 // release deletes the claim if it is still this owner's. A failed release

@@ -3,6 +3,7 @@ package redisdedup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,8 +105,11 @@ func TestLeaseProcessesOnceThenDuplicate(t *testing.T) {
 	res, err := b.store.Process(context.Background(), req, func(ctx context.Context) error {
 		runs.Add(1)
 		fnCtx = ctx
-		if v := b.value(t, "g", "k"); !strings.HasPrefix(v, valueClaim) || len(v) != len(valueClaim)+32 {
-			t.Errorf("while fn runs the key holds %q, want a claim with a 128-bit owner token", v)
+		fence, ok := dedup.Fence(ctx)
+		v := b.value(t, "g", "k")
+		owner := v[strings.LastIndex(v, ":")+1:]
+		if want := fmt.Sprintf("%s%d:%s", valueClaim, fence, owner); !ok || v != want || len(owner) != 32 {
+			t.Errorf("while fn runs the key holds %q, want a claim with the fencing token %d and a 128-bit owner token", v, fence)
 		}
 		return nil
 	})

@@ -23,8 +23,10 @@ type BatchFunc func(ctx context.Context, fresh []int) error
 // consumer group: one transaction inserts every key with a single
 // multi-row statement, fn runs with the indexes of the keys that were new,
 // and one commit makes the rows and fn's effects durable together. If fn
-// fails, nothing of the batch is recorded. A key that appears twice in the
-// batch is a duplicate the second time.
+// fails, or a statement in its transaction fails and fn does not roll back
+// to a savepoint set before it (see Process), nothing of the batch is
+// recorded and an error is returned. A key that appears twice in the batch
+// is a duplicate the second time.
 //
 // The returned outcomes are, per request, Processed or Duplicate (Dead and
 // mismatch are not reported in batch mode; use Process for them).
@@ -62,7 +64,7 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 
 	tx := s.db.WithContext(ctx).Begin(s.cfg.TxOptions)
 	if tx.Error != nil {
-		return nil, fmt.Errorf("sqldedup: begin: %w", tx.Error)
+		return nil, storeError(ctx, fmt.Errorf("sqldedup: begin: %w", tx.Error))
 	}
 	finished := false
 	defer func() {
@@ -74,7 +76,7 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 	if err != nil {
 		finished = true
 		tx.Rollback()
-		return nil, fmt.Errorf("sqldedup: batch insert: %w", err)
+		return nil, storeError(ctx, fmt.Errorf("sqldedup: batch insert: %w", err))
 	}
 	fresh := make([]int, 0, len(inserted))
 	for _, i := range uniq {
@@ -90,14 +92,23 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 		tx.Rollback()
 		return outcomes, nil
 	}
-	ferr := fn(dedup.WithTx(ctx, tx), fresh)
+	g := newTxGuard(tx.Statement.ConnPool)
+	ferr := fn(dedup.WithTx(ctx, s.session(ctx, g)), fresh)
 	finished = true
-	if ferr != nil {
+	failed := g.failure()
+	if ferr != nil || failed != nil {
 		tx.Rollback()
+		if ferr == nil {
+			// As in Process: a swallowed statement failure is never committed.
+			return nil, fmt.Errorf("%w (the handler returned nil; rolled back): %w", ErrStatementFailed, failed)
+		}
 		return nil, ferr
 	}
-	if err := tx.Commit().Error; err != nil {
-		return nil, fmt.Errorf("sqldedup: commit: %w", err)
+	if err := (&plainTx{tx: tx}).commit(); err != nil {
+		if errors.Is(err, ErrNotCommitted) {
+			return nil, err
+		}
+		return nil, storeError(ctx, fmt.Errorf("sqldedup: commit: %w", err))
 	}
 	return outcomes, nil
 }

@@ -3,7 +3,16 @@ package sqldedup
 import (
 	"context"
 	"fmt"
+
+	"github.com/idemq/idemq/dedup"
 )
+
+// Retention returns the store's retention, defaults applied. It implements
+// dedup.RetentionReporter, so that middleware.Standard can check it against
+// the retry policy in use.
+func (s *Store) Retention() dedup.Retention { return s.cfg.Retention }
+
+var _ dedup.RetentionReporter = (*Store)(nil)
 
 type keyRow struct {
 	ConsumerGroup string

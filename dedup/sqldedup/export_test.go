@@ -9,3 +9,7 @@ func WithoutFastBegin(cfg Config) Config {
 
 // FastBegin reports which fast begin the store uses ("" for none).
 func (s *Store) FastBegin() string { return s.fastBegin }
+
+// ConflictRetries returns how many transactional runs the store retried in
+// place after a conflict.
+func (s *Store) ConflictRetries() int64 { return s.conflictRetries.Load() }

@@ -9,6 +9,7 @@ import (
 
 	mysqldriver "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	gormmysql "gorm.io/driver/mysql"
 	"gorm.io/gorm"
@@ -26,28 +27,51 @@ import (
 // IMMEDIATE and the insert in one driver call).
 
 // pinnedTx is a transaction that database/sql does not know about: BEGIN
-// was sent by hand on a pinned connection. It satisfies gorm.ConnPool and
-// gorm.TxCommitter, so that gorm runs the handler's statements on it and
-// nests the handler's own Transaction calls as savepoints.
+// was sent by hand on a pinned connection. It is the storeTx of the fast
+// begin; the handler reaches it through a txGuard.
 type pinnedTx struct {
 	*sql.Conn
 	ctx  context.Context
+	pg   bool // PostgreSQL: COMMIT's command tag is checked
 	done bool
 	bad  bool
 }
 
-var _ gorm.TxCommitter = (*pinnedTx)(nil)
+var _ storeTx = (*pinnedTx)(nil)
 
-// Commit commits the transaction.
-func (p *pinnedTx) Commit() error {
+// commit commits the transaction. On PostgreSQL it reads the command tag
+// of the answer: a transaction that a failed statement aborted answers
+// COMMIT with ROLLBACK and no error, which commit returns as
+// ErrNotCommitted.
+func (p *pinnedTx) commit() error {
 	if p.done {
 		return sql.ErrTxDone
 	}
 	p.done = true
 	if err := p.ctx.Err(); err != nil {
 		// Like database/sql: a transaction whose context ended rolls back.
-		p.rollback()
+		p.sendRollback()
 		return err
+	}
+	if p.pg {
+		var tag pgconn.CommandTag
+		err := p.Conn.Raw(func(dc any) error {
+			c, ok := dc.(*stdlib.Conn)
+			if !ok {
+				return fmt.Errorf("sqldedup: unexpected PostgreSQL driver connection %T", dc)
+			}
+			var err error
+			tag, err = c.Conn().Exec(p.ctx, "COMMIT")
+			return err
+		})
+		if err != nil {
+			p.bad = true
+			return err
+		}
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("%w: COMMIT answered %q", ErrNotCommitted, tag.String())
+		}
+		return nil
 	}
 	if _, err := p.Conn.ExecContext(p.ctx, "COMMIT"); err != nil {
 		p.bad = true
@@ -56,16 +80,14 @@ func (p *pinnedTx) Commit() error {
 	return nil
 }
 
-// Rollback rolls the transaction back.
-func (p *pinnedTx) Rollback() error {
-	if p.done {
-		return sql.ErrTxDone
+func (p *pinnedTx) rollback() {
+	if !p.done {
+		p.done = true
+		p.sendRollback()
 	}
-	p.done = true
-	return p.rollback()
 }
 
-func (p *pinnedTx) rollback() error {
+func (p *pinnedTx) sendRollback() error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), 5*time.Second)
 	defer cancel()
 	if _, err := p.Conn.ExecContext(ctx, "ROLLBACK"); err != nil {
@@ -79,10 +101,7 @@ func (p *pinnedTx) rollback() error {
 // unknown (a failed COMMIT or ROLLBACK, or a transaction left open), so that
 // no later user of the pool inherits an open transaction.
 func (p *pinnedTx) close() {
-	if !p.done {
-		p.done = true
-		p.rollback()
-	}
+	p.rollback()
 	if p.bad {
 		_ = p.Conn.Raw(func(any) error { return driver.ErrBadConn })
 	}
@@ -105,81 +124,68 @@ func fastBeginKind(db *gorm.DB, dialect string) string {
 	case "sqlite":
 		return "sqlite"
 	case "mysql":
-		d, ok := db.Dialector.(*gormmysql.Dialector)
-		if !ok || d.Config == nil {
-			return ""
-		}
-		cfg := d.Config.DSNConfig
-		if cfg == nil && d.Config.DSN != "" {
-			var err error
-			if cfg, err = mysqldriver.ParseDSN(d.Config.DSN); err != nil {
-				return ""
-			}
-		}
-		if cfg != nil && cfg.MultiStatements && cfg.InterpolateParams {
+		if cfg := mysqlConfig(db); cfg != nil && cfg.MultiStatements && cfg.InterpolateParams {
 			return "mysql"
 		}
 	}
 	return ""
 }
 
+// mysqlConfig returns the driver settings of a MySQL database opened with
+// gorm.io/driver/mysql from a DSN or a parsed config, or nil when they are
+// not known (a database opened from an existing *sql.DB).
+func mysqlConfig(db *gorm.DB) *mysqldriver.Config {
+	d, ok := db.Dialector.(*gormmysql.Dialector)
+	if !ok || d.Config == nil {
+		return nil
+	}
+	if d.Config.DSNConfig != nil {
+		return d.Config.DSNConfig
+	}
+	if d.Config.DSN == "" {
+		return nil
+	}
+	cfg, err := mysqldriver.ParseDSN(d.Config.DSN)
+	if err != nil {
+		return nil
+	}
+	return cfg
+}
+
 // beginInsert pins a connection and sends BEGIN together with the dedup
-// insert. It returns the pinned transaction and the insert's rows affected.
-func (s *Store) beginInsert(ctx context.Context, req dedup.Request) (*pinnedTx, int64, error) {
+// insert. It returns the pinned transaction and whether the row is new.
+func (s *Store) beginInsert(ctx context.Context, req dedup.Request) (*pinnedTx, bool, error) {
 	sqlDB, err := s.db.DB()
 	if err != nil {
-		return nil, 0, err
+		return nil, false, err
 	}
 	conn, err := sqlDB.Conn(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, false, fmt.Errorf("begin: %w", err)
 	}
-	p := &pinnedTx{Conn: conn, ctx: ctx}
-	var n int64
+	p := &pinnedTx{Conn: conn, ctx: ctx, pg: s.fastBegin == "postgres"}
+	var first bool
 	if s.fastBegin == "postgres" {
+		var n int64
 		n, err = pipelineBeginInsert(ctx, conn, s.sql.insertDonePG, req)
-	} else if s.fastBegin == "sqlite" {
-		var res sql.Result
-		if res, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE; "+s.sql.insertDone, s.insertDoneArgs(req)...); err == nil {
-			n, err = res.RowsAffected()
-		}
+		first = n == 1
 	} else {
+		q, args := s.sql.beginInsertMySQL, []any{req.Group, req.Key, req.MessageID, req.Fingerprint}
+		if s.fastBegin == "sqlite" {
+			q, args = "BEGIN IMMEDIATE; "+s.sql.insertDone, s.insertDoneArgs(req)
+		}
 		var res sql.Result
-		if res, err = conn.ExecContext(ctx, s.sql.beginInsertMySQL, req.Group, req.Key, req.MessageID, req.Fingerprint); err == nil {
-			n, err = res.RowsAffected()
+		if res, err = conn.ExecContext(ctx, q, args...); err == nil {
+			first, err = s.inserted(res)
 		}
 	}
 	if err != nil {
 		p.bad = true
 		p.done = true
 		p.close()
-		return nil, 0, err
+		return nil, false, fmt.Errorf("begin and insert dedup row: %w", err)
 	}
-	return p, n, nil
-}
-
-// processTxFast is processTx with the fast begin.
-func (s *Store) processTxFast(ctx context.Context, req dedup.Request, fn dedup.Func) (dedup.Result, error) {
-	p, n, err := s.beginInsert(ctx, req)
-	if err != nil {
-		return dedup.Result{}, fmt.Errorf("sqldedup: begin and insert dedup row: %w", err)
-	}
-	defer p.close()
-	tx := s.db.Session(&gorm.Session{NewDB: true, Context: ctx})
-	tx.Statement.ConnPool = p
-	if n == 0 {
-		res, err := s.duplicate(ctx, tx, req)
-		p.Rollback()
-		return res, err
-	}
-	if ferr := fn(dedup.WithTx(ctx, tx)); ferr != nil {
-		p.Rollback()
-		return dedup.Result{}, ferr
-	}
-	if err := p.Commit(); err != nil {
-		return dedup.Result{}, fmt.Errorf("sqldedup: commit: %w", err)
-	}
-	return dedup.Result{Outcome: dedup.Processed}, nil
+	return p, first, nil
 }
 
 // pipelineBeginInsert sends BEGIN and the dedup insert to PostgreSQL as one

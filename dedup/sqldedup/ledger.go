@@ -2,9 +2,15 @@ package sqldedup
 
 import (
 	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -16,19 +22,36 @@ import (
 // maxErrorLen bounds a stored error message, in bytes.
 const maxErrorLen = 2048
 
+// errText is the storable text of err: at most maxErrorLen bytes of valid
+// UTF-8 without NUL (see cleanText).
 func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	s := err.Error()
-	if len(s) <= maxErrorLen {
-		return s
+	s, _ := cleanText(err.Error(), maxErrorLen)
+	return s
+}
+
+// cleanText returns s as every database can store it in a text column of
+// maxBytes bytes: invalid UTF-8 and NUL bytes (which PostgreSQL refuses in
+// text) become U+FFFD, and a longer string is cut at a rune boundary and
+// ends in "…". changed reports whether s was altered.
+func cleanText(s string, maxBytes int) (out string, changed bool) {
+	out = s
+	if !utf8.ValidString(out) {
+		out = strings.ToValidUTF8(out, "\uFFFD")
 	}
-	s = s[:maxErrorLen]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
+	if strings.IndexByte(out, 0) >= 0 {
+		out = strings.ReplaceAll(out, "\x00", "\uFFFD")
 	}
-	return s + "…"
+	if len(out) > maxBytes {
+		cut := maxBytes - len("…")
+		for cut > 0 && !utf8.RuneStart(out[cut]) {
+			cut--
+		}
+		out = out[:cut] + "…"
+	}
+	return out, out != s
 }
 
 func (s *Store) onConflict(cols, update string) string {
@@ -64,7 +87,7 @@ func (s *Store) RecordFailure(ctx context.Context, group, key string, attempt in
 	}
 	t := s.prefix + "attempts"
 	out := dedup.Attempts{Group: group, Key: key}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.ledgerTx(ctx, func(tx *gorm.DB) error {
 		now, err := s.now(ctx, tx)
 		if err != nil {
 			return err
@@ -124,7 +147,7 @@ func (s *Store) Attempts(ctx context.Context, group, key string) (dedup.Attempts
 	var row attemptsRow
 	r := s.db.WithContext(ctx).Raw("SELECT attempts, last_error, history, first_at, last_at FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", group, key).Scan(&row)
 	if r.Error != nil {
-		return dedup.Attempts{}, fmt.Errorf("sqldedup: read attempts: %w", r.Error)
+		return dedup.Attempts{}, fmt.Errorf("sqldedup: read attempts: %w", storeError(ctx, r.Error))
 	}
 	out := dedup.Attempts{Group: group, Key: key}
 	if r.RowsAffected == 0 {
@@ -144,7 +167,7 @@ func (s *Store) ClearAttempts(ctx context.Context, group, key string) error {
 		return err
 	}
 	if err := s.db.WithContext(ctx).Exec("DELETE FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", group, key).Error; err != nil {
-		return fmt.Errorf("sqldedup: clear attempts: %w", err)
+		return fmt.Errorf("sqldedup: clear attempts: %w", storeError(ctx, err))
 	}
 	return nil
 }
@@ -183,6 +206,9 @@ type deadLetterRow struct {
 	Tags          string
 	MsgKeys       string
 	Body          []byte
+	BodySize      int64
+	BodySha256    string `gorm:"column:body_sha256"`
+	Truncated     int
 	Properties    string
 	Attempts      int
 	Reason        string
@@ -201,6 +227,9 @@ func (r *deadLetterRow) toDeadLetter() dedup.DeadLetter {
 		Topic:         r.Topic,
 		Tags:          r.Tags,
 		Body:          r.Body,
+		BodySize:      r.BodySize,
+		BodySHA256:    r.BodySha256,
+		Truncated:     r.Truncated != 0,
 		Attempts:      r.Attempts,
 		Reason:        r.Reason,
 		FirstFailedAt: fromMillis(r.FirstFailedAt),
@@ -216,8 +245,145 @@ func (r *deadLetterRow) toDeadLetter() dedup.DeadLetter {
 	return dl
 }
 
+// Sizes of the dead letter's text columns, in bytes. VARCHAR(n) counts
+// characters, which are never more than bytes; TEXT is MySQL's 64 KiB.
+const (
+	maxMessageIDLen = 191
+	maxTopicLen     = 255
+	maxTagsLen      = 255
+	maxReasonLen    = 16 << 10
+	maxKeysJSON     = 32 << 10
+	maxPropsJSON    = 1 << 20
+	maxHistoryError = maxErrorLen
+)
+
+// deadLetterRowFor builds the row that stores dl, altering what the
+// database could not store as it is (see dedup.DeadLetter.Truncated); the
+// reason says what was altered.
+func deadLetterRowFor(dl *dedup.DeadLetter) deadLetterRow {
+	var altered []string
+	text := func(name, v string, n int) string {
+		out, changed := cleanText(v, n)
+		if changed {
+			altered = append(altered, name)
+		}
+		return out
+	}
+	row := deadLetterRow{
+		ConsumerGroup: dl.Group,
+		DedupKey:      dl.Key,
+		MessageID:     text("message ID", dl.MessageID, maxMessageIDLen),
+		Topic:         text("topic", dl.Topic, maxTopicLen),
+		Tags:          text("tags", dl.Tags, maxTagsLen),
+		Attempts:      dl.Attempts,
+		BodySize:      dl.BodySize,
+		BodySha256:    dl.BodySHA256,
+	}
+	if row.BodySize == 0 && row.BodySha256 == "" {
+		sum := sha256.Sum256(dl.Body)
+		row.BodySize = int64(len(dl.Body))
+		row.BodySha256 = hex.EncodeToString(sum[:])
+	}
+	row.Body = dl.Body
+	var notes []string
+	if len(row.Body) > dedup.MaxDeadLetterBody {
+		row.Body = row.Body[:dedup.MaxDeadLetterBody]
+		notes = append(notes, fmt.Sprintf("body cut to its first %d of %d bytes (sha256 %s)",
+			dedup.MaxDeadLetterBody, row.BodySize, row.BodySha256))
+	}
+
+	keys := nonNilStrings(dl.Keys)
+	if !storableStrings(keys...) {
+		altered = append(altered, "keys")
+	}
+	kb, _ := json.Marshal(keys)
+	for len(kb) > maxKeysJSON && len(keys) > 0 {
+		keys = keys[:len(keys)/2]
+		kb, _ = json.Marshal(keys)
+		if !slices.Contains(altered, "keys") {
+			altered = append(altered, "keys")
+		}
+	}
+	row.MsgKeys = string(kb)
+
+	props := nonNilMap(dl.Properties)
+	for k, v := range props {
+		if !storableStrings(k, v) {
+			altered = append(altered, "properties")
+			break
+		}
+	}
+	pb, _ := json.Marshal(props)
+	if len(pb) > maxPropsJSON {
+		// Keep whole entries, in key order, while they fit.
+		names := slices.Sorted(maps.Keys(props))
+		kept := map[string]string{}
+		size := 2
+		for _, k := range names {
+			e, _ := json.Marshal(map[string]string{k: props[k]})
+			if size+len(e) > maxPropsJSON {
+				break
+			}
+			kept[k] = props[k]
+			size += len(e)
+		}
+		pb, _ = json.Marshal(kept)
+		if !slices.Contains(altered, "properties") {
+			altered = append(altered, "properties")
+		}
+	}
+	row.Properties = string(pb)
+
+	hist := make([]dedup.AttemptError, len(dl.History))
+	for i, h := range dl.History {
+		h.Error, _ = cleanText(h.Error, maxHistoryError)
+		hist[i] = h
+	}
+	hb, _ := json.Marshal(hist)
+	row.History = string(hb)
+
+	if len(altered) > 0 {
+		notes = append(notes, strings.Join(altered, ", ")+" altered to be stored (NUL bytes and invalid UTF-8 replaced by U+FFFD, or cut to the column's size)")
+	}
+	reason := dl.Reason
+	if len(notes) > 0 {
+		row.Truncated = 1
+		reason += " [dead letter incomplete, cannot be redriven: " + strings.Join(notes, "; ") + "]"
+	}
+	row.Reason, _ = cleanText(reason, maxReasonLen)
+	return row
+}
+
+// storableStrings reports whether every s survives JSON encoding unchanged
+// (valid UTF-8; a NUL is escaped and comes back).
+func storableStrings(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
+}
+
 // Bury implements dedup.Ledger: it stores the dead letter, marks the key
-// dead and forgets its attempts, in one transaction.
+// dead and forgets its attempts, in one transaction, unless the key already
+// has a dead letter that was not redriven, whose ID it then returns.
+//
+// Bury is idempotent per (group, key) under concurrency on every database,
+// without relying on rows-affected: it first claims the key's row in the
+// dedup table (inserting the dead mark, or keeping a done or processing
+// row) and locks it, so Burys of one key run one after the other; only then
+// does it look for a live dead letter. On MySQL the transaction is READ
+// COMMITTED, so that look sees what the previous holder of the lock
+// committed (a REPEATABLE READ snapshot could predate it) and no gap locks
+// are taken; a MySQL server that writes a binary log must then use
+// binlog_format ROW or MIXED (the defaults), not STATEMENT.
+//
+// Fields the database cannot store as they are (see
+// dedup.DeadLetter.Truncated) are stored in part: the body is cut to
+// dedup.MaxDeadLetterBody bytes with its full size and SHA-256, text
+// columns are cleaned of NUL and invalid UTF-8 and cut to their size, and
+// the reason says so. The group and key must be valid (dedup.Request).
 func (s *Store) Bury(ctx context.Context, dl *dedup.DeadLetter) (int64, error) {
 	if dl == nil {
 		return 0, errors.New("sqldedup: nil dead letter")
@@ -225,47 +391,100 @@ func (s *Store) Bury(ctx context.Context, dl *dedup.DeadLetter) (int64, error) {
 	if err := validGroupKey(dl.Group, dl.Key); err != nil {
 		return 0, err
 	}
-	keys, _ := json.Marshal(nonNilStrings(dl.Keys))
-	props, _ := json.Marshal(nonNilMap(dl.Properties))
-	hist, _ := json.Marshal(nonNilHistory(dl.History))
-	row := deadLetterRow{
-		ConsumerGroup: dl.Group,
-		DedupKey:      dl.Key,
-		MessageID:     dl.MessageID,
-		Topic:         dl.Topic,
-		Tags:          dl.Tags,
-		MsgKeys:       string(keys),
-		Body:          dl.Body,
-		Properties:    string(props),
-		Attempts:      dl.Attempts,
-		Reason:        dl.Reason,
-		History:       string(hist),
-	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		now, err := s.now(ctx, tx)
-		if err != nil {
+	row := deadLetterRowFor(dl)
+	markID, _ := cleanText(dl.MessageID, maxMessageIDLen)
+	var existing int64
+	err := s.ledgerTx(ctx, func(tx *gorm.DB) error {
+		existing = 0
+		if err := s.lockKey(tx, dl.Group, dl.Key, markID); err != nil {
 			return err
 		}
-		row.DeadAt = now
-		row.FirstFailedAt = now
-		if !dl.FirstFailedAt.IsZero() {
-			row.FirstFailedAt = dl.FirstFailedAt.UnixMilli()
-		}
-		if err := tx.Table(s.prefix + "dead_letters").Create(&row).Error; err != nil {
+		var ids []int64
+		if err := tx.Raw("SELECT id FROM "+s.prefix+"dead_letters WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL ORDER BY id LIMIT 1",
+			dl.Group, dl.Key).Scan(&ids).Error; err != nil {
 			return err
 		}
-		if err := tx.Exec(s.sql.insertDead, dl.Group, dl.Key, dl.MessageID).Error; err != nil {
-			return err
+		if len(ids) > 0 {
+			existing = ids[0]
+		} else {
+			now, err := s.now(ctx, tx)
+			if err != nil {
+				return err
+			}
+			row.DeadAt = now
+			row.FirstFailedAt = now
+			if !dl.FirstFailedAt.IsZero() {
+				row.FirstFailedAt = dl.FirstFailedAt.UnixMilli()
+			}
+			if err := tx.Table(s.prefix + "dead_letters").Create(&row).Error; err != nil {
+				return err
+			}
 		}
 		return tx.Exec("DELETE FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", dl.Group, dl.Key).Error
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sqldedup: bury dead letter: %w", err)
 	}
+	if existing != 0 {
+		dl.ID = existing
+		return existing, nil
+	}
 	dl.ID = row.ID
 	dl.DeadAt = fromMillis(row.DeadAt)
 	dl.FirstFailedAt = fromMillis(row.FirstFailedAt)
+	dl.BodySize, dl.BodySHA256, dl.Truncated = row.BodySize, row.BodySha256, row.Truncated != 0
 	return row.ID, nil
+}
+
+// lockKey makes sure (group, key) has a row in the dedup table (a dead
+// mark, unless the key is already done or claimed) and locks it until tx
+// ends.
+func (s *Store) lockKey(tx *gorm.DB, group, key, messageID string) error {
+	for try := 0; ; try++ {
+		if err := tx.Exec(s.sql.insertDead, group, key, messageID).Error; err != nil {
+			return err
+		}
+		var status []int
+		if err := tx.Raw("SELECT status FROM "+s.prefix+"dedup WHERE consumer_group = ? AND dedup_key = ?"+s.forUpdate(),
+			group, key).Scan(&status).Error; err != nil {
+			return err
+		}
+		if len(status) > 0 {
+			return nil
+		}
+		// Deleted between the insert and the lock (a redrive or cleanup
+		// committed in between): insert again.
+		if try == 2 {
+			return fmt.Errorf("sqldedup: dedup row of key %q keeps disappearing", key)
+		}
+	}
+}
+
+// ledgerTx runs fn in one of the ledger's own transactions (see
+// ledgerTxOptions). A run that loses a conflict (a deadlock, a
+// serialization failure, a busy SQLite database) is run again in place,
+// at most maxConflictRetries times with a jittered wait; a failure is
+// wrapped as dedup.ErrConflict or dedup.ErrUnavailable when it is one, so
+// that the middleware neither counts nor buries it.
+func (s *Store) ledgerTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	for try := 0; ; try++ {
+		err := s.db.WithContext(ctx).Transaction(fn, s.ledgerTxOptions())
+		if err == nil || !isConflict(err) || try >= maxConflictRetries {
+			return storeError(ctx, err)
+		}
+		if conflictBackoff(ctx, try) != nil {
+			return storeError(ctx, err)
+		}
+	}
+}
+
+// ledgerTxOptions are the options of the ledger's own transactions: READ
+// COMMITTED on MySQL (see Bury), the database's defaults elsewhere.
+func (s *Store) ledgerTxOptions() *sql.TxOptions {
+	if s.dialect == "mysql" {
+		return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	return nil
 }
 
 // DeadLetters implements dedup.Ledger.
@@ -308,9 +527,12 @@ func (s *Store) DeadLetter(ctx context.Context, id int64) (*dedup.DeadLetter, er
 }
 
 // Redrive implements dedup.Ledger. The dead letter is claimed as redriven
-// first, so two concurrent redrives publish once; if publish fails the claim
-// is undone, the key is marked dead again, and the dead letter can be
-// redriven again.
+// first, together with every other unredriven letter of its (group, key),
+// under the key's lock (the one Bury takes), so two concurrent redrives,
+// or redrives of two letters of one message, publish once; if publish
+// fails the claim is undone (the key is marked dead again) and the dead
+// letter can be redriven again. A
+// truncated dead letter is refused with dedup.ErrDeadLetterIncomplete.
 func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) error {
 	if publish == nil {
 		return errors.New("sqldedup: nil publisher")
@@ -319,14 +541,36 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 	if err != nil {
 		return err
 	}
+	if dl.Truncated {
+		return fmt.Errorf("sqldedup: dead letter %d: %w", id, dedup.ErrDeadLetterIncomplete)
+	}
 	t := s.prefix + "dead_letters"
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	var claimed []int64
+	err = s.ledgerTx(ctx, func(tx *gorm.DB) error {
+		claimed = nil
+		var status []int
+		if err := tx.Raw("SELECT status FROM "+s.prefix+"dedup WHERE consumer_group = ? AND dedup_key = ?"+s.forUpdate(),
+			dl.Group, dl.Key).Scan(&status).Error; err != nil {
+			return err
+		}
 		r := tx.Exec("UPDATE "+t+" SET redriven_at = "+s.sql.now+" WHERE id = ? AND redriven_at IS NULL", id)
 		if r.Error != nil {
 			return r.Error
 		}
 		if r.RowsAffected == 0 {
 			return dedup.ErrAlreadyRedriven
+		}
+		claimed = append(claimed, id)
+		var twins []int64
+		if err := tx.Raw("SELECT id FROM "+t+" WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL AND id <> ?",
+			dl.Group, dl.Key, id).Scan(&twins).Error; err != nil {
+			return err
+		}
+		if len(twins) > 0 {
+			if err := tx.Exec("UPDATE "+t+" SET redriven_at = "+s.sql.now+" WHERE id IN ? AND redriven_at IS NULL", twins).Error; err != nil {
+				return err
+			}
+			claimed = append(claimed, twins...)
 		}
 		if err := tx.Exec(s.sql.clearDead, dl.Group, dl.Key).Error; err != nil {
 			return err
@@ -342,13 +586,11 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 	if perr := publish(ctx, dl.Message()); perr != nil {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		// Undo the claim and put the dead mark back, so that the waiting
-		// dead letter's key is skipped again as before the attempt.
 		uerr := s.db.WithContext(uctx).Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec("UPDATE "+t+" SET redriven_at = NULL WHERE id = ?", id).Error; err != nil {
+			if err := tx.Exec(s.sql.insertDead, dl.Group, dl.Key, dl.MessageID).Error; err != nil {
 				return err
 			}
-			return tx.Exec(s.sql.insertDead, dl.Group, dl.Key, dl.MessageID).Error
+			return tx.Exec("UPDATE "+t+" SET redriven_at = NULL WHERE id IN ?", claimed).Error
 		})
 		if uerr != nil {
 			return fmt.Errorf("sqldedup: redrive %d: publish: %w (and undoing the claim failed: %v)", id, perr, uerr)
@@ -382,12 +624,22 @@ func nonNilHistory(h []dedup.AttemptError) []dedup.AttemptError {
 // StaleAttempts lists keys whose last recorded failure is older than
 // olderThan (by the database clock) and that were neither retried since,
 // nor succeeded, nor dead-lettered: messages the broker stopped
-// redelivering. With RocketMQ that happens when a send-back fails and the
-// client drops the message (rocketmq-client-go v2.1.2 does not check the
-// send-back reply), or when a message reaches the broker's own %DLQ%
-// without the DeadLetter middleware. Choose olderThan above the longest
-// retry delay in use (RocketMQ's ladder tops out at 2 hours). At most limit
-// records are returned, oldest first (limit <= 0 means 100).
+// redelivering. It is the backstop for losses outside idemq. The pinned
+// rocketmq-client-go no longer drops a message whose send-back fails (it
+// sends it into %RETRY%<group> itself, where v2.1.2 lost it); what
+// StaleAttempts still catches is a message that reached the broker's own
+// %DLQ% (the client's MaxReconsumeTimes below the DeadLetter middleware's
+// MaxAttempts, an orderly consumer giving up, no DeadLetter middleware),
+// and a retry copy the broker lost or deleted (a crash with asynchronous
+// flush, retention expiry, a group's offsets reset past it). Choose
+// olderThan above the longest retry delay in use (RocketMQ's ladder tops
+// out at 2 hours). At most limit records are returned, oldest first
+// (limit <= 0 means 100).
+//
+// A key that is done or dead in the dedup table is never listed, even if
+// its attempts record was left behind (the record is cleared after a
+// success best effort, and that can fail while the database is
+// unreachable): such leftovers are deleted as they are found.
 func (s *Store) StaleAttempts(ctx context.Context, olderThan time.Duration, limit int) ([]dedup.Attempts, error) {
 	if limit <= 0 {
 		limit = 100
@@ -404,18 +656,39 @@ func (s *Store) StaleAttempts(ctx context.Context, olderThan time.Duration, limi
 		History       string
 		FirstAt       int64
 		LastAt        int64
+		Status        *int
 	}
-	var rows []row
-	err = s.db.WithContext(ctx).Raw("SELECT consumer_group, dedup_key, attempts, last_error, history, first_at, last_at FROM "+
-		s.prefix+"attempts WHERE last_at < ? ORDER BY last_at LIMIT ?", now-olderThan.Milliseconds(), limit).Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("sqldedup: stale attempts: %w", err)
-	}
-	out := make([]dedup.Attempts, len(rows))
-	for i, r := range rows {
-		out[i] = dedup.Attempts{Group: r.ConsumerGroup, Key: r.DedupKey, Count: r.Attempts, LastError: r.LastError,
-			FirstAt: fromMillis(r.FirstAt), LastAt: fromMillis(r.LastAt)}
-		_ = json.Unmarshal([]byte(r.History), &out[i].History)
+	a, d := s.prefix+"attempts", s.prefix+"dedup"
+	var out []dedup.Attempts
+	for len(out) < limit {
+		var rows []row
+		err = s.db.WithContext(ctx).Raw("SELECT a.consumer_group, a.dedup_key, a.attempts, a.last_error, a.history, a.first_at, a.last_at, d.status FROM "+
+			a+" a LEFT JOIN "+d+" d ON d.consumer_group = a.consumer_group AND d.dedup_key = a.dedup_key"+
+			" WHERE a.last_at < ? ORDER BY a.last_at, a.consumer_group, a.dedup_key LIMIT ?",
+			now-olderThan.Milliseconds(), limit).Scan(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("sqldedup: stale attempts: %w", err)
+		}
+		leftovers := 0
+		out = out[:0]
+		for _, r := range rows {
+			if r.Status != nil && (*r.Status == statusDone || *r.Status == statusDead) {
+				// Only a record not touched since it was read is deleted.
+				if err := s.db.WithContext(ctx).Exec("DELETE FROM "+a+" WHERE consumer_group = ? AND dedup_key = ? AND last_at = ?",
+					r.ConsumerGroup, r.DedupKey, r.LastAt).Error; err != nil {
+					return nil, fmt.Errorf("sqldedup: stale attempts: clear leftover: %w", err)
+				}
+				leftovers++
+				continue
+			}
+			rec := dedup.Attempts{Group: r.ConsumerGroup, Key: r.DedupKey, Count: r.Attempts, LastError: r.LastError,
+				FirstAt: fromMillis(r.FirstAt), LastAt: fromMillis(r.LastAt)}
+			_ = json.Unmarshal([]byte(r.History), &rec.History)
+			out = append(out, rec)
+		}
+		if leftovers == 0 || len(rows) < limit {
+			break
+		}
 	}
 	return out, nil
 }

@@ -3,7 +3,8 @@ package sqldedup
 // queries holds the dialect-specific SQL of one store. Placeholders are "?"
 // (gorm rewrites them for PostgreSQL).
 type queries struct {
-	now string // expression: database clock in Unix ms
+	now   string // expression: database clock in Unix ms
+	nowUS string // expression: database clock in Unix µs (fencing tokens)
 
 	insertDone string // group, key, message_id, fingerprint (sqlite: + now ms twice)
 
@@ -12,6 +13,7 @@ type queries struct {
 	selectRow        string // group, key -> status, fingerprint, lease_until - now
 	insertClaim      string // group, key, owner, lease ms, message_id, fingerprint
 	takeover         string // owner, lease ms, message_id, fingerprint, group, key
+	selectFence      string // group, key, owner -> fence
 	renew            string // lease ms, group, key, owner
 	markDone         string // group, key, owner
 	release          string // group, key, owner
@@ -27,14 +29,26 @@ func buildQueries(dialect, prefix string) queries {
 	switch dialect {
 	case "postgres":
 		q.now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+		q.nowUS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
 	case "mysql":
 		q.now = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+		q.nowUS = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)"
 	default:
 		q.now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+		q.nowUS = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+	}
+	greatest := "GREATEST"
+	if dialect == "sqlite" {
+		greatest = "max"
 	}
 	onConflictNothing := " ON CONFLICT (consumer_group, dedup_key) DO NOTHING"
 	if dialect == "mysql" {
-		onConflictNothing = " ON DUPLICATE KEY UPDATE status = status"
+		// A no-op update that sets the insert ID to the row's status (never
+		// 0): Store.inserted reads it, since the rows-affected count depends
+		// on the DSN's clientFoundRows. Unlike INSERT IGNORE, the duplicate
+		// branch takes the row's exclusive lock, so a copy of a delivery in
+		// flight waits for it to commit or roll back.
+		onConflictNothing = " ON DUPLICATE KEY UPDATE status = LAST_INSERT_ID(status)"
 	}
 	now := q.now
 	q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, " + now + ", " + now + ")" + onConflictNothing
@@ -48,8 +62,11 @@ func buildQueries(dialect, prefix string) queries {
 	q.insertDonePG = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES ($1, $2, 2, $3, $4, " + now + ", " + now + ")" + onConflictNothing
 	q.beginInsertMySQL = "BEGIN; " + q.insertDone
 	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
-	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + now + ", " + now + ")" + onConflictNothing
-	q.takeover = "UPDATE " + t + " SET owner = ?, lease_until = " + now + " + ?, message_id = ?, fingerprint = ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND lease_until < " + now
+	// A claim's fencing token: the database clock in microseconds for a
+	// new row, and above the previous owner's token for a takeover.
+	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + q.nowUS + ", " + now + ", " + now + ")" + onConflictNothing
+	q.takeover = "UPDATE " + t + " SET owner = ?, lease_until = " + now + " + ?, message_id = ?, fingerprint = ?, fence = " + greatest + "(fence + 1, " + q.nowUS + "), updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND lease_until < " + now
+	q.selectFence = "SELECT fence FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.renew = "UPDATE " + t + " SET lease_until = " + now + " + ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.markDone = "UPDATE " + t + " SET status = 2, owner = '', lease_until = 0, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"

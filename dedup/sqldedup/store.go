@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -55,6 +56,24 @@ var (
 	ErrUnsupportedDialect = errors.New("sqldedup: unsupported database dialect")
 	// ErrNilDB is returned by New for a nil *gorm.DB.
 	ErrNilDB = errors.New("sqldedup: nil database")
+	// ErrClientFoundRows is returned by New for a lease-mode store on a
+	// MySQL/MariaDB DSN with clientFoundRows=true: there the lease claim
+	// cannot tell a new claim from a key another owner holds. Transactional
+	// mode works with either setting.
+	ErrClientFoundRows = errors.New("sqldedup: lease mode needs a MySQL DSN without clientFoundRows=true")
+	// ErrNotCommitted is returned by Process (transactional mode) when the
+	// database answered COMMIT by rolling the transaction back (PostgreSQL
+	// does so, without an error, for a transaction a failed statement
+	// aborted). Nothing was stored; the delivery must be retried.
+	ErrNotCommitted = errors.New("sqldedup: transaction rolled back at commit")
+	// ErrStatementFailed is returned by Process (transactional mode) when a
+	// statement in the handler's transaction failed and the handler
+	// returned nil without rolling back to a savepoint set before the
+	// statement. The store rolled the transaction back; the error wraps the
+	// statement's own error. It is also what a statement issued after such
+	// a failure returns to the handler: nothing reaches the database until
+	// the handler rolls back to a savepoint.
+	ErrStatementFailed = errors.New("sqldedup: a statement in the handler's transaction failed")
 )
 
 // Config configures a Store. The zero value is a transactional store with
@@ -74,8 +93,10 @@ type Config struct {
 	// seconds.
 	LeaseDuration time.Duration
 	// RenewInterval is how often a lease is renewed while the handler runs.
-	// It must be shorter than LeaseDuration. A negative value disables
-	// renewal, for handlers that always finish well within the lease.
+	// It must be shorter than the handler's deadline, LeaseDuration minus
+	// its safety margin of LeaseDuration/5 (see dedup.LeaseKeeper). A
+	// negative value disables renewal, for handlers that always finish well
+	// within the lease: their context then ends at 4/5 of LeaseDuration.
 	// Defaults to LeaseDuration/3.
 	RenewInterval time.Duration
 	// CleanupBatch is the number of rows Cleanup deletes per statement.
@@ -136,6 +157,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("sqldedup: renew interval %s must be shorter than the lease %s",
 			c.RenewInterval, c.LeaseDuration)
 	}
+	if err := (dedup.LeaseKeeper{Lease: c.LeaseDuration, RenewEvery: c.RenewInterval, Renew: noRenew}).Validate(); err != nil {
+		return fmt.Errorf("sqldedup: %w", err)
+	}
 	if c.CleanupBatch < 1 || c.CleanupBatch > 100000 {
 		return fmt.Errorf("sqldedup: cleanup batch %d out of range 1..100000", c.CleanupBatch)
 	}
@@ -156,6 +180,8 @@ type Store struct {
 	// fastBegin is "postgres", "mysql" or "sqlite" when BEGIN and the dedup
 	// insert can share a round trip or call (see fastbegin.go), else "".
 	fastBegin string
+	// conflictRetries counts transactional runs retried after a conflict.
+	conflictRetries atomic.Int64
 }
 
 var (
@@ -179,6 +205,11 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 	case "sqlite", "postgres", "mysql":
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
+	}
+	if dialect == "mysql" && cfg.Mode == Lease {
+		if mc := mysqlConfig(db); mc != nil && mc.ClientFoundRows {
+			return nil, ErrClientFoundRows
+		}
 	}
 	s := &Store{db: db, cfg: cfg, dialect: dialect, prefix: cfg.TablePrefix}
 	s.sql = buildQueries(dialect, cfg.TablePrefix)
@@ -214,10 +245,32 @@ func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (
 		return dedup.Result{}, err
 	}
 	if s.cfg.Mode == Lease {
-		return s.processLease(ctx, req, fn)
+		// fn's own errors pass unchanged; the store's are classified.
+		res, err := s.processLease(ctx, req, func(ctx context.Context) error {
+			if err := fn(ctx); err != nil {
+				return &handlerError{err}
+			}
+			return nil
+		})
+		var he *handlerError
+		if errors.As(err, &he) {
+			if err == error(he) {
+				return res, he.err
+			}
+			return res, err
+		}
+		return res, storeError(ctx, err)
 	}
 	return s.processTx(ctx, req, fn)
 }
+
+// handlerError marks an error as the handler's own while it passes
+// through the lease code, so that Process returns it unchanged and
+// classifies only the store's errors.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
 
 // now returns the database clock in Unix milliseconds.
 func (s *Store) now(ctx context.Context, db *gorm.DB) (int64, error) {
@@ -236,6 +289,9 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 	}
 	return time.UnixMilli(ms), nil
 }
+
+// noRenew stands in for the renewal when a configuration is validated.
+func noRenew(context.Context) error { return nil }
 
 func newOwnerToken() string {
 	var b [16]byte

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -24,6 +23,8 @@ type Proxy struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
+	resumed *sync.Cond // broadcast when a stall ends or the proxy closes
+	stalled bool
 	cut     bool
 	closed  bool
 	cuts    int
@@ -48,6 +49,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		t.Fatalf("testenv: proxy listen: %v", err)
 	}
 	p := &Proxy{target: target, ln: ln, links: make(map[*link]struct{})}
+	p.resumed = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
@@ -81,6 +83,53 @@ func (p *Proxy) Restore() {
 	p.cut = false
 }
 
+// Stall freezes the link without closing anything: connections stay open,
+// but no byte is forwarded either way (new connections are accepted and
+// wait too) until [Proxy.Resume]. The client sees a server that stopped
+// answering, as with a network partition or a paused server, and only its
+// own timeouts end its calls. A [Proxy.Cut] still resets stalled
+// connections.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalled = true
+}
+
+// Resume ends a [Proxy.Stall]: the bytes held back are forwarded.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalled = false
+	p.resumed.Broadcast()
+}
+
+// waitUnstalled blocks while the proxy is stalled.
+func (p *Proxy) waitUnstalled() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.stalled && !p.closed {
+		p.resumed.Wait()
+	}
+}
+
+// pipe copies src to dst, holding the bytes back while the proxy is
+// stalled.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.waitUnstalled()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 // Cuts returns how many times [Proxy.Cut] has been called, so a test that
 // injects faults concurrently can check that a fault really happened.
 func (p *Proxy) Cuts() int {
@@ -100,6 +149,7 @@ func (p *Proxy) Severed() int {
 func (p *Proxy) close() {
 	p.mu.Lock()
 	p.closed = true
+	p.resumed.Broadcast()
 	for l := range p.links {
 		l.reset()
 		delete(p.links, l)
@@ -163,8 +213,8 @@ func (p *Proxy) serve(l *link) {
 	p.mu.Unlock()
 
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, l.client); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(l.client, up); done <- struct{}{} }()
+	go func() { p.pipe(up, l.client); done <- struct{}{} }()
+	go func() { p.pipe(l.client, up); done <- struct{}{} }()
 	<-done
 	// One side ended (either peer closed, or a cut reset both): end the link.
 	p.mu.Lock()

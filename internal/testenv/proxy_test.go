@@ -246,3 +246,31 @@ func connectionFails(t *testing.T, addr string) {
 	t.Cleanup(func() { _ = c.Close() })
 	readFails(t, c)
 }
+
+// A stalled proxy holds bytes back without closing anything; Resume
+// delivers them.
+func TestProxyStall(t *testing.T) {
+	p := NewProxy(t, echoServer(t))
+	c := dial(t, p.Addr())
+	echo(t, c, "before")
+	p.Stall()
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	var ne net.Error
+	if n, err := c.Read(make([]byte, 4)); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read through a stalled proxy: %d bytes, %v; want a timeout", n, err)
+	}
+	p.Resume()
+	if err := c.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := readFull(c, buf); err != nil || string(buf) != "held" {
+		t.Fatalf("after Resume: %q, %v; want the held bytes", buf, err)
+	}
+	echo(t, c, "after")
+}

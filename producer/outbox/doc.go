@@ -25,8 +25,9 @@
 // takes it. The relay sends it synchronously and then
 //
 //   - on the broker's confirmation marks it sent, with the broker's message
-//     ID and sent_at (the confirmed rows of one claimed batch are marked
-//     together, in one statement, after the batch's last send);
+//     ID and sent_at. Confirmed rows are marked as they come, by a second
+//     goroutine, while the relay sends the next rows; rows confirmed while
+//     a mark is under way are marked together in the next statement;
 //   - on a retryable error increments attempts, records last_error and sets
 //     next_attempt_at to now + an exponential, capped, jittered backoff, and
 //     releases the claim;
@@ -36,8 +37,13 @@
 //     failed. Failed rows stay until an operator redrives them (Redrive),
 //     which makes them pending with attempts 0 and the same message ID.
 //
-// Every mark is owner-checked: it applies only while the row is still
-// claimed by the same claim token. Sent rows are deleted after a retention
+// While it sends a batch, the relay extends the claim of the rows it still
+// holds (unsent, in flight, or confirmed and not yet marked) every
+// Visibility/3, and before each send it checks that the claim, counted
+// from when the claiming or extending statement was sent, outlasts
+// SendTimeout; if not (the database stopped answering), it releases the
+// rest of the batch. Every mark is owner-checked: it applies only while the
+// row is still claimed by the same claim token. Sent rows are deleted after a retention
 // period in small batches. All due, deadline and retention comparisons use
 // the database clock, so relays on hosts with skewed clocks agree.
 //
@@ -48,6 +54,9 @@
 //   - A relay that dies after claiming (before or after sending) leaves rows
 //     that become due again when their deadline passes; they are re-sent
 //     with the same message ID, and consumers' dedup absorbs the duplicate.
+//   - A live relay's batch is never claimed by another relay, however long
+//     its sends take (a client that ignores the send timeout included): the
+//     claim is extended while the batch is being sent.
 //   - Several relays, and SendNow, may run at once against one table. They
 //     claim with SELECT ... FOR UPDATE SKIP LOCKED (PostgreSQL, MariaDB
 //     10.6+, MySQL 8+) or a single UPDATE ... RETURNING under SQLite's single
@@ -61,12 +70,13 @@
 //
 // # Limits
 //
-//   - Delivery is at least once, never exactly once: a relay that stalls
-//     past its deadline (or dies between the broker's confirmations and the
-//     batch's mark) causes duplicate sends with the same message IDs, up to
-//     one batch (RelayConfig.BatchSize) per relay. Consumers must
-//     deduplicate (package dedup). Marking per batch rather than per row is
-//     what lets a relay approach the producer's raw send rate.
+//   - Delivery is at least once, never exactly once: a relay that dies (or
+//     whose process stalls past its deadline, so that it can neither send
+//     nor extend) between the broker's confirmation and the mark causes
+//     duplicate sends with the same message IDs: the row in flight and the
+//     confirmed rows whose mark had not committed. Consumers must
+//     deduplicate (package dedup). Marks run beside the sends, so they do
+//     not slow a relay down.
 //   - Ordered mode costs throughput: one row per sharding key is in flight
 //     at a time (one claim, send and mark round trip per row of a key), the
 //     claim query checks for an earlier pending row of the key, and a

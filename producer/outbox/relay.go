@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -111,7 +112,9 @@ func (b Backoff) Delay(attempts int, r func() float64) time.Duration {
 }
 
 // Hooks observe a relay, for metrics and tests. Every field is optional;
-// hooks run on the relay's goroutine and must be quick.
+// hooks must be quick. Claimed and Failed run on the goroutine that called
+// Run, RunOnce or SendNow; Sent and LostClaim run on the goroutine that
+// marks the batch's confirmed rows, which may be concurrent with them.
 type Hooks struct {
 	// Claimed is called after the relay claimed rows, with their message
 	// IDs, before it sends them.
@@ -137,11 +140,13 @@ type RelayConfig struct {
 	// PollInterval is the pause after a claim that found less than a full
 	// batch. Defaults to 1 second.
 	PollInterval time.Duration
-	// Visibility is how long a claim keeps a row from other relays. A relay
-	// stops sending from a batch (and releases the rest) before the
-	// deadline would pass during a send; rows of a relay that died become
-	// due again once it passes. Must exceed SendTimeout. Defaults to 1
-	// minute.
+	// Visibility is how long a claim keeps a row from other relays. While
+	// a relay sends a batch it extends the claim of the rows it still
+	// holds every Visibility/3, and it starts a send only if the claim, as
+	// far as it knows (counted from when the claiming or extending
+	// statement was sent), outlasts SendTimeout; otherwise it releases the
+	// rest of the batch. Rows of a relay that died become due again once
+	// the deadline passes. Must exceed SendTimeout. Defaults to 1 minute.
 	Visibility time.Duration
 	// SendTimeout bounds one Send. Defaults to 15 seconds.
 	SendTimeout time.Duration
@@ -349,12 +354,12 @@ func (r *Relay) Run(ctx context.Context) error {
 // outcomes. It returns the number of rows claimed. Send failures are
 // recorded on the rows, not returned; the error is a database error.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
-	rows, token, err := r.claim(ctx, nil)
+	c, err := r.claim(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
-	r.process(ctx, rows, token)
-	return len(rows), nil
+	r.process(ctx, c)
+	return len(c.rows), nil
 }
 
 // SendNow claims the rows with the given message IDs, if they are due and
@@ -367,18 +372,31 @@ func (r *Relay) SendNow(ctx context.Context, messageIDs ...string) (int, error) 
 	if len(messageIDs) == 0 {
 		return 0, nil
 	}
-	rows, token, err := r.claim(ctx, messageIDs)
+	c, err := r.claim(ctx, messageIDs)
 	if err != nil {
 		return 0, err
 	}
-	return r.process(ctx, rows, token), nil
+	return r.process(ctx, c), nil
+}
+
+// claimed is the result of one claim: its rows, its token, and when the
+// claiming statement was sent.
+type claimed struct {
+	rows  []sendRow
+	token string
+	// sentAt is read before the claiming statement is sent: the database
+	// set the deadline to its own now + Visibility no earlier than that,
+	// so sentAt + Visibility is a deadline the claim is sure to outlast
+	// (clock rates aside).
+	sentAt time.Time
 }
 
 // claim marks up to BatchSize due rows (or only the named ones) as claimed
 // by a new claim token until now + Visibility, by the database clock.
-func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, string, error) {
+func (r *Relay) claim(ctx context.Context, messageIDs []string) (claimed, error) {
 	ob := r.ob
 	token := fmt.Sprintf("%s#%d", r.cfg.ID, r.seq.Add(1))
+	sentAt := time.Now()
 	now := ob.d.now()
 	until, untilArg := ob.d.plus(r.cfg.Visibility)
 	limit := r.cfg.BatchSize
@@ -415,7 +433,7 @@ func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, stri
 			" FROM c WHERE t.id = c.id RETURNING " + ret
 		args := append(pickArgs, token, untilArg)
 		if err := db.Raw(q, args...).Scan(&rows).Error; err != nil {
-			return nil, "", fmt.Errorf("outbox: claim: %w", err)
+			return claimed{}, fmt.Errorf("outbox: claim: %w", err)
 		}
 	case DialectMySQL:
 		// MySQL has no UPDATE ... RETURNING: lock with SKIP LOCKED in a short
@@ -438,7 +456,7 @@ func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, stri
 				token, untilArg, ids).Error
 		}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 		if err != nil {
-			return nil, "", fmt.Errorf("outbox: claim: %w", err)
+			return claimed{}, fmt.Errorf("outbox: claim: %w", err)
 		}
 	default:
 		// SQLite has one writer at a time: a single UPDATE ... RETURNING
@@ -447,7 +465,7 @@ func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, stri
 			" WHERE id IN (" + pick + ") RETURNING " + sendColumns
 		args := append([]any{token, untilArg}, pickArgs...)
 		if err := db.Raw(q, args...).Scan(&rows).Error; err != nil {
-			return nil, "", fmt.Errorf("outbox: claim: %w", err)
+			return claimed{}, fmt.Errorf("outbox: claim: %w", err)
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
@@ -461,35 +479,178 @@ func (r *Relay) claim(ctx context.Context, messageIDs []string) ([]sendRow, stri
 			h(r.cfg.ID, ids)
 		}
 	}
-	return rows, token, nil
+	return claimed{rows: rows, token: token, sentAt: sentAt}, nil
 }
 
-// process sends claimed rows in order and records each outcome. Sent rows
-// are marked together, in one statement per batch, so that the cost of a
-// committed mark is shared by the batch; a relay that dies before the mark
-// leaves the batch's rows to be re-sent after the deadline, with the same
-// message IDs. It stops early, releasing the rest, when ctx is done or the
-// claim's deadline would pass during the next send. It returns the number
-// of rows sent.
-func (r *Relay) process(ctx context.Context, rows []sendRow, token string) int {
-	start := time.Now()
-	var done []sentRow
-	skipped := 0
-	for i := range rows {
-		if ctx.Err() != nil || time.Since(start)+r.cfg.SendTimeout >= r.cfg.Visibility {
-			r.release(ctx, rows[i:], token)
+// process sends claimed rows in order and records each outcome. While it
+// sends, a second goroutine (the batch's tender) marks confirmed rows as
+// they come, several in one statement when they come faster than a mark
+// takes, and extends the claim of the rows still held every Visibility/3,
+// so a live relay's slow batch never becomes due to another relay. A relay
+// that dies leaves its unmarked rows to be re-sent after the deadline, with
+// the same message IDs. process stops early, releasing the rest, when ctx
+// is done or the claim as last confirmed would not outlast the next send.
+// It returns the number of rows the broker confirmed.
+func (r *Relay) process(ctx context.Context, c claimed) int {
+	if len(c.rows) == 0 {
+		return 0
+	}
+	b := newBatch(r, c)
+	finished := make(chan struct{})
+	tended := make(chan struct{})
+	go func() {
+		defer close(tended)
+		b.tend(ctx, finished)
+	}()
+	confirmed := 0
+	for i := range c.rows {
+		row := &c.rows[i]
+		if ctx.Err() != nil || !b.outlasts(r.cfg.SendTimeout) {
+			b.forget(c.rows[i:]...)
+			r.release(ctx, c.rows[i:], c.token)
 			break
 		}
-		if id, ok := r.handle(ctx, &rows[i], token); ok {
-			if r.skipMark != nil && r.skipMark(rows[i].MessageID) {
-				skipped++ // a test's relay "dying" between send and mark
-				continue
-			}
-			done = append(done, sentRow{row: &rows[i], brokerID: id})
+		id, ok := r.handle(ctx, row, c.token)
+		if !ok {
+			// handle recorded the failure or released the row.
+			b.forget(*row)
+			continue
+		}
+		confirmed++
+		if r.skipMark != nil && r.skipMark(row.MessageID) {
+			b.forget(*row) // a test's relay "dying" between send and mark
+			continue
+		}
+		b.confirm(sentRow{row: row, brokerID: id})
+	}
+	close(finished)
+	<-tended
+	return confirmed
+}
+
+// batch is the state one claim shares between the sending goroutine and
+// its tender.
+type batch struct {
+	r     *Relay
+	token string
+
+	mu        sync.Mutex
+	deadline  time.Time      // the claim lasts at least until then
+	held      map[int64]bool // rows neither marked, failed nor released
+	confirmed []sentRow      // rows waiting for their mark
+	kick      chan struct{}  // a row was confirmed
+}
+
+func newBatch(r *Relay, c claimed) *batch {
+	b := &batch{
+		r:        r,
+		token:    c.token,
+		deadline: c.sentAt.Add(r.cfg.Visibility),
+		held:     make(map[int64]bool, len(c.rows)),
+		kick:     make(chan struct{}, 1),
+	}
+	for i := range c.rows {
+		b.held[c.rows[i].ID] = true
+	}
+	return b
+}
+
+// outlasts reports whether the claim is known to last longer than d from
+// now.
+func (b *batch) outlasts(d time.Duration) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return time.Until(b.deadline) > d
+}
+
+// forget stops extending the claim of rows.
+func (b *batch) forget(rows ...sendRow) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range rows {
+		delete(b.held, rows[i].ID)
+	}
+}
+
+// confirm queues a confirmed row for its mark.
+func (b *batch) confirm(s sentRow) {
+	b.mu.Lock()
+	b.confirmed = append(b.confirmed, s)
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// tend marks confirmed rows as they come and extends the claim every
+// Visibility/3, until finished is closed; then it marks what is left.
+func (b *batch) tend(ctx context.Context, finished <-chan struct{}) {
+	t := time.NewTicker(max(b.r.cfg.Visibility/3, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-b.kick:
+			b.mark(ctx)
+		case <-t.C:
+			b.extend(ctx)
+		case <-finished:
+			b.mark(ctx)
+			return
 		}
 	}
-	r.markSent(ctx, done, token)
-	return len(done) + skipped
+}
+
+// mark records the confirmed rows waiting for it.
+func (b *batch) mark(ctx context.Context) {
+	b.mu.Lock()
+	done := b.confirmed
+	b.confirmed = nil
+	b.mu.Unlock()
+	if len(done) == 0 {
+		return
+	}
+	b.r.markSent(ctx, done, b.token)
+	// Marked or not, these rows are no longer extended: a failed mark
+	// leaves them to be re-sent after the deadline, as documented.
+	rows := make([]sendRow, len(done))
+	for i := range done {
+		rows[i] = *done[i].row
+	}
+	b.forget(rows...)
+}
+
+// extend moves the claim of the rows still held to now + Visibility (by
+// the database clock) and, once the database confirmed it, the batch's
+// deadline to when the statement was sent plus Visibility. Rows already
+// marked, failed or released are not touched: the statement only matches
+// rows still claimed by this token with a deadline.
+func (b *batch) extend(ctx context.Context) {
+	b.mu.Lock()
+	ids := make([]int64, 0, len(b.held))
+	for id := range b.held {
+		ids = append(ids, id)
+	}
+	b.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	ob := b.r.ob
+	until, untilArg := ob.d.plus(b.r.cfg.Visibility)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.r.cfg.Visibility/3)
+	defer cancel()
+	sentAt := time.Now()
+	err := ob.db.WithContext(mctx).Exec("UPDATE "+ob.table+" SET claim_until = "+until+", updated_at = "+ob.d.now()+
+		" WHERE id IN ? AND claimed_by = ? AND status = 0 AND claim_until IS NOT NULL", untilArg, ids, b.token).Error
+	if err != nil {
+		ob.log.Warn("outbox relay: extending a claim failed; the batch stops before its deadline", "relay", b.r.cfg.ID, "rows", len(ids), "err", err)
+		return
+	}
+	b.mu.Lock()
+	if d := sentAt.Add(b.r.cfg.Visibility); d.After(b.deadline) {
+		b.deadline = d
+	}
+	b.mu.Unlock()
 }
 
 // sentRow is a row the broker confirmed, waiting for its mark.
@@ -548,8 +709,8 @@ func markCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-// markSent records the broker's confirmations of a batch in one
-// statement, for the rows this claim still holds.
+// markSent records the broker's confirmations of rows in one statement,
+// for the rows this claim still holds.
 func (r *Relay) markSent(ctx context.Context, done []sentRow, token string) {
 	if len(done) == 0 {
 		return

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}node_leases (
     node_id    BIGINT      NOT NULL PRIMARY KEY,
     owner      VARCHAR(64) NOT NULL DEFAULT '',
     expires_at BIGINT      NOT NULL DEFAULT 0,  -- database-clock Unix ms; 0 = released
-    last_ms    BIGINT      NOT NULL DEFAULT 0   -- highest timestamp issued (Unix ms)
+    last_ms    BIGINT      NOT NULL DEFAULT 0   -- Unix ms: held, >= the holder's reservation; released, the last issued
 );
 
 -- Local-transaction records of transactional (half) messages.

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS {{prefix}}node_leases (
     node_id    INTEGER NOT NULL PRIMARY KEY,
     owner      TEXT    NOT NULL DEFAULT '',
     expires_at INTEGER NOT NULL DEFAULT 0,  -- database-clock Unix ms; 0 = released
-    last_ms    INTEGER NOT NULL DEFAULT 0   -- highest timestamp issued (Unix ms)
+    last_ms    INTEGER NOT NULL DEFAULT 0   -- Unix ms: held, >= the holder's reservation; released, the last issued
 );
 
 -- Local-transaction records of transactional (half) messages.
