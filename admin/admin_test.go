@@ -32,7 +32,7 @@ func TestDeadLetterListing(t *testing.T) {
 			if err != nil || len(all) != 4 || next != 0 {
 				t.Fatalf("list all = %d items, next %d, %v", len(all), next, err)
 			}
-			if all[0].ID != id1 || all[0].BodySize != len("body of k1") || all[0].Body != nil || all[0].MessageID != "m-k1" {
+			if all[0].ID != id1 || all[0].BodySize != int64(len("body of k1")) || all[0].Body != nil || all[0].MessageID != "m-k1" {
 				t.Fatalf("first = %+v", all[0])
 			}
 			// Paging, oldest first and newest first.
@@ -623,6 +623,53 @@ func TestConcurrentRedrivePublishesOnce(t *testing.T) {
 			}
 			if n := len(b.sent.all()); n != 5 || done != 5 {
 				t.Fatalf("published %d, done %d, skipped %d; want each of 5 once", n, done, skipped)
+			}
+		})
+	}
+}
+
+// A dead letter whose body was cut (longer than dedup.MaxDeadLetterBody)
+// shows its whole size and hash, and is never redriven, through a sender
+// or through the outbox: it would send a different message under the
+// original ID. It stays waiting, its key dead.
+func TestTruncatedDeadLetterIsNotRedriven(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			b := setup(t, d)
+			big := make([]byte, dedup.MaxDeadLetterBody+10)
+			id, err := b.store.Bury(b.ctx, &dedup.DeadLetter{Group: "g", Key: "big", MessageID: "m-big", Topic: "t", Body: big, Reason: "boom"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dl, err := b.admin.DeadLetter(b.ctx, id)
+			if err != nil || !dl.Truncated || dl.BodySize != int64(len(big)) || dl.BodySHA256 == "" || len(dl.Body) != dedup.MaxDeadLetterBody {
+				t.Fatalf("dead letter = truncated %v size %d sha %q kept %d, %v", dl.Truncated, dl.BodySize, dl.BodySHA256, len(dl.Body), err)
+			}
+			ob, err := outbox.New(b.db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: b.prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			viaOutbox, err := admin.New(b.db, admin.Config{TablePrefix: b.prefix, Outbox: ob})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range []*admin.Admin{b.admin, viaOutbox} {
+				res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionOptions{})
+				if err != nil || res.Done != 0 || len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error, "cannot be redriven") {
+					t.Fatalf("redrive = %+v, %v", res, err)
+				}
+			}
+			if len(b.sent.all()) != 0 {
+				t.Fatal("a truncated letter was published")
+			}
+			if st, _ := b.admin.OutboxStats(b.ctx); st.Pending != 0 {
+				t.Fatal("a truncated letter was written to the outbox")
+			}
+			if st, _ := b.admin.Key(b.ctx, "g", "big"); st.Status != admin.KeyDead {
+				t.Fatalf("key = %s, want dead", st.Status)
+			}
+			if res, err := b.admin.DiscardDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionOptions{}); err != nil || res.Done != 1 {
+				t.Fatalf("discard = %+v, %v", res, err)
 			}
 		})
 	}
