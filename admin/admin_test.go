@@ -250,7 +250,7 @@ func TestKeyStates(t *testing.T) {
 			}
 			_, err = lease.Process(b.ctx, dedup.Request{Group: "g", Key: "busy", MessageID: "m2"}, func(context.Context) error {
 				st, err := b.admin.Key(b.ctx, "g", "busy")
-				if err != nil || st.Status != admin.KeyProcessing || st.Owner == "" || st.LeaseUntil == nil || st.LeaseExpired ||
+				if err != nil || st.Status != admin.KeyProcessing || st.Owner == "" || st.Fence < 1 || st.LeaseUntil == nil || st.LeaseExpired ||
 					st.LeaseUntil.Before(time.Now().Add(30*time.Second)) {
 					t.Errorf("processing key = %+v, %v", st, err)
 				}

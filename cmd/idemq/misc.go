@@ -216,7 +216,7 @@ func (a *app) keyCmd() *cobra.Command {
 				if st.LeaseExpired {
 					exp = "expired: the next delivery takes it over"
 				}
-				fmt.Fprintf(w, "  owner:       %s\n  lease until: %s (%s)\n", st.Owner, a.whenPtr(st.LeaseUntil), exp)
+				fmt.Fprintf(w, "  owner:       %s (fencing token %d)\n  lease until: %s (%s)\n", st.Owner, st.Fence, a.whenPtr(st.LeaseUntil), exp)
 			}
 			if st.MessageID != "" {
 				fmt.Fprintf(w, "  message ID:  %s\n", st.MessageID)
