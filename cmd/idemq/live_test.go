@@ -60,6 +60,9 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
+			if err := b.CreateTopic("payouts", 0); err != nil {
+				t.Fatal(err)
+			}
 			ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
 			if err != nil {
 				t.Fatal(err)
@@ -85,7 +88,7 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 			c, err := consumer.New(consumer.Config{NameServers: []string{b.Addr()}, Group: "payments",
 				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, Handler: idemq.HandlerFunc(handler), Middleware: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
-				Logger: quiet})
+				StartFrom: consumer.StartFromFirst, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,6 +96,11 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Shutdown(context.Background()) })
+			// The first rebalance is done once every queue (and the retry
+			// queue) has been pulled.
+			testenv.Eventually(t, 10*time.Second, "the consumer's first rebalance", func() bool {
+				return b.PulledQueues("payments", "payouts") == rmqtest.DefaultQueuesPerTopic && b.PulledQueues("payments", "%RETRY%payments") == 1
+			})
 
 			msg := &idemq.Message{Topic: "payouts", Body: []byte("payout 88")}
 			if _, err := p.SendSync(ctx, msg); err != nil {
@@ -105,8 +113,15 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 					Reason    string `json:"reason"`
 				} `json:"dead_letters"`
 			}
+			var lastOut, lastErr string
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last `idemq dead list`: %s %s", lastOut, lastErr)
+				}
+			})
 			testenv.Eventually(t, 30*time.Second, "the dead letter in `idemq dead list --json`", func() bool {
-				out, _, err := tg.run(t, "", "--json", "dead", "list", "--group", "payments")
+				out, stderr, err := tg.run(t, "", "--json", "dead", "list", "--group", "payments")
+				lastOut, lastErr = out, stderr
 				return err == nil && json.Unmarshal([]byte(out), &listed) == nil && len(listed.DeadLetters) == 1
 			})
 			if listed.DeadLetters[0].MessageID != msg.ID || !strings.Contains(listed.DeadLetters[0].Reason, "wallet 4711 frozen") {
