@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -176,8 +177,8 @@ type MigrationStep struct {
 
 // Migrate brings the tables of components (every component when none is
 // named) up to date with their numbered steps, under a lock, and returns
-// the steps it applied; with dryRun it returns the steps it would apply
-// and changes nothing. Tables created before migrations were versioned
+// the steps it applied (and records them in the audit log); with dryRun it
+// returns the steps it would apply and changes nothing. Tables created before migrations were versioned
 // are adopted. It is what each component's own Migrate runs.
 func (a *Admin) Migrate(ctx context.Context, dryRun bool, components ...string) ([]MigrationStep, error) {
 	steps, err := migrate.Run(ctx, a.db, a.prefix, migrate.Options{DryRun: dryRun}, components...)
@@ -187,6 +188,15 @@ func (a *Admin) Migrate(ctx context.Context, dryRun bool, components ...string) 
 	}
 	if err != nil {
 		return out, fmt.Errorf("admin: %w", err)
+	}
+	if !dryRun && len(out) > 0 && a.hasTable(ctx, "audit_log") {
+		target := strings.Join(components, ",")
+		if target == "" {
+			target = "all"
+		}
+		if _, err := a.record(ctx, a.db, ActionMigrate, target, int64(len(out)), map[string]any{"applied": out}); err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }

@@ -32,7 +32,7 @@ func TestDeadLetterListing(t *testing.T) {
 			if err != nil || len(all) != 4 || next != 0 {
 				t.Fatalf("list all = %d items, next %d, %v", len(all), next, err)
 			}
-			if all[0].ID != id1 || all[0].BodySize != len("body of k1") || all[0].Body != nil || all[0].MessageID != "m-k1" {
+			if all[0].ID != id1 || all[0].BodySize != int64(len("body of k1")) || all[0].Body != nil || all[0].MessageID != "m-k1" {
 				t.Fatalf("first = %+v", all[0])
 			}
 			// Paging, oldest first and newest first.
@@ -250,7 +250,7 @@ func TestKeyStates(t *testing.T) {
 			}
 			_, err = lease.Process(b.ctx, dedup.Request{Group: "g", Key: "busy", MessageID: "m2"}, func(context.Context) error {
 				st, err := b.admin.Key(b.ctx, "g", "busy")
-				if err != nil || st.Status != admin.KeyProcessing || st.Owner == "" || st.LeaseUntil == nil || st.LeaseExpired ||
+				if err != nil || st.Status != admin.KeyProcessing || st.Owner == "" || st.Fence < 1 || st.LeaseUntil == nil || st.LeaseExpired ||
 					st.LeaseUntil.Before(time.Now().Add(30*time.Second)) {
 					t.Errorf("processing key = %+v, %v", st, err)
 				}
@@ -434,7 +434,7 @@ func TestAuditPaging(t *testing.T) {
 	var seen []int64
 	p := admin.Page{Limit: 2, Newest: true}
 	for {
-		recs, next, err := b.admin.Audit(b.ctx, admin.AuditFilter{}, p)
+		recs, next, err := b.admin.Audit(b.ctx, admin.AuditFilter{Action: admin.ActionDeadDiscard}, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -525,6 +525,10 @@ func TestMigrateAdoptsPreviousSchema(t *testing.T) {
 			if again, err := a.Migrate(ctx, true); err != nil || len(again) != 0 {
 				t.Fatalf("dry run after = %+v, %v", again, err)
 			}
+			recs, _, err := a.Audit(ctx, admin.AuditFilter{Action: admin.ActionMigrate}, admin.Page{})
+			if err != nil || len(recs) != 1 || recs[0].Count != int64(len(ran)) || recs[0].Target != "all" {
+				t.Fatalf("migration audit = %+v, %v", recs, err)
+			}
 		})
 	}
 }
@@ -582,6 +586,90 @@ func TestRedriveDeadThroughOutbox(t *testing.T) {
 			}
 			if len(sent) != 1 || sent[0].ID != "m-k1" || string(sent[0].Body) != "body of k1" {
 				t.Fatalf("sent = %+v", sent)
+			}
+		})
+	}
+}
+
+// Two operators redriving the same dead letters at once publish each
+// message once: the second finds them taken and skips them.
+func TestConcurrentRedrivePublishesOnce(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			b := setup(t, d)
+			for _, k := range []string{"a", "b", "c", "d", "e"} {
+				b.bury(t, "g", "orders", k, "boom")
+			}
+			results := make(chan admin.ActionResult, 2)
+			errs := make(chan error, 2)
+			start := make(chan struct{})
+			for i := 0; i < 2; i++ {
+				go func() {
+					<-start
+					res, err := b.admin.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionOptions{})
+					results <- res
+					errs <- err
+				}()
+			}
+			close(start)
+			var done, skipped int64
+			for i := 0; i < 2; i++ {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+				r := <-results
+				done += r.Done
+				skipped += r.Skipped
+			}
+			if n := len(b.sent.all()); n != 5 || done != 5 {
+				t.Fatalf("published %d, done %d, skipped %d; want each of 5 once", n, done, skipped)
+			}
+		})
+	}
+}
+
+// A dead letter whose body was cut (longer than dedup.MaxDeadLetterBody)
+// shows its whole size and hash, and is never redriven, through a sender
+// or through the outbox: it would send a different message under the
+// original ID. It stays waiting, its key dead.
+func TestTruncatedDeadLetterIsNotRedriven(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			b := setup(t, d)
+			big := make([]byte, dedup.MaxDeadLetterBody+10)
+			id, err := b.store.Bury(b.ctx, &dedup.DeadLetter{Group: "g", Key: "big", MessageID: "m-big", Topic: "t", Body: big, Reason: "boom"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dl, err := b.admin.DeadLetter(b.ctx, id)
+			if err != nil || !dl.Truncated || dl.BodySize != int64(len(big)) || dl.BodySHA256 == "" || len(dl.Body) != dedup.MaxDeadLetterBody {
+				t.Fatalf("dead letter = truncated %v size %d sha %q kept %d, %v", dl.Truncated, dl.BodySize, dl.BodySHA256, len(dl.Body), err)
+			}
+			ob, err := outbox.New(b.db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: b.prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			viaOutbox, err := admin.New(b.db, admin.Config{TablePrefix: b.prefix, Outbox: ob})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range []*admin.Admin{b.admin, viaOutbox} {
+				res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionOptions{})
+				if err != nil || res.Done != 0 || len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error, "cannot be redriven") {
+					t.Fatalf("redrive = %+v, %v", res, err)
+				}
+			}
+			if len(b.sent.all()) != 0 {
+				t.Fatal("a truncated letter was published")
+			}
+			if st, _ := b.admin.OutboxStats(b.ctx); st.Pending != 0 {
+				t.Fatal("a truncated letter was written to the outbox")
+			}
+			if st, _ := b.admin.Key(b.ctx, "g", "big"); st.Status != admin.KeyDead {
+				t.Fatalf("key = %s, want dead", st.Status)
+			}
+			if res, err := b.admin.DiscardDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionOptions{}); err != nil || res.Done != 1 {
+				t.Fatalf("discard = %+v, %v", res, err)
 			}
 		})
 	}

@@ -115,8 +115,15 @@ type DeadLetter struct {
 	// Reason is the final error, and Signature its error signature.
 	Reason    string `json:"reason"`
 	Signature string `json:"signature"`
-	// BodySize is the body's length in bytes.
-	BodySize      int        `json:"body_size"`
+	// BodySize is the length in bytes of the message's whole body, and
+	// BodySHA256 its SHA-256 (hex; empty for letters buried before it was
+	// recorded).
+	BodySize   int64  `json:"body_size"`
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	// Truncated is set for a letter that does not hold the whole message
+	// (its body was cut to dedup.MaxDeadLetterBody bytes): it can be read
+	// and discarded, not redriven.
+	Truncated     bool       `json:"truncated,omitempty"`
 	FirstFailedAt time.Time  `json:"first_failed_at"`
 	DeadAt        time.Time  `json:"dead_at"`
 	RedrivenAt    *time.Time `json:"redriven_at,omitempty"`
@@ -133,7 +140,7 @@ func (d *DeadLetter) Message() *idemq.Message {
 	return dl.Message()
 }
 
-const deadSummaryCols = "id, consumer_group, dedup_key, message_id, topic, tags, msg_keys, attempts, reason, LENGTH(body), first_failed_at, dead_at, redriven_at"
+const deadSummaryCols = "id, consumer_group, dedup_key, message_id, topic, tags, msg_keys, attempts, reason, LENGTH(body), first_failed_at, dead_at, redriven_at, body_size, body_sha256, truncated"
 
 // where builds the SQL condition of f, without the signature (matched in
 // Go) and without paging.
@@ -182,20 +189,23 @@ func likeEscape(s string) string {
 
 func (a *Admin) scanDead(rows interface{ Scan(...any) error }) (DeadLetter, error) {
 	var (
-		d        DeadLetter
-		keys     string
-		bodySize *int64
-		redriven *int64
-		first    int64
-		dead     int64
+		d         DeadLetter
+		keys      string
+		stored    *int64
+		redriven  *int64
+		first     int64
+		dead      int64
+		whole     int64
+		truncated int
 	)
 	if err := rows.Scan(&d.ID, &d.Group, &d.Key, &d.MessageID, &d.Topic, &d.Tags, &keys, &d.Attempts, &d.Reason,
-		&bodySize, &first, &dead, &redriven); err != nil {
+		&stored, &first, &dead, &redriven, &whole, &d.BodySHA256, &truncated); err != nil {
 		return d, err
 	}
 	_ = json.Unmarshal([]byte(keys), &d.Keys)
-	if bodySize != nil {
-		d.BodySize = int(*bodySize)
+	d.BodySize, d.Truncated = whole, truncated != 0
+	if d.BodySize == 0 && stored != nil {
+		d.BodySize = *stored // buried before the whole size was recorded
 	}
 	d.FirstFailedAt, d.DeadAt = fromMs(first), fromMs(dead)
 	if redriven != nil {
@@ -301,35 +311,28 @@ func (a *Admin) CountDead(ctx context.Context, f DeadFilter) (int64, error) {
 // DeadLetter returns one dead letter in full: body, properties and error
 // history.
 func (a *Admin) DeadLetter(ctx context.Context, id int64) (*DeadLetter, error) {
-	row := a.db.WithContext(ctx).Raw("SELECT "+deadSummaryCols+", body, properties, history FROM "+a.table("dead_letters")+" WHERE id = ?", id).Row()
-	var (
-		d                  DeadLetter
-		keys               string
-		bodySize, redriven *int64
-		first, dead        int64
-		props, hist        string
-		body               []byte
-		errScan            error
-	)
-	errScan = row.Scan(&d.ID, &d.Group, &d.Key, &d.MessageID, &d.Topic, &d.Tags, &keys, &d.Attempts, &d.Reason,
-		&bodySize, &first, &dead, &redriven, &body, &props, &hist)
-	if errScan != nil {
-		if errors.Is(errScan, sql.ErrNoRows) {
-			return nil, fmt.Errorf("%w: dead letter %d", ErrNotFound, id)
-		}
-		return nil, fmt.Errorf("admin: read dead letter %d: %w", id, errScan)
+	ds, err := a.deadBatch(ctx, DeadFilter{IDs: []int64{id}, State: DeadAny}, Page{}, 1)
+	if err != nil {
+		return nil, err
 	}
-	_ = json.Unmarshal([]byte(keys), &d.Keys)
+	if len(ds) == 0 {
+		return nil, fmt.Errorf("%w: dead letter %d", ErrNotFound, id)
+	}
+	d := ds[0]
+	var (
+		body        []byte
+		props, hist string
+	)
+	err = a.db.WithContext(ctx).Raw("SELECT body, properties, history FROM "+a.table("dead_letters")+" WHERE id = ?", id).Row().Scan(&body, &props, &hist)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: dead letter %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("admin: read dead letter %d: %w", id, err)
+	}
 	_ = json.Unmarshal([]byte(props), &d.Properties)
 	_ = json.Unmarshal([]byte(hist), &d.History)
 	d.Body = body
-	d.BodySize = len(body)
-	d.FirstFailedAt, d.DeadAt = fromMs(first), fromMs(dead)
-	if redriven != nil {
-		t := fromMs(*redriven)
-		d.RedrivenAt = &t
-	}
-	d.Signature = Signature(d.Reason)
 	return &d, nil
 }
 
@@ -609,14 +612,29 @@ func (a *Admin) redriveToOutbox(ctx context.Context, id int64) error {
 		}
 		return err
 	}
+	if d.Truncated {
+		return fmt.Errorf("admin: dead letter %d: %w", id, dedup.ErrDeadLetterIncomplete)
+	}
 	ob := a.cfg.Outbox
 	return a.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The key's lock, the one burials and the ledger's redrive take.
+		var status []int
+		if err := tx.Raw("SELECT status FROM "+a.table("dedup")+" WHERE consumer_group = ? AND dedup_key = ?"+a.forUpdate(),
+			d.Group, d.Key).Scan(&status).Error; err != nil {
+			return err
+		}
 		r := tx.Exec("UPDATE "+a.table("dead_letters")+" SET redriven_at = "+a.nowMs()+" WHERE id = ? AND redriven_at IS NULL", id)
 		if r.Error != nil {
 			return r.Error
 		}
 		if r.RowsAffected == 0 {
 			return dedup.ErrAlreadyRedriven
+		}
+		// Other waiting letters of the same message go with it: one
+		// message is sent once.
+		if err := tx.Exec("UPDATE "+a.table("dead_letters")+" SET redriven_at = "+a.nowMs()+
+			" WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL", d.Group, d.Key).Error; err != nil {
+			return err
 		}
 		if err := tx.Exec("DELETE FROM "+a.table("dedup")+" WHERE consumer_group = ? AND dedup_key = ? AND status = 3", d.Group, d.Key).Error; err != nil {
 			return err

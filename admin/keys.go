@@ -37,7 +37,9 @@ type KeyState struct {
 	// Owner and LeaseUntil are the lease of a processing key; LeaseExpired
 	// says whether the lease ran out by the database clock (the next
 	// delivery takes it over).
-	Owner        string     `json:"owner,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	// Fence is the lease's fencing token: it grows with every new owner.
+	Fence        int64      `json:"fence,omitempty"`
 	LeaseUntil   *time.Time `json:"lease_until,omitempty"`
 	LeaseExpired bool       `json:"lease_expired,omitempty"`
 	MessageID    string     `json:"message_id,omitempty"`
@@ -62,9 +64,9 @@ func (a *Admin) Key(ctx context.Context, group, key string) (*KeyState, error) {
 		leaseUntil, created, upd int64
 		now                      int64
 	)
-	row := a.db.WithContext(ctx).Raw("SELECT status, owner, lease_until, message_id, fingerprint, created_at, updated_at, "+a.nowMs()+
+	row := a.db.WithContext(ctx).Raw("SELECT status, owner, fence, lease_until, message_id, fingerprint, created_at, updated_at, "+a.nowMs()+
 		" FROM "+a.table("dedup")+" WHERE consumer_group = ? AND dedup_key = ?", group, key).Row()
-	err := row.Scan(&status, &st.Owner, &leaseUntil, &st.MessageID, &st.Fingerprint, &created, &upd, &now)
+	err := row.Scan(&status, &st.Owner, &st.Fence, &leaseUntil, &st.MessageID, &st.Fingerprint, &created, &upd, &now)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -80,10 +82,10 @@ func (a *Admin) Key(ctx context.Context, group, key string) (*KeyState, error) {
 			st.LeaseExpired = leaseUntil <= now
 		case 2:
 			st.Status = KeyDone
-			st.Owner = ""
+			st.Owner, st.Fence = "", 0
 		case 3:
 			st.Status = KeyDead
-			st.Owner = ""
+			st.Owner, st.Fence = "", 0
 		default:
 			st.Status = KeyStatus(fmt.Sprintf("status(%d)", status))
 		}

@@ -158,7 +158,10 @@ func (o *DedupOptions) handle(ctx context.Context, store dedup.Store, next idemq
 		req.Fingerprint = dedup.Fingerprint(msg.Body)
 	}
 	res, err := store.Process(ctx, req, func(ctx context.Context) error {
-		return next.Handle(ctx, msg)
+		start := time.Now()
+		err := next.Handle(ctx, msg)
+		deliveryFrom(ctx).setHandlerTime(time.Since(start))
+		return err
 	})
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ type MetricsOptions struct {
 //
 //	idemq_consumer_deliveries_total{group,topic,result}  deliveries by outcome
 //	idemq_consumer_handler_duration_seconds{group,topic} time in the chain inside Metrics
+//	idemq_consumer_handler_run_duration_seconds{group,topic} time in the handler alone, inside Dedup's transaction or lease
 //	idemq_consumer_duplicates_total{group,topic}         duplicates acknowledged without running the handler
 //	idemq_consumer_busy_total{group,topic}               deliveries put back because another owner held the key
 //	idemq_consumer_payload_mismatches_total{group,topic} duplicates whose payload differed
@@ -79,6 +80,7 @@ func Metrics(reg prometheus.Registerer, opts MetricsOptions) (idemq.Middleware, 
 type metrics struct {
 	deliveries *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
+	run        *prometheus.HistogramVec
 	duplicates *prometheus.CounterVec
 	busy       *prometheus.CounterVec
 	mismatches *prometheus.CounterVec
@@ -124,6 +126,11 @@ func newMetrics(reg prometheus.Registerer, o MetricsOptions) (*metrics, error) {
 		Help: "Time a delivery spent in the handler chain.", ConstLabels: o.ConstLabels, Buckets: o.Buckets,
 	}, []string{"group", "topic"}))
 	errs = append(errs, err)
+	m.run, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: o.Namespace, Subsystem: o.Subsystem, Name: "handler_run_duration_seconds",
+		Help: "Time the handler alone ran, inside Dedup's transaction or lease (without the store's own work).", ConstLabels: o.ConstLabels, Buckets: o.Buckets,
+	}, []string{"group", "topic"}))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -159,6 +166,9 @@ func (m *metrics) middleware(next idemq.Handler) idemq.Handler {
 		m.duration.WithLabelValues(msg.Group, msg.Topic).Observe(time.Since(start).Seconds())
 		inFlight.Dec()
 		m.deliveries.WithLabelValues(msg.Group, msg.Topic, outcome(d, err)).Inc()
+		if t, ok := d.handlerRun(); ok {
+			m.run.WithLabelValues(msg.Group, msg.Topic).Observe(t.Seconds())
+		}
 		res, att, dead, _ := d.snapshot()
 		if att != nil {
 			m.failed.WithLabelValues(msg.Group, msg.Topic).Inc()

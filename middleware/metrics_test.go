@@ -189,3 +189,32 @@ idemq_consumer_messages_without_id_total{group="g1",topic="orders"} 2
 		t.Fatal(err)
 	}
 }
+
+// The handler-alone histogram gets a sample when Dedup ran the handler,
+// and none for a duplicate, which never reaches it.
+func TestMetricsHandlerRunDuration(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	mm := must(Metrics(reg, MetricsOptions{}))
+	ok := idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil })
+	for _, res := range []dedup.Result{{Outcome: dedup.Processed}, {Outcome: dedup.Duplicate}, {Outcome: dedup.Processed}} {
+		h := chain(t, ok, mm, must(Dedup(&scriptedStore{res: res}, DedupOptions{})))
+		if err := h.Handle(context.Background(), testMessage()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if h := m.GetHistogram(); h != nil {
+				counts[mf.GetName()] = h.GetSampleCount()
+			}
+		}
+	}
+	if counts["idemq_consumer_handler_run_duration_seconds"] != 2 || counts["idemq_consumer_handler_duration_seconds"] != 3 {
+		t.Fatalf("histogram samples = %v; want 2 handler runs of 3 deliveries", counts)
+	}
+}

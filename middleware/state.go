@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
@@ -27,6 +28,29 @@ type delivery struct {
 	// deadLetterID is set by DeadLetter once the message is buried.
 	deadLetterID int64
 	deadLettered bool
+	// handlerTime is how long the handler alone ran inside Dedup's store
+	// call; ranHandler is set once it ran.
+	handlerTime time.Duration
+	ranHandler  bool
+}
+
+func (d *delivery) setHandlerTime(t time.Duration) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	d.handlerTime, d.ranHandler = t, true
+	d.mu.Unlock()
+}
+
+// handlerRun returns how long the handler alone ran, if Dedup ran it.
+func (d *delivery) handlerRun() (time.Duration, bool) {
+	if d == nil {
+		return 0, false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.handlerTime, d.ranHandler
 }
 
 type deliveryKey struct{}

@@ -252,7 +252,7 @@ func TestCLIDeadLetters(t *testing.T) {
 					Detail json.RawMessage `json:"detail"`
 				} `json:"records"`
 			}
-			tg.jsonOf(t, &audit, "audit")
+			tg.jsonOf(t, &audit, "audit", "--action", "dead.discard")
 			if len(audit.Records) != 1 || audit.Records[0].Actor != "oncall" || audit.Records[0].Action != "dead.discard" ||
 				audit.Records[0].Count != 1 || !strings.Contains(string(audit.Records[0].Detail), "msg-e-1") {
 				t.Fatalf("audit: %+v", audit)
@@ -361,7 +361,8 @@ func TestCLIOutbox(t *testing.T) {
 				} `json:"records"`
 			}
 			tg.jsonOf(t, &audit, "audit")
-			if len(audit.Records) != 2 || audit.Records[0].Action != "outbox.discard" || audit.Records[1].Action != "outbox.redrive" {
+			if len(audit.Records) != 3 || audit.Records[0].Action != "outbox.discard" || audit.Records[1].Action != "outbox.redrive" ||
+				audit.Records[2].Action != "migrate" {
 				t.Fatalf("audit: %+v", audit)
 			}
 		})

@@ -117,6 +117,8 @@ func (a *app) deadListCmd() *cobra.Command {
 				state := "waiting"
 				if d.RedrivenAt != nil {
 					state = "redriven " + a.when(*d.RedrivenAt)
+				} else if d.Truncated {
+					state = "waiting (truncated: discard only)"
 				}
 				rows[i] = []string{strconv.FormatInt(d.ID, 10), a.when(d.DeadAt), d.Group, d.Topic, d.MessageID, cut(d.Key, 32),
 					strconv.Itoa(d.Attempts), state, cut(d.Reason, 60)}
@@ -226,6 +228,10 @@ func (a *app) deadShowCmd() *cobra.Command {
 				for _, h := range d.History {
 					fmt.Fprintf(w, "  #%d %s  %s\n", h.Attempt, a.when(h.At), h.Error)
 				}
+			}
+			if d.Truncated {
+				fmt.Fprintf(w, "Body: only the first %d of %d bytes are kept (sha256 %s of the whole); this letter cannot be redriven\n",
+					len(d.Body), d.BodySize, d.BodySHA256)
 			}
 			fmt.Fprintf(w, "Body (%d bytes):\n%s\n", len(d.Body), showBody(d.Body))
 			return nil

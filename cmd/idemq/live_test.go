@@ -93,6 +93,11 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Shutdown(context.Background()) })
+			// The first rebalance is done once every queue (and the retry
+			// queue) has been pulled.
+			testenv.Eventually(t, 10*time.Second, "the consumer's first rebalance", func() bool {
+				return b.PulledQueues("payments", "payouts") == rmqtest.DefaultQueuesPerTopic && b.PulledQueues("payments", "%RETRY%payments") == 1
+			})
 
 			msg := &idemq.Message{Topic: "payouts", Body: []byte("payout 88")}
 			if _, err := p.SendSync(ctx, msg); err != nil {
@@ -105,8 +110,15 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 					Reason    string `json:"reason"`
 				} `json:"dead_letters"`
 			}
+			var lastOut, lastErr string
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last `idemq dead list`: %s %s", lastOut, lastErr)
+				}
+			})
 			testenv.Eventually(t, 30*time.Second, "the dead letter in `idemq dead list --json`", func() bool {
-				out, _, err := tg.run(t, "", "--json", "dead", "list", "--group", "payments")
+				out, stderr, err := tg.run(t, "", "--json", "dead", "list", "--group", "payments")
+				lastOut, lastErr = out, stderr
 				return err == nil && json.Unmarshal([]byte(out), &listed) == nil && len(listed.DeadLetters) == 1
 			})
 			if listed.DeadLetters[0].MessageID != msg.ID || !strings.Contains(listed.DeadLetters[0].Reason, "wallet 4711 frozen") {
@@ -184,7 +196,8 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				} `json:"records"`
 			}
 			tg.jsonOf(t, &audit, "audit")
-			if len(audit.Records) != 2 || audit.Records[0].Action != "outbox.redrive" || audit.Records[1].Action != "dead.redrive" {
+			if len(audit.Records) != 3 || audit.Records[0].Action != "outbox.redrive" || audit.Records[1].Action != "dead.redrive" ||
+				audit.Records[2].Action != "migrate" {
 				t.Fatalf("audit: %+v", audit)
 			}
 		})

@@ -216,7 +216,7 @@ func (a *app) keyCmd() *cobra.Command {
 				if st.LeaseExpired {
 					exp = "expired: the next delivery takes it over"
 				}
-				fmt.Fprintf(w, "  owner:       %s\n  lease until: %s (%s)\n", st.Owner, a.whenPtr(st.LeaseUntil), exp)
+				fmt.Fprintf(w, "  owner:       %s (fencing token %d)\n  lease until: %s (%s)\n", st.Owner, st.Fence, a.whenPtr(st.LeaseUntil), exp)
 			}
 			if st.MessageID != "" {
 				fmt.Fprintf(w, "  message ID:  %s\n", st.MessageID)
@@ -315,7 +315,7 @@ func (a *app) auditCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&action, "action", "", "dead.redrive, dead.discard, outbox.redrive, outbox.discard")
+	cmd.Flags().StringVar(&action, "action", "", "dead.redrive, dead.discard, outbox.redrive, outbox.discard, migrate")
 	cmd.Flags().StringVar(&actor, "actor-is", "", "only this actor")
 	cmd.Flags().StringVar(&since, "since", "", "at or after: RFC 3339 time or a duration ago")
 	cmd.Flags().IntVar(&limit, "limit", 50, "most records")
