@@ -134,6 +134,7 @@ func Run(t *testing.T, h Harness) {
 		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
 		{"BuryOncePerMessage", testBuryOnce},
 		{"BuryHostileMessage", testBuryHostile},
+		{"HostileMessageIDProcessed", testHostileMessageID},
 	}
 	tests = append(tests, leaseCases...)
 	for _, tc := range tests {
