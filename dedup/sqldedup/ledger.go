@@ -624,12 +624,17 @@ func nonNilHistory(h []dedup.AttemptError) []dedup.AttemptError {
 // StaleAttempts lists keys whose last recorded failure is older than
 // olderThan (by the database clock) and that were neither retried since,
 // nor succeeded, nor dead-lettered: messages the broker stopped
-// redelivering. With RocketMQ that happens when a send-back fails and the
-// client drops the message (rocketmq-client-go v2.1.2 does not check the
-// send-back reply), or when a message reaches the broker's own %DLQ%
-// without the DeadLetter middleware. Choose olderThan above the longest
-// retry delay in use (RocketMQ's ladder tops out at 2 hours). At most limit
-// records are returned, oldest first (limit <= 0 means 100).
+// redelivering. It is the backstop for losses outside idemq. The pinned
+// rocketmq-client-go no longer drops a message whose send-back fails (it
+// sends it into %RETRY%<group> itself, where v2.1.2 lost it); what
+// StaleAttempts still catches is a message that reached the broker's own
+// %DLQ% (the client's MaxReconsumeTimes below the DeadLetter middleware's
+// MaxAttempts, an orderly consumer giving up, no DeadLetter middleware),
+// and a retry copy the broker lost or deleted (a crash with asynchronous
+// flush, retention expiry, a group's offsets reset past it). Choose
+// olderThan above the longest retry delay in use (RocketMQ's ladder tops
+// out at 2 hours). At most limit records are returned, oldest first
+// (limit <= 0 means 100).
 //
 // A key that is done or dead in the dedup table is never listed, even if
 // its attempts record was left behind (the record is cleared after a

@@ -9,6 +9,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/migrate"
 	"github.com/idemq/idemq/internal/testenv"
 )
 
@@ -57,34 +58,43 @@ func TestStaleAttemptsSkipsDoneAndDeadKeys(t *testing.T) {
 	}
 }
 
-// Migrate upgrades a dead_letters table created before the body size, hash
-// and truncated columns (and, on MySQL, the key index), idempotently; Bury
-// works on the upgraded table.
-func TestMigrateUpgradesDeadLetters(t *testing.T) {
+// Migrate upgrades the tables of the previous release (step 0001, created
+// by the unversioned Migrate, with rows in them) to the current schema: the
+// dedup table's fence column, the dead letters' body size, hash and
+// truncated columns and their key index. The old rows stay readable, and
+// Bury and a lease claim work on the upgraded tables.
+func TestMigrateUpgradesPreviousSchema(t *testing.T) {
 	for _, d := range testenv.Databases() {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
-			s := newStore(t, db, sqldedup.Config{})
+			prefix := testenv.TablePrefix(t)
+			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters", prefix+"schema_migrations")
+			steps, err := migrate.Steps("dedup", d.Dialect)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, stmt := range steps[0].Statements(prefix) {
+				if err := db.Exec(stmt).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			table := prefix + "dead_letters"
+			if err := db.Exec("INSERT INTO "+table+" (consumer_group, dedup_key, message_id, topic, msg_keys, properties, reason, history, attempts, first_failed_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+				"g", "old", "1", "t", "[]", "{}", "old failure", "[]", 3, 1, 2).Error; err != nil {
+				t.Fatalf("old row: %v", err)
+			}
+			if db.Migrator().HasColumn(prefix+"dedup", "fence") || db.Migrator().HasColumn(table, "body_size") {
+				t.Fatal("step 0001 already has the new columns: this test would prove nothing")
+			}
+			s := newStore(t, db, sqldedup.Config{TablePrefix: prefix})
 			ctx := context.Background()
-			table := s.Table("dead_letters")
-			if d.Dialect == "mysql" {
-				if err := db.Exec("ALTER TABLE " + table + " DROP KEY " + table + "_key").Error; err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				if err := db.Exec("DROP INDEX " + table + "_key").Error; err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, c := range []string{"body_size", "body_sha256", "truncated"} {
-				if err := db.Exec("ALTER TABLE " + table + " DROP COLUMN " + c).Error; err != nil {
-					t.Fatal(err)
-				}
-			}
 			for i := 0; i < 2; i++ {
 				if err := s.Migrate(ctx); err != nil {
 					t.Fatalf("Migrate %d: %v", i+1, err)
 				}
+			}
+			if !db.Migrator().HasColumn(prefix+"dedup", "fence") {
+				t.Error("column fence missing after Migrate")
 			}
 			for _, c := range []string{"body_size", "body_sha256", "truncated"} {
 				if !db.Migrator().HasColumn(table, c) {
@@ -93,6 +103,14 @@ func TestMigrateUpgradesDeadLetters(t *testing.T) {
 			}
 			if !db.Migrator().HasIndex(table, table+"_key") {
 				t.Errorf("index %s_key missing after Migrate", table)
+			}
+			old, err := s.DeadLetters(ctx, dedup.DeadLetterFilter{Group: "g"})
+			if err != nil || len(old) != 1 || old[0].Reason != "old failure" {
+				t.Fatalf("old dead letters after Migrate = %+v, %v", old, err)
+			}
+			lease := newStore(t, db, sqldedup.Config{TablePrefix: prefix, Mode: sqldedup.Lease})
+			if r, err := lease.Process(ctx, dedup.Request{Group: "g", Key: "leased"}, func(context.Context) error { return nil }); err != nil || r.Outcome != dedup.Processed {
+				t.Fatalf("lease claim on the upgraded table = %+v, %v", r, err)
 			}
 			id, err := s.Bury(ctx, &dedup.DeadLetter{Group: "g", Key: "k", Body: []byte("abc"), Reason: "boom"})
 			if err != nil {

@@ -232,11 +232,16 @@ func TestClaimDeadlineByDatabaseClock(t *testing.T) {
 		b := setup(t, d, Config{})
 		ids := b.enqueue(t, &idemq.Message{Topic: "orders"})
 		s := &recSender{}
-		cfg := RelayConfig{Visibility: 300 * time1ms, SendTimeout: 100 * time1ms}
+		// The claim must outlast SendTimeout by more than a loaded machine's
+		// claim round trip, or the first relay rightly releases the row unsent.
+		cfg := RelayConfig{Visibility: 1000 * time1ms, SendTimeout: 100 * time1ms}
 		dead := newRelay(t, b.ob, s, cfg)
 		dead.skipMark = func(string) bool { return true }
 		if n, err := dead.RunOnce(context.Background()); err != nil || n != 1 {
 			t.Fatalf("RunOnce = %d, %v", n, err)
+		}
+		if got := s.delivered()[ids[0]]; got != 1 {
+			t.Fatalf("first relay sent the message %d times, want 1", got)
 		}
 		next := newRelay(t, b.ob, s, cfg)
 		waitFor(t, "the claim to expire", func() bool {

@@ -7,6 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/internal/testenv"
 )
@@ -133,4 +138,99 @@ func TestConfirmedRowsAreMarkedAsTheyCome(t *testing.T) {
 			t.Fatalf("third row status %v after its send, want sent", e.Status)
 		}
 	})
+}
+
+// TestRelayStopsBeforeAnUnextendedClaimExpires cuts the relay off from its
+// database right after it claimed a batch, so that its claim can no longer
+// be extended: the relay goes on sending only while a send cannot outlast
+// the claim, counted from before the claiming statement was sent, and
+// starts no send after that. (PostgreSQL and MariaDB: SQLite has no link
+// to cut.)
+func TestRelayStopsBeforeAnUnextendedClaimExpires(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testenv.DB) {
+		var dsnVia func(testing.TB, string) string
+		var target string
+		switch d.Dialect {
+		case DialectPostgres:
+			dsnVia, target = testenv.PostgresDSNVia, testenv.PostgresAddr(t)
+		case DialectMySQL:
+			dsnVia, target = testenv.MySQLDSNVia, testenv.MySQLAddr(t)
+		default:
+			t.Skip("SQLite has no network link to cut")
+		}
+		const (
+			rows        = 20
+			visibility  = 900 * time.Millisecond
+			sendTimeout = 200 * time.Millisecond
+			sendTime    = 100 * time.Millisecond
+		)
+		b := setup(t, d, Config{})
+		b.enqueueN(t, "orders", rows)
+		proxy := testenv.NewProxy(t, target)
+		via := openVia(t, d.Dialect, dsnVia(t, proxy.Addr()))
+		ob, err := New(via, Config{TablePrefix: b.prefix, IDs: &seqIDs{}, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			mu     sync.Mutex
+			starts []time.Time
+		)
+		s := SenderFunc(func(ctx context.Context, msg *idemq.Message) (string, error) {
+			mu.Lock()
+			starts = append(starts, time.Now())
+			if len(starts) == 1 {
+				proxy.Cut()
+			}
+			mu.Unlock()
+			select {
+			case <-time.After(sendTime):
+				return "ok", nil
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		})
+		r := newRelay(t, ob, s, RelayConfig{BatchSize: rows, Visibility: visibility, SendTimeout: sendTimeout})
+		before := time.Now() // no later than the claiming statement was sent
+		if n, err := r.RunOnce(context.Background()); err != nil || n != rows {
+			t.Fatalf("RunOnce: %d, %v; want %d claimed", n, err, rows)
+		}
+		proxy.Restore()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(starts) < 3 || len(starts) >= rows {
+			t.Fatalf("%d sends, want the relay to send several rows and stop well before %d", len(starts), rows)
+		}
+		// The relay checks time.Until(deadline) > SendTimeout right before
+		// each send; allow the few microseconds between that check and the
+		// sender's clock reading, and between before and the statement.
+		const slack = 5 * time.Millisecond
+		limit := before.Add(visibility - sendTimeout + slack)
+		for i, at := range starts {
+			if at.After(limit) {
+				t.Errorf("send %d started %s after the claim, later than Visibility-SendTimeout (%s)", i, at.Sub(before), visibility-sendTimeout)
+			}
+		}
+	})
+}
+
+// openVia opens dsn with gorm for the dialect, closed when the test ends.
+func openVia(t *testing.T, dialect, dsn string) *gorm.DB {
+	t.Helper()
+	var dl gorm.Dialector
+	if dialect == DialectPostgres {
+		dl = postgres.Open(dsn)
+	} else {
+		dl = mysql.Open(dsn)
+	}
+	db, err := gorm.Open(dl, &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	return db
 }
