@@ -13,6 +13,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/producer/outbox"
 )
 
 // Sender publishes a message again, keeping its message ID (msg.ID and the
@@ -25,9 +26,17 @@ type Config struct {
 	// TablePrefix is the prefix of every idemq table the Admin reads and
 	// writes. It must match ^[a-z][a-z0-9_]{0,30}$. Defaults to "idemq_".
 	TablePrefix string
-	// Sender publishes redriven dead letters. Without it RedriveDead
-	// returns ErrNoSender (a dry run still works). Defaults to nil.
+	// Sender publishes redriven dead letters. Without it (and without
+	// Outbox) RedriveDead returns ErrNoSender (a dry run still works).
+	// Defaults to nil.
 	Sender Sender
+	// Outbox, when set, makes redrives transactional: RedriveDead writes
+	// each message into this outbox (same message ID) in the same database
+	// transaction that marks the dead letter redriven and clears its key,
+	// and the outbox's relays send it. A crash cannot then leave a dead
+	// letter marked redriven whose message was never sent. It must use
+	// the Admin's database. Takes precedence over Sender. Defaults to nil.
+	Outbox *outbox.Outbox
 	// DefaultActor names the operator of actions whose context carries no
 	// actor (see WithActor). Defaults to "unknown".
 	DefaultActor string
@@ -111,8 +120,9 @@ func (a *Admin) Dialect() string { return a.dialect }
 // TablePrefix returns the table prefix.
 func (a *Admin) TablePrefix() string { return a.prefix }
 
-// HasSender reports whether redrives can publish (Config.Sender is set).
-func (a *Admin) HasSender() bool { return a.cfg.Sender != nil }
+// HasSender reports whether redrives can publish (Config.Sender or
+// Config.Outbox is set).
+func (a *Admin) HasSender() bool { return a.cfg.Sender != nil || a.cfg.Outbox != nil }
 
 func (a *Admin) table(name string) string { return a.prefix + name }
 

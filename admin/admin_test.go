@@ -528,3 +528,61 @@ func TestMigrateAdoptsPreviousSchema(t *testing.T) {
 		})
 	}
 }
+
+// With an outbox, a redrive writes the message into it in the same
+// transaction that marks the dead letter redriven and clears its key; the
+// relay then sends it with its own ID. A message the outbox refuses rolls
+// the whole redrive back: the dead letter waits, its key stays dead.
+func TestRedriveDeadThroughOutbox(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			b := setup(t, d)
+			ob, err := outbox.New(b.db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: b.prefix, MaxBodySize: 12})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := admin.New(b.db, admin.Config{TablePrefix: b.prefix, Outbox: ob})
+			if err != nil {
+				t.Fatal(err)
+			}
+			small := b.bury(t, "g", "orders", "k1", "boom") // body "body of k1": 10 bytes
+			big := b.bury(t, "g", "orders", "k-too-large", "boom")
+			// The same message ID already sent through the outbox once.
+			if err := b.db.Transaction(func(tx *gorm.DB) error {
+				return ob.Enqueue(tx, &idemq.Message{ID: "m-k1", Topic: "orders", Body: []byte("body of k1")})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.db.Exec("UPDATE " + ob.Table() + " SET status = 1").Error; err != nil {
+				t.Fatal(err)
+			}
+			res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{small, big}}, admin.ActionOptions{})
+			if err != nil || res.Done != 1 || len(res.Failed) != 1 || res.Failed[0].ID != big {
+				t.Fatalf("redrive = %+v, %v", res, err)
+			}
+			if st, _ := a.Key(b.ctx, "g", "k-too-large"); st.Status != admin.KeyDead {
+				t.Fatalf("refused message's key = %s, want dead", st.Status)
+			}
+			if n, _ := a.CountDead(b.ctx, admin.DeadFilter{IDs: []int64{big}}); n != 1 {
+				t.Fatal("refused message's dead letter is not waiting")
+			}
+			if st, _ := a.Key(b.ctx, "g", "k1"); st.Status != admin.KeyNew {
+				t.Fatalf("redriven key = %s, want new", st.Status)
+			}
+			var sent []*idemq.Message
+			relay, err := outbox.NewRelay(ob, outbox.SenderFunc(func(_ context.Context, m *idemq.Message) (string, error) {
+				sent = append(sent, m)
+				return "broker-id", nil
+			}), outbox.RelayConfig{ID: "redrive"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := relay.RunOnce(b.ctx); err != nil || n != 1 {
+				t.Fatalf("relay sent %d, %v", n, err)
+			}
+			if len(sent) != 1 || sent[0].ID != "m-k1" || string(sent[0].Body) != "body of k1" {
+				t.Fatalf("sent = %+v", sent)
+			}
+		})
+	}
+}

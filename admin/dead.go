@@ -475,8 +475,9 @@ func items(ds []DeadLetter) []deadItem {
 }
 
 // RedriveDead publishes the dead letters matching f again through
-// Config.Sender, each with its original message ID, after clearing its
-// key's dead mark and attempts so that the consumer processes it once. A
+// Config.Sender (or writes them into Config.Outbox), each with its
+// original message ID, after clearing its key's dead mark and attempts so
+// that the consumer processes it once. A
 // dead letter already redriven (by another operator, say) is skipped; one
 // whose publish fails stays waiting and is listed in Failed. One audit
 // record is written unless it is a dry run.
@@ -492,7 +493,7 @@ func (a *Admin) RedriveDead(ctx context.Context, f DeadFilter, opts ActionOption
 	if opts.DryRun {
 		return res, nil
 	}
-	if a.cfg.Sender == nil {
+	if a.cfg.Sender == nil && a.cfg.Outbox == nil {
 		return res, ErrNoSender
 	}
 	var done []DeadLetter
@@ -501,7 +502,12 @@ func (a *Admin) RedriveDead(ctx context.Context, f DeadFilter, opts ActionOption
 			res.Failed = append(res.Failed, ItemError{ID: d.ID, MessageID: d.MessageID, Error: err.Error()})
 			continue
 		}
-		err := a.store.Redrive(ctx, d.ID, dedup.Publisher(a.cfg.Sender))
+		var err error
+		if a.cfg.Outbox != nil {
+			err = a.redriveToOutbox(ctx, d.ID)
+		} else {
+			err = a.store.Redrive(ctx, d.ID, dedup.Publisher(a.cfg.Sender))
+		}
 		switch {
 		case err == nil:
 			res.Done++
@@ -588,4 +594,53 @@ func (a *Admin) forUpdate() string {
 		return ""
 	}
 	return " FOR UPDATE"
+}
+
+// redriveToOutbox marks one dead letter redriven, clears its key's dead
+// mark and attempts, and writes its message into the outbox, in one
+// transaction. A message whose ID is still in the outbox (sent and not yet
+// cleaned up, or failed) is made pending again instead: the outbox keeps
+// one row per message ID.
+func (a *Admin) redriveToOutbox(ctx context.Context, id int64) error {
+	d, err := a.DeadLetter(ctx, id)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: %w", dedup.ErrNotFound, err)
+		}
+		return err
+	}
+	ob := a.cfg.Outbox
+	return a.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		r := tx.Exec("UPDATE "+a.table("dead_letters")+" SET redriven_at = "+a.nowMs()+" WHERE id = ? AND redriven_at IS NULL", id)
+		if r.Error != nil {
+			return r.Error
+		}
+		if r.RowsAffected == 0 {
+			return dedup.ErrAlreadyRedriven
+		}
+		if err := tx.Exec("DELETE FROM "+a.table("dedup")+" WHERE consumer_group = ? AND dedup_key = ? AND status = 3", d.Group, d.Key).Error; err != nil {
+			return err
+		}
+		if err := tx.Exec("DELETE FROM "+a.table("attempts")+" WHERE consumer_group = ? AND dedup_key = ?", d.Group, d.Key).Error; err != nil {
+			return err
+		}
+		msg := d.Message()
+		if msg.ID != "" {
+			// Due at once: created_at is in the past, in the column's own
+			// representation on every database.
+			r := tx.Exec("UPDATE "+ob.Table()+" SET status = 0, attempts = 0, next_attempt_at = created_at, last_error = ''"+
+				" WHERE message_id = ? AND status <> 0", msg.ID)
+			if r.Error != nil {
+				return r.Error
+			}
+			var n int64
+			if err := tx.Raw("SELECT COUNT(*) FROM "+ob.Table()+" WHERE message_id = ?", msg.ID).Scan(&n).Error; err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+		}
+		return ob.Enqueue(tx, msg)
+	})
 }

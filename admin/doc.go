@@ -15,7 +15,12 @@
 //     attempts are cleared, so the consumer's dedup lets it through once.
 //     A dead letter is claimed before it is published, so two operators
 //     redriving at once publish it once; if publishing fails the claim is
-//     undone and the dead letter stays for another try.
+//     undone and the dead letter stays for another try. With
+//     [Config.Outbox] the redrive is transactional instead: the dead letter
+//     is marked redriven, its key cleared and the message written to the
+//     outbox in one transaction. (Through a Sender, a process that dies
+//     between the claim and the publish leaves the dead letter marked
+//     redriven but unsent.)
 //   - Discard deletes dead letters (or failed outbox rows) and leaves the
 //     key marked dead, so a late redelivery of a discarded message is still
 //     skipped. What was discarded (IDs, message IDs, keys, reasons) is kept

@@ -3,6 +3,8 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemq/idemq"
@@ -122,6 +125,69 @@ func exported(t *testing.T) map[string]bool {
 		}
 	}
 	return names
+}
+
+// Every metric idemq exports, with a sample of each, passes `promtool check
+// metrics` (Prometheus's naming and help lint).
+func TestPromtoolCheckMetrics(t *testing.T) {
+	tool := promtool(t)
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	mw, err := middleware.Metrics(reg, middleware.MetricsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mw(idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }))
+	if err := h.Handle(ctx, &idemq.Message{ID: "1", Group: "g", Topic: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	db := testenv.OpenSQLite(t)
+	adm, err := admin.New(db, admin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.Migrate(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqldedup.New(db, sqldedup.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.RecordFailure(ctx, "g", "k", 1, errors.New("x")); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := redisdedup.NewFastPath(store, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisdedup.FastPathConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.RegisterMetrics(reg, redisdedup.MetricsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := outbox.NewRelay(ob, outbox.SenderFunc(func(context.Context, *idemq.Message) (string, error) { return "", nil }), outbox.RelayConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.RegisterMetrics(reg, outbox.MetricsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reg.MustRegister(adm.Collector(admin.CollectorOptions{}))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	text := rec.Body.String()
+	if rec.Code != 200 || !strings.Contains(text, "idemq_attempts_retrying") || !strings.Contains(text, "idemq_consumer_in_flight") {
+		t.Fatalf("scrape: %d\n%s", rec.Code, text)
+	}
+	cmd := exec.Command(tool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
 }
 
 var metricRef = regexp.MustCompile(`\bidemq_[a-z0-9_]+`)

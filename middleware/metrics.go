@@ -42,6 +42,7 @@ type MetricsOptions struct {
 //	idemq_consumer_dead_letters_total{group,topic}       messages buried as dead letters
 //	idemq_consumer_failed_attempts_total{group,topic}    failed attempts recorded in the attempts ledger
 //	idemq_consumer_in_flight{group,topic}                deliveries inside the chain right now (gauge)
+//	idemq_consumer_messages_without_id_total{group,topic} deliveries without an idemq message ID property
 //
 // The result label takes the values of the Outcome constants. Dedup's and
 // DeadLetter's decisions reach Metrics through the delivery's context, so
@@ -83,6 +84,7 @@ type metrics struct {
 	mismatches *prometheus.CounterVec
 	dead       *prometheus.CounterVec
 	failed     *prometheus.CounterVec
+	withoutID  *prometheus.CounterVec
 	inFlight   *prometheus.GaugeVec
 }
 
@@ -108,6 +110,9 @@ func newMetrics(reg prometheus.Registerer, o MetricsOptions) (*metrics, error) {
 	m.dead, err = counter("dead_letters_total", "Messages buried as dead letters.", "group", "topic")
 	errs = append(errs, err)
 	m.failed, err = counter("failed_attempts_total", "Failed attempts recorded in the attempts ledger.", "group", "topic")
+	errs = append(errs, err)
+	m.withoutID, err = counter("messages_without_id_total",
+		"Deliveries without an idemq message ID property; their key falls back to RocketMQ's MsgId, which a re-send does not keep.", "group", "topic")
 	errs = append(errs, err)
 	m.inFlight, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: o.Namespace, Subsystem: o.Subsystem, Name: "in_flight",
@@ -144,6 +149,9 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 func (m *metrics) middleware(next idemq.Handler) idemq.Handler {
 	return idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
 		ctx, d := ensureDelivery(ctx)
+		if msg.Property(idemq.PropertyMessageID) == "" {
+			m.withoutID.WithLabelValues(msg.Group, msg.Topic).Inc()
+		}
 		inFlight := m.inFlight.WithLabelValues(msg.Group, msg.Topic)
 		inFlight.Inc()
 		start := time.Now()

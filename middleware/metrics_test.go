@@ -165,3 +165,27 @@ idemq_consumer_failed_attempts_total{group="g1",topic="orders"} 1
 		t.Fatalf("lint: %v %+v", err, problems)
 	}
 }
+
+// A delivery without the idemq message ID property is counted; one with it
+// is not.
+func TestMetricsMessagesWithoutID(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }), must(Metrics(reg, MetricsOptions{})))
+	with := testMessage()
+	with.Properties = map[string]string{idemq.PropertyMessageID: with.ID}
+	without := testMessage()
+	without.Properties = nil
+	for _, m := range []*idemq.Message{with, without, without} {
+		if err := h.Handle(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `
+# HELP idemq_consumer_messages_without_id_total Deliveries without an idemq message ID property; their key falls back to RocketMQ's MsgId, which a re-send does not keep.
+# TYPE idemq_consumer_messages_without_id_total counter
+idemq_consumer_messages_without_id_total{group="g1",topic="orders"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "idemq_consumer_messages_without_id_total"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -268,6 +268,25 @@ func TestCLIDeadLetters(t *testing.T) {
 			if !strings.Contains(out, "payments") || !strings.Contains(out, "Outbox:") {
 				t.Errorf("stats:\n%s", out)
 			}
+			// A failure waiting for a retry, then stale by the database clock.
+			if _, err := s.RecordFailure(context.Background(), "payments", "p-retry", 1, errors.New("gateway 502")); err != nil {
+				t.Fatal(err)
+			}
+			if out := tg.ok(t, "attempts", "--group", "payments"); !strings.Contains(out, "p-retry") || !strings.Contains(out, "retrying") {
+				t.Errorf("attempts:\n%s", out)
+			}
+			if out := tg.ok(t, "attempts", "stale"); strings.Contains(out, "p-retry") {
+				t.Errorf("attempts stale lists a fresh failure:\n%s", out)
+			}
+			if err := tg.db.Exec("UPDATE " + tg.prefix + "attempts SET last_at = last_at - 86400000").Error; err != nil {
+				t.Fatal(err)
+			}
+			if out := tg.ok(t, "attempts", "stale"); !strings.Contains(out, "p-retry") || !strings.Contains(out, "gateway 502") {
+				t.Errorf("attempts stale:\n%s", out)
+			}
+			if out := tg.ok(t, "attempts", "processing"); !strings.Contains(out, "LEASE UNTIL") {
+				t.Errorf("attempts processing:\n%s", out)
+			}
 		})
 	}
 }
@@ -422,5 +441,30 @@ func TestCLIMetricsExporter(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `idemq_dead_letters_waiting{group="payments",topic="payouts"} 1`) {
 		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, body)
+	}
+}
+
+// `idemq dead redrive --via-outbox` needs no broker: the message goes into
+// the outbox with its ID, in the redrive's transaction.
+func TestCLIRedriveViaOutbox(t *testing.T) {
+	for i, open := range targets(t) {
+		t.Run(dbNames()[i], func(t *testing.T) {
+			tg := open(t)
+			testenv.DropTables(t, tg.db, allTables(tg.prefix)...)
+			tg.ok(t, "migrate")
+			bury(t, tg.store(t), "payments", "payouts", "p-9", "boom")
+			out := tg.ok(t, "--yes", "dead", "redrive", "--via-outbox", "--all")
+			if !strings.Contains(out, "redrive: 1 of 1 done") {
+				t.Fatalf("redrive --via-outbox:\n%s", out)
+			}
+			ob, err := outbox.New(tg.db, outbox.Config{IDs: fixedIDs{}, TablePrefix: tg.prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := ob.Get(context.Background(), "msg-p-9")
+			if err != nil || e.Status != outbox.StatusPending || e.Topic != "payouts" {
+				t.Fatalf("outbox row: %+v, %v", e, err)
+			}
+		})
 	}
 }

@@ -281,6 +281,9 @@ func (a *app) deadActionCmd(verb string) *cobra.Command {
 	}
 	f.add(cmd, true)
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "only count and list what would be touched")
+	if verb == "redrive" {
+		cmd.Flags().BoolVar(&a.viaOutbox, "via-outbox", false, "write the messages into the outbox (same transaction as the redrive) for the relays to send, instead of publishing through --namesrv")
+	}
 	return cmd
 }
 

@@ -8,6 +8,7 @@
 //	idemq --db ... --namesrv 10.0.0.5:9876 dead redrive --error "timeout" --dry-run
 //	idemq --db ... outbox stats
 //	idemq --db ... audit
+//	idemq --db ... console --addr 127.0.0.1:8080
 //
 // The database comes from --db or IDEMQ_DB: sqlite:PATH (or a plain path
 // to a file), postgres://... or postgres:<key=value DSN>, mysql://... or
@@ -17,7 +18,12 @@
 // touch and ask for confirmation unless --yes; --dry-run only counts.
 // Every action is written to the audit log as --actor (defaults to
 // user@host). Redrive publishes through the name servers of --namesrv (or
-// IDEMQ_NAMESRV) with each message's own ID, so it needs no node lease.
+// IDEMQ_NAMESRV) with each message's own ID, so it needs no node lease;
+// with --via-outbox it writes the messages into the service's outbox
+// instead, in the transaction that marks them redriven, and the service's
+// relays send them.
+// `idemq console` serves the web console (package admin/console); it
+// refuses a non-loopback --addr unless --token or --basic-user is set.
 //
 // The command is built on spf13/cobra rather than urfave/cli: its
 // noun-then-verb command tree (dead list, outbox redrive), POSIX flags
@@ -47,6 +53,7 @@ import (
 	"github.com/idemq/idemq/admin"
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/producer"
+	"github.com/idemq/idemq/producer/outbox"
 )
 
 // app holds the global flags and what they open.
@@ -58,9 +65,14 @@ type app struct {
 	tz      string
 	actor   string
 	namesrv []string
+	// viaOutbox makes redrives write into the outbox (dead redrive --via-outbox).
+	viaOutbox bool
 
-	loc     *time.Location
+	loc *time.Location
+	// out receives text for people (control characters replaced), raw
+	// JSON for scripts (encoding/json escapes what must be escaped).
 	out     io.Writer
+	raw     io.Writer
 	in      io.Reader
 	db      *gorm.DB
 	closeDB func()
@@ -71,7 +83,7 @@ type app struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a := &app{out: os.Stdout, in: os.Stdin}
+	a := &app{out: terminalSafe{os.Stdout}, raw: os.Stdout, in: os.Stdin}
 	root := a.root()
 	root.SetContext(ctx)
 	err := root.Execute()
@@ -121,7 +133,7 @@ func (a *app) root() *cobra.Command {
 		nsDefault = strings.Split(ns, ",")
 	}
 	pf.StringSliceVar(&a.namesrv, "namesrv", nsDefault, "RocketMQ name servers host:port for redrive (env IDEMQ_NAMESRV)")
-	root.AddCommand(a.migrateCmd(), a.statsCmd(), a.deadCmd(), a.outboxCmd(), a.attemptsCmd(), a.keyCmd(), a.leasesCmd(), a.auditCmd(), a.metricsCmd())
+	root.AddCommand(a.migrateCmd(), a.statsCmd(), a.deadCmd(), a.outboxCmd(), a.attemptsCmd(), a.keyCmd(), a.leasesCmd(), a.auditCmd(), a.metricsCmd(), a.consoleCmd())
 	return root
 }
 
@@ -230,7 +242,16 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 	}
 	a.db, a.closeDB = db, closeDB
 	cfg := admin.Config{TablePrefix: a.prefix}
-	if withSender {
+	if withSender && a.viaOutbox {
+		if !db.Migrator().HasTable(a.prefix + "outbox") {
+			return nil, fmt.Errorf("--via-outbox: no table %soutbox (run idemq migrate, or redrive with --namesrv)", a.prefix)
+		}
+		ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: a.prefix})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Outbox = ob
+	} else if withSender {
 		if len(a.namesrv) == 0 {
 			return nil, errors.New("redrive needs --namesrv (or IDEMQ_NAMESRV): the name servers to publish through")
 		}

@@ -155,7 +155,40 @@ func (a *app) attemptsCmd() *cobra.Command {
 		c.Flags().IntVar(&offset, "offset", 0, "skip this many")
 	}
 	cmd.Flags().BoolVar(&stale, "stale", false, "only stale attempts")
-	cmd.AddCommand(staleCmd)
+	var pgroup string
+	var plimit int
+	processing := &cobra.Command{
+		Use:   "processing",
+		Short: "Keys claimed by lease-mode consumers: owner, lease deadline, expired or live",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, err := a.open(cmd, false)
+			if err != nil {
+				return err
+			}
+			ls, err := a.adm.Processing(ctx, pgroup, plimit)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if ls == nil {
+					ls = []admin.Lease{}
+				}
+				return a.printJSON(map[string]any{"processing": ls})
+			}
+			rows := make([][]string, len(ls))
+			for i, l := range ls {
+				st := "live"
+				if l.Expired {
+					st = "expired"
+				}
+				rows[i] = []string{l.Group, cut(l.Key, 40), l.MessageID, l.Owner, a.when(l.LeaseUntil), st, a.when(l.CreatedAt)}
+			}
+			return a.table([]string{"GROUP", "KEY", "MESSAGE ID", "OWNER", "LEASE UNTIL", "LEASE", "CLAIMED"}, rows)
+		},
+	}
+	processing.Flags().StringVar(&pgroup, "group", "", "consumer group")
+	processing.Flags().IntVar(&plimit, "limit", 100, "most keys to list")
+	cmd.AddCommand(staleCmd, processing)
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,7 +14,11 @@ import (
 
 // printJSON writes v as indented JSON.
 func (a *app) printJSON(v any) error {
-	enc := json.NewEncoder(a.out)
+	w := a.raw
+	if w == nil {
+		w = a.out
+	}
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
@@ -97,4 +102,27 @@ func plural(n int64, one, many string) string {
 		return fmt.Sprintf("%d %s", n, one)
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// terminalSafe writes text with control characters other than newline and
+// tab replaced by '?', so that message contents (error texts, keys,
+// properties: anyone's input) cannot drive the operator's terminal with
+// escape sequences. JSON output needs no such care: encoding/json escapes
+// control characters.
+type terminalSafe struct{ w io.Writer }
+
+func (t terminalSafe) Write(p []byte) (int, error) {
+	s := strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' {
+			return r
+		}
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) {
+			return '?'
+		}
+		return r
+	}, string(p))
+	if _, err := io.WriteString(t.w, s); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -63,8 +63,10 @@ const (
 // milliseconds if the key is free. The claim's value is
 // "p:<fencing token>:<owner>", the token being the Redis clock in
 // microseconds. It returns {1, value} when claimed and {0, value, pttl}
-// otherwise, read atomically.
+// otherwise, read atomically. (Redis before 5 needs effect replication
+// turned on to write after reading TIME; later versions always use it.)
 var claimScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
 local v = redis.call('GET', KEYS[1])
 if not v then
   local t = redis.call('TIME')

@@ -275,7 +275,10 @@ func TestLeaseRenewal(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			foundRowsLease(t, d, sqldedup.Lease)
 			db := d.Open(t)
-			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 300 * time.Millisecond, RenewInterval: 50 * time.Millisecond})
+			// A lease long enough that a renewal round trip on a loaded
+			// machine is confirmed before the handler's deadline (4/5 of
+			// the lease after the last confirmed send).
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: time.Second, RenewInterval: 100 * time.Millisecond})
 			ctx := context.Background()
 			r := dedup.Request{Group: "g", Key: "renewed"}
 			started := make(chan struct{})
@@ -284,7 +287,7 @@ func TestLeaseRenewal(t *testing.T) {
 				_, err := s.Process(ctx, r, func(ctx context.Context) error {
 					close(started)
 					select {
-					case <-time.After(900 * time.Millisecond):
+					case <-time.After(3 * time.Second):
 						return nil
 					case <-ctx.Done():
 						return context.Cause(ctx)
@@ -293,7 +296,7 @@ func TestLeaseRenewal(t *testing.T) {
 				done <- err
 			}()
 			<-started
-			time.Sleep(600 * time.Millisecond) // twice the lease
+			time.Sleep(2 * time.Second) // twice the lease
 			res, err := s.Process(ctx, r, func(context.Context) error { return errors.New("ran while leased") })
 			if err != nil || res.Outcome != dedup.Busy {
 				t.Fatalf("second delivery during a renewed lease: %v %v, want busy", res.Outcome, err)
