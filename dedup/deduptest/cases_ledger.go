@@ -168,3 +168,18 @@ func testBuryHostile(t *testing.T, s Subject) {
 		t.Fatalf("clean dead letter: %+v", cg)
 	}
 }
+
+// testHostileMessageID: a message ID the database cannot store as it is
+// (NUL, invalid UTF-8, longer than a key) never keeps a message with a
+// usable key from being processed, once.
+func testHostileMessageID(t *testing.T, s Subject) {
+	e := newEffects(t, s)
+	key := uniqueKey("hostile-id")
+	r := req(group, key)
+	r.MessageID = "m-\x00-\xff-" + strings.Repeat("\u00e9", 200)
+	res, err := settle(t, s.Store, r, e.fn(key))
+	mustOutcome(t, res, err, dedup.Processed)
+	res, err = settle(t, s.Store, r, e.fn(key))
+	mustOutcome(t, res, err, dedup.Duplicate)
+	e.expect(t, key, 1)
+}

@@ -144,6 +144,7 @@ func Run(t *testing.T, h Harness) {
 		{"HandlerCannotEndTransaction", testHandlerCannotEndTransaction},
 		{"BuryOncePerMessage", testBuryOnce},
 		{"BuryHostileMessage", testBuryHostile},
+		{"HostileMessageIDProcessed", testHostileMessageID},
 	}
 	tests = append(tests, leaseCases...)
 	for _, tc := range tests {

@@ -244,6 +244,10 @@ func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (
 	if err := req.Validate(); err != nil {
 		return dedup.Result{}, err
 	}
+	// The message ID is kept beside the row for operators; one the
+	// database cannot store (NUL, invalid UTF-8, too long) is cleaned, so
+	// that it never keeps a message with a usable key from being processed.
+	req.MessageID, _ = cleanText(req.MessageID, maxMessageIDLen)
 	if s.cfg.Mode == Lease {
 		// fn's own errors pass unchanged; the store's are classified.
 		res, err := s.processLease(ctx, req, func(ctx context.Context) error {
