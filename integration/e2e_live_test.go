@@ -9,7 +9,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,7 +40,6 @@ type bundle struct {
 	b       *rmqtest.Broker
 	p       *producer.Producer
 	store   *sqldedup.Store
-	effects sync.Map // key -> *atomic.Int64 (committed effects)
 }
 
 func setup(t *testing.T) *bundle {

@@ -71,8 +71,8 @@ func TestTracingSpan(t *testing.T) {
 				AttrOutcome:                      tc.wantOut,
 			}
 			for k, v := range want {
-				if got[k].Emit() != v {
-					t.Errorf("%s = %q, want %q", k, got[k].Emit(), v)
+				if got[k].AsString() != v {
+					t.Errorf("%s = %q, want %q", k, got[k].AsString(), v)
 				}
 			}
 			if got[AttrAttempt].AsInt64() != 3 {

@@ -9,23 +9,6 @@ import (
 	"gorm.io/gorm"
 )
 
-// nodeLeaseRow is the gorm model of <prefix>node_leases. The shipped SQL in
-// versioned steps (see Schema) create the same table.
-type nodeLeaseRow struct {
-	// NodeID is the snowflake node ID.
-	NodeID int64 `gorm:"column:node_id;primaryKey;autoIncrement:false"`
-	// Owner is the random token of the current (or last) holder.
-	Owner string `gorm:"column:owner;type:varchar(64);not null;default:''"`
-	// ExpiresAt is the lease deadline in database-clock Unix ms; 0 when
-	// released.
-	ExpiresAt int64 `gorm:"column:expires_at;not null;default:0"`
-	// LastMs is the node's mark (Unix ms): while the node is held, at least
-	// the holder's reservation (its clock plus TTL at its last heartbeat),
-	// which bounds every ID it issued; after a release, exactly the last
-	// timestamp it issued.
-	LastMs int64 `gorm:"column:last_ms;not null;default:0"`
-}
-
 // dialect holds the SQL that differs between databases.
 type dialect struct {
 	name     string

@@ -203,7 +203,7 @@ func parseDB(s string) (dialect, dsn string, err error) {
 	case !strings.Contains(s, "://"):
 		return "sqlite", s, nil
 	}
-	return "", "", fmt.Errorf("--db %q: want sqlite:PATH, postgres://..., or mysql://...", s)
+	return "", "", fmt.Errorf("--db %q: want sqlite:PATH, a postgres:// URL or a mysql:// URL", s)
 }
 
 // mysqlParams adds the settings idemq needs (parseTime) to a MySQL DSN.

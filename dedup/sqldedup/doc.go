@@ -77,9 +77,10 @@
 // count would depend on clientFoundRows. Unlike INSERT IGNORE, that branch
 // takes the row's exclusive lock, so a copy of a delivery in flight waits
 // for it to commit (then it is a duplicate) or roll back (then it runs).
-// Transactional mode is tested with clientFoundRows and multiStatements in
-// every combination. Lease mode still counts rows affected in its claim:
-// New refuses it on a DSN with clientFoundRows=true (ErrClientFoundRows).
+// The lease claim reads the insert ID the same way, and its UPDATEs match
+// only the rows they change, so lease mode does not depend on the flag
+// either. Both modes are tested with clientFoundRows and multiStatements in
+// every combination.
 //
 // # One round trip for BEGIN and the dedup insert
 //

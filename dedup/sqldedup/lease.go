@@ -87,15 +87,15 @@ func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leas
 	db := s.db.WithContext(ctx)
 	for try := 0; try < 3; try++ {
 		sentAt := time.Now()
-		r := db.Exec(s.sql.insertClaim, req.Group, req.Key, owner, leaseMS, req.MessageID, req.Fingerprint)
-		if r.Error != nil {
-			return false, time.Time{}, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", r.Error)
+		claimed, err := s.insertClaim(ctx, req, owner, leaseMS)
+		if err != nil {
+			return false, time.Time{}, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", err)
 		}
-		if r.RowsAffected == 1 {
+		if claimed {
 			return true, sentAt, dedup.Result{}, nil
 		}
 		sentAt = time.Now()
-		r = db.Exec(s.sql.takeover, owner, leaseMS, req.MessageID, req.Fingerprint, req.Group, req.Key)
+		r := db.Exec(s.sql.takeover, owner, leaseMS, req.MessageID, req.Fingerprint, req.Group, req.Key)
 		if r.Error != nil {
 			return false, time.Time{}, dedup.Result{}, fmt.Errorf("sqldedup: take over expired lease: %w", r.Error)
 		}
@@ -116,6 +116,28 @@ func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leas
 		return false, time.Time{}, s.stateResult(req, st), nil
 	}
 	return false, time.Time{}, dedup.Result{Outcome: dedup.Busy}, nil
+}
+
+// insertClaim inserts a PROCESSING row for owner and reports whether it
+// did. On MySQL the answer is the insert ID (see Store.inserted), because
+// rows affected by the duplicate branch depend on the DSN's
+// clientFoundRows; the claim's UPDATEs (takeover, renew, mark, release)
+// match only rows they change, so either count tells the truth there.
+func (s *Store) insertClaim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, error) {
+	args := []any{req.Group, req.Key, owner, leaseMS, req.MessageID, req.Fingerprint}
+	if s.dialect == "mysql" {
+		sqlDB, err := s.db.DB()
+		if err != nil {
+			return false, err
+		}
+		res, err := sqlDB.ExecContext(ctx, s.sql.insertClaim, args...)
+		if err != nil {
+			return false, err
+		}
+		return s.inserted(res)
+	}
+	r := s.db.WithContext(ctx).Exec(s.sql.insertClaim, args...)
+	return r.RowsAffected == 1, r.Error
 }
 
 // release deletes the claim if this owner still holds it.

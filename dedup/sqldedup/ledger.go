@@ -614,13 +614,6 @@ func nonNilMap(m map[string]string) map[string]string {
 	return m
 }
 
-func nonNilHistory(h []dedup.AttemptError) []dedup.AttemptError {
-	if h == nil {
-		return []dedup.AttemptError{}
-	}
-	return h
-}
-
 // StaleAttempts lists keys whose last recorded failure is older than
 // olderThan (by the database clock) and that were neither retried since,
 // nor succeeded, nor dead-lettered: messages the broker stopped

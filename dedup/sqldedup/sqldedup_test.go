@@ -148,19 +148,10 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 	return sub
 }
 
-// foundRowsLease reports a lease-mode run on a clientFoundRows DSN, which
-// New refuses (TestLeaseRefusesClientFoundRows).
-func foundRowsLease(t *testing.T, d testenv.DB, mode sqldedup.Mode) {
-	if mode == sqldedup.Lease && strings.Contains(d.Name, "foundrows") {
-		t.Skip("New refuses lease mode with clientFoundRows=true (TestLeaseRefusesClientFoundRows)")
-	}
-}
-
 func TestConformance(t *testing.T) {
 	for _, d := range databases() {
 		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
 			t.Run(d.Name+"/"+mode.String(), func(t *testing.T) {
-				foundRowsLease(t, d, mode)
 				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
 					return subject(t, d, mode, false)
 				}})
@@ -262,7 +253,6 @@ func TestSchemaRejectsBadInput(t *testing.T) {
 func TestLeaseRenewal(t *testing.T) {
 	for _, d := range databases() {
 		t.Run(d.Name, func(t *testing.T) {
-			foundRowsLease(t, d, sqldedup.Lease)
 			db := d.Open(t)
 			// A lease long enough that a renewal round trip on a loaded
 			// machine is confirmed before the handler's deadline (4/5 of
@@ -378,10 +368,6 @@ func TestMySQLWithoutMultiStatementsIsLogged(t *testing.T) {
 		}
 		db := d.Open(t)
 		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
-			if mode == sqldedup.Lease && strings.Contains(d.Name, "foundrows") {
-				checked++ // refused: TestLeaseRefusesClientFoundRows
-				continue
-			}
 			var buf bytes.Buffer
 			_, err := sqldedup.New(db, sqldedup.Config{Mode: mode, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 			if err != nil {
@@ -400,26 +386,5 @@ func TestMySQLWithoutMultiStatementsIsLogged(t *testing.T) {
 	}
 	if checked != 8 {
 		t.Fatalf("checked %d cases, want 8: the mysql database and its three variants in both modes", checked)
-	}
-}
-
-// A lease-mode store on a clientFoundRows DSN is refused at New: its claim
-// would take a key that another owner holds. Transactional mode is
-// accepted on every variant (its conformance runs there).
-func TestLeaseRefusesClientFoundRows(t *testing.T) {
-	for _, d := range databases() {
-		if d.Dialect != "mysql" {
-			continue
-		}
-		t.Run(d.Name, func(t *testing.T) {
-			db := d.Open(t)
-			_, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease})
-			if want := strings.Contains(d.Name, "foundrows"); errors.Is(err, sqldedup.ErrClientFoundRows) != want {
-				t.Fatalf("New(lease) = %v, refusal expected: %v", err, want)
-			}
-			if _, err := sqldedup.New(db, sqldedup.Config{}); err != nil {
-				t.Fatalf("New(transactional) = %v", err)
-			}
-		})
 	}
 }

@@ -56,11 +56,6 @@ var (
 	ErrUnsupportedDialect = errors.New("sqldedup: unsupported database dialect")
 	// ErrNilDB is returned by New for a nil *gorm.DB.
 	ErrNilDB = errors.New("sqldedup: nil database")
-	// ErrClientFoundRows is returned by New for a lease-mode store on a
-	// MySQL/MariaDB DSN with clientFoundRows=true: there the lease claim
-	// cannot tell a new claim from a key another owner holds. Transactional
-	// mode works with either setting.
-	ErrClientFoundRows = errors.New("sqldedup: lease mode needs a MySQL DSN without clientFoundRows=true")
 	// ErrNotCommitted is returned by Process (transactional mode) when the
 	// database answered COMMIT by rolling the transaction back (PostgreSQL
 	// does so, without an error, for a transaction a failed statement
@@ -205,11 +200,6 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 	case "sqlite", "postgres", "mysql":
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
-	}
-	if dialect == "mysql" && cfg.Mode == Lease {
-		if mc := mysqlConfig(db); mc != nil && mc.ClientFoundRows {
-			return nil, ErrClientFoundRows
-		}
 	}
 	s := &Store{db: db, cfg: cfg, dialect: dialect, prefix: cfg.TablePrefix}
 	s.sql = buildQueries(dialect, cfg.TablePrefix)

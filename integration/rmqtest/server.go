@@ -98,12 +98,6 @@ func (c *conn) draining() bool {
 	}
 }
 
-func (c *conn) getClientID() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.clientID
-}
-
 func (c *conn) setClientID(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -527,7 +521,6 @@ func (b *Broker) transactionChecker() {
 
 func (b *Broker) checkHalves(now time.Time) {
 	type check struct {
-		c   *conn
 		msg *storedMessage
 		h   halfMessage
 	}

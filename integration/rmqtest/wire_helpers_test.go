@@ -3,8 +3,6 @@ package rmqtest
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -158,11 +156,6 @@ func rawFrame(header string, body []byte, total, headerLen int, serType byte) []
 	binary.BigEndian.PutUint32(b[4:], uint32(headerLen)|uint32(serType)<<24)
 	b = append(b, header...)
 	return append(b, body...)
-}
-
-// isClosedErr reports a read error caused by a closed connection.
-func isClosedErr(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
 // sendExt returns SEND_MESSAGE extension fields.

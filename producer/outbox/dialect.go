@@ -48,9 +48,6 @@ func Schema(dialect, prefix string) (string, error) {
 	return s, nil
 }
 
-// sqliteTime is the text layout SQLite timestamps are stored in.
-const sqliteTime = "2006-01-02 15:04:05.000"
-
 // dialect holds the SQL that differs between databases. Every time
 // comparison uses the database clock so that relays on hosts with skewed
 // clocks agree.
