@@ -63,6 +63,14 @@
 // are refused with an idemq.Permanent error wrapping [ErrInvalidMessage];
 // properties with empty values are not sent (RocketMQ cannot carry them).
 //
+// Each attempt of a send is bounded by Config.AttemptTimeout (the client's
+// per-attempt WithSendMsgTimeout, 3 s by default), the whole send by
+// Config.SendTimeout (10 s): an attempt the broker never answers is
+// abandoned and retried (Config.Retries) while time is left. A send that
+// fails with the client's "route info not found" says instead which it is:
+// no name server answers, or the topic does not exist (create topics
+// first, with package topics or mqadmin updateTopic).
+//
 // At least once, not exactly once: a send whose reply is lost is reported as
 // failed although the broker stored the message, and a retry stores a second
 // copy with the same ID. Consumers must deduplicate (package dedup).
@@ -84,8 +92,9 @@
 //
 // # Tables and logging
 //
-// Both SQL tables are created by gorm's AutoMigrate when asked (Migrate) or
-// from the plain SQL in producer/schema ([Schema]). Table names take a
+// Both SQL tables are created and upgraded by versioned migration steps
+// when asked (Migrate; the `idemq migrate` command runs the same steps), or
+// from the plain SQL that [Schema] returns. Table names take a
 // prefix matching ^[a-z][a-z0-9_]{0,30}$. [SetClientLogger] routes the
 // client library's logs into log/slog; call it once, before creating
 // clients.

@@ -302,9 +302,12 @@ func TestNodeLeaseUniqueIDs(t *testing.T) {
 }
 
 // A lease taken by someone else stops the generator at the next heartbeat.
+// The TTLs in these tests leave a loaded 2-core machine room for a
+// heartbeat round trip; a shorter one loses the lease to a slow heartbeat
+// first, which is safe but not what the test is about.
 func TestNodeLeaseLostWhenTaken(t *testing.T) {
 	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
-		l, err := env.acquire(context.Background(), NodeLeaseConfig{MinNode: 5, NodeCount: 1, TTL: 300 * time.Millisecond})
+		l, err := env.acquire(context.Background(), NodeLeaseConfig{MinNode: 5, NodeCount: 1, TTL: 1500 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +338,7 @@ func TestNodeLeaseLostWhenTaken(t *testing.T) {
 // Heartbeats that keep failing past the TTL stop the generator.
 func TestNodeLeaseLostWhenHeartbeatsFail(t *testing.T) {
 	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
-		l, cut, err := env.acquireBreakable(context.Background(), NodeLeaseConfig{MinNode: 6, NodeCount: 1, TTL: 300 * time.Millisecond})
+		l, cut, err := env.acquireBreakable(context.Background(), NodeLeaseConfig{MinNode: 6, NodeCount: 1, TTL: 1500 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -360,7 +363,7 @@ func TestNodeLeaseLostWhenHeartbeatsFail(t *testing.T) {
 func TestNodeLeaseExpiredIsReacquired(t *testing.T) {
 	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
 		ctx := context.Background()
-		cfg := NodeLeaseConfig{MinNode: 7, NodeCount: 1, TTL: 300 * time.Millisecond}
+		cfg := NodeLeaseConfig{MinNode: 7, NodeCount: 1, TTL: 1500 * time.Millisecond}
 		a, err := env.acquire(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -632,7 +635,7 @@ func TestNodeLeaseConfigValidation(t *testing.T) {
 	}
 }
 
-// Migrate creates the table with AutoMigrate, and leasing works on it.
+// Migrate creates the table with the versioned steps, and leasing works on it.
 func TestNodeLeaseMigrate(t *testing.T) {
 	for _, k := range databases() {
 		t.Run(k.name, func(t *testing.T) {

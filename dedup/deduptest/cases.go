@@ -437,6 +437,12 @@ func testDeadLetter(t *testing.T, s Subject) {
 	}); err == nil {
 		t.Fatal("redrive with a failing publisher succeeded")
 	}
+	// ... and its key dead: a redelivery is still skipped.
+	res, err = s.Store.Process(ctx, req(group, key), e.fn(key))
+	mustOutcome(t, res, err, dedup.Duplicate)
+	if !res.Dead {
+		t.Fatal("a failed redrive left the key no longer dead")
+	}
 	// Redrive publishes the message with its ID; dedup must let it through
 	// exactly once more.
 	published := 0

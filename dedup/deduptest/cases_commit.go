@@ -127,3 +127,36 @@ func testCommitOnKilledConnection(t *testing.T, s Subject) {
 	mustOutcome(t, res, err, dedup.Processed)
 	e.expect(t, key, 1)
 }
+
+// testHandlerCannotEndTransaction: the handler may not commit the store's
+// transaction early (which would make the dedup row durable before the
+// handler's outcome is known) nor roll it back and report success.
+func testHandlerCannotEndTransaction(t *testing.T, s Subject) {
+	if s.Mode != Transactional {
+		t.Skip("applies to transactional stores")
+	}
+	e := newEffects(t, s)
+	for _, stmt := range []string{"COMMIT", "ROLLBACK"} {
+		t.Run(stmt, func(t *testing.T) {
+			key := uniqueKey("end-" + stmt)
+			var stmtErr error
+			res, err := s.Store.Process(ctxT(t), req(group, key), func(ctx context.Context) error {
+				if err := e.write(ctx, key); err != nil {
+					return err
+				}
+				stmtErr = dedup.Tx(ctx).Exec(stmt).Error
+				return nil
+			})
+			if stmtErr == nil {
+				t.Errorf("the handler's %s was accepted", stmt)
+			}
+			if err == nil {
+				t.Fatalf("Process acknowledged (%s) after the handler's %s", res.Outcome, stmt)
+			}
+			e.expect(t, key, 0)
+			res, err = settle(t, s.Store, req(group, key), e.fn(key))
+			mustOutcome(t, res, err, dedup.Processed)
+			e.expect(t, key, 1)
+		})
+	}
+}

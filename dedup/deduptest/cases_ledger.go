@@ -41,9 +41,7 @@ func deadLetterFor(key string) *dedup.DeadLetter {
 // returns the same dead letter; the redrive publishes once, and after it a
 // new failure is a new dead letter.
 func testBuryOnce(t *testing.T, s Subject) {
-	if s.Ledger == nil {
-		t.Skip("needs a store with a ledger")
-	}
+	s.need(t, "Ledger", s.Ledger != nil)
 	ctx := ctxT(t)
 	key := uniqueKey("bury-once")
 	const copies = 16
@@ -107,9 +105,7 @@ func testBuryOnce(t *testing.T, s Subject) {
 // properties and reason; a 10 MB body) is still buried, once, with what can
 // be stored; the dead letter says it is incomplete and refuses a redrive.
 func testBuryHostile(t *testing.T, s Subject) {
-	if s.Ledger == nil {
-		t.Skip("needs a store with a ledger")
-	}
+	s.need(t, "Ledger", s.Ledger != nil)
 	ctx := ctxT(t)
 	key := uniqueKey("bury-hostile")
 	body := bytes.Repeat([]byte("0123456789abcdef"), 10<<20/16) // 10 MiB

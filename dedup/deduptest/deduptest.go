@@ -5,9 +5,18 @@
 // The suite proves the guarantees of package dedup: a first delivery runs the
 // handler once, a duplicate does not, 32 concurrent deliveries of one key
 // give exactly one effect, a crash before commit leaves nothing, leases are
-// taken over after expiry and fenced, a fast path whose Redis is cut still
+// taken over after expiry and fenced, a lease ends before it can expire
+// (also for a paused holder, a stalled store and a cancelled delivery) and
+// its fencing token grows with every owner, a fast path whose Redis is cut still
 // dedups through the database, dead letters and redrive work, cleanup never
-// deletes inside the retry horizon, and bad input gets a clear error.
+// deletes inside the retry horizon, and bad input gets a clear error. A
+// transactional store acknowledges only a committed transaction: not one
+// whose handler swallowed a failed statement, nor one whose connection was
+// killed before COMMIT, while a failure the handler undid with a savepoint
+// is its own business.
+//
+// A case that needs a hook the subject lacks fails under CI=true unless the
+// subject declares the case in Subject.Unsupported with a reason.
 package deduptest
 
 import (
@@ -132,6 +141,7 @@ func Run(t *testing.T, h Harness) {
 		{"SwallowedStatementErrorNotAcked", testSwallowedStatementError},
 		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
 		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
+		{"HandlerCannotEndTransaction", testHandlerCannotEndTransaction},
 		{"BuryOncePerMessage", testBuryOnce},
 		{"BuryHostileMessage", testBuryHostile},
 	}

@@ -31,6 +31,8 @@ func leaseSubject(t *testing.T) deduptest.Subject {
 		Unsupported: map[string]string{
 			"RedisCutStillDedups":  "the Redis lease store has no database to fall back to",
 			"DeadLetterAndRedrive": "the Redis lease store keeps no ledger; dead letters need a SQL store",
+			"BuryOncePerMessage":   "the Redis lease store keeps no ledger; dead letters need a SQL store",
+			"BuryHostileMessage":   "the Redis lease store keeps no ledger; dead letters need a SQL store",
 			"CleanupKeepsHorizon":  "Redis expires keys by TTL; there is no Cleanup",
 		},
 		Leased: func(t *testing.T, lease time.Duration) deduptest.LeasedStore {

@@ -63,8 +63,10 @@ const (
 // milliseconds if the key is free. The claim's value is
 // "p:<fencing token>:<owner>", the token being the Redis clock in
 // microseconds. It returns {1, value} when claimed and {0, value, pttl}
-// otherwise, read atomically.
+// otherwise, read atomically. (Redis before 5 needs effect replication
+// turned on to write after reading TIME; later versions always use it.)
 var claimScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
 local v = redis.call('GET', KEYS[1])
 if not v then
   local t = redis.call('TIME')
@@ -177,9 +179,11 @@ func NewLeaseStore(client redis.UniversalClient, cfg LeaseConfig) (*LeaseStore, 
 //   - key dead: Duplicate with Dead set;
 //   - key claimed by another owner with a live lease: Busy, RetryAfter set
 //     to the time the lease has left;
-//   - otherwise the key is claimed with a fresh owner token and fn runs
-//     with a context that is cancelled (cause wrapping dedup.ErrLeaseLost)
-//     if the lease cannot be renewed. When fn succeeds the claim becomes a
+//   - otherwise the key is claimed with a fresh owner token and fencing
+//     token, and fn runs under a dedup.LeaseKeeper: its context carries
+//     the fencing token (dedup.Fence) and ends, with a cause wrapping
+//     dedup.ErrLeaseLost, Lease/5 before the lease could expire unless a
+//     renewal was confirmed, or at once if a renewal fails. When fn succeeds the claim becomes a
 //     done mark and the result is Processed; if the claim was taken over
 //     meanwhile nothing is marked and the error wraps dedup.ErrLeaseLost.
 //     When fn fails, the claim is released and fn's error is returned

@@ -64,7 +64,7 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 
 	tx := s.db.WithContext(ctx).Begin(s.cfg.TxOptions)
 	if tx.Error != nil {
-		return nil, fmt.Errorf("sqldedup: begin: %w", tx.Error)
+		return nil, storeError(ctx, fmt.Errorf("sqldedup: begin: %w", tx.Error))
 	}
 	finished := false
 	defer func() {
@@ -76,7 +76,7 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 	if err != nil {
 		finished = true
 		tx.Rollback()
-		return nil, fmt.Errorf("sqldedup: batch insert: %w", err)
+		return nil, storeError(ctx, fmt.Errorf("sqldedup: batch insert: %w", err))
 	}
 	fresh := make([]int, 0, len(inserted))
 	for _, i := range uniq {

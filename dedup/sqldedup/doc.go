@@ -21,6 +21,66 @@
 // key blocks on the unique index until the first commits (then it is a
 // duplicate) or rolls back (then it runs).
 //
+// # Only a committed transaction is acknowledged
+//
+// Process reports Processed only when the database confirmed the commit:
+//
+//   - PostgreSQL answers COMMIT of a transaction that a failed statement
+//     aborted with ROLLBACK and no error. The store reads the answer on
+//     both begin paths and returns ErrNotCommitted.
+//   - The handler's transaction (dedup.Tx) records the first statement that
+//     fails. A handler that swallows the error and returns nil gets its
+//     transaction rolled back and ErrStatementFailed (wrapping the
+//     statement's error), on every database; the delivery is retried, never
+//     acknowledged. After such a failure no statement of the handler
+//     reaches the database until it rolls back to a savepoint set before
+//     the failure, as PostgreSQL itself requires: on MySQL/MariaDB and
+//     SQLite, where a transaction can outlive a failed statement or be
+//     rolled back whole by the server (a deadlock), the handler's later
+//     writes could otherwise commit on their own outside the transaction.
+//     A failure undone with ROLLBACK TO SAVEPOINT (gorm's nested
+//     Transaction does this when its function returns an error) is the
+//     handler's business and does not stop the commit.
+//   - The handler cannot end the store's transaction: COMMIT, ROLLBACK and
+//     BEGIN statements and gorm's Commit and Rollback are refused, and count
+//     as a failed statement.
+//   - A connection lost at COMMIT leaves the outcome unknown: Process
+//     returns an error wrapping dedup.ErrUnavailable. If the commit did
+//     happen, the redelivery finds the key done.
+//
+// Errors that appear only while the handler reads rows (rows.Err) are not
+// seen by the store; on PostgreSQL they abort the transaction and the
+// commit check above catches them.
+//
+// # Failures that are not the handler's
+//
+// A conflict between concurrent transactions (MySQL/MariaDB deadlock 1213
+// and lock wait timeout 1205, PostgreSQL serialization failure 40001 and
+// deadlock 40P01, SQLite BUSY and LOCKED), met by the store's statements or
+// the handler's, rolls the run back; the store runs the whole transaction
+// again in place, handler included, up to 8 more times with a jittered
+// backoff (about 2 ms growing to 250 ms). When the retries run out the
+// error wraps dedup.ErrConflict. A database that cannot be reached (a
+// refused, reset or killed connection, a network timeout, a server
+// shutting down or refusing connections) makes Process return an error
+// wrapping dedup.ErrUnavailable. Either way nothing was recorded, and
+// dedup.IsInfrastructure tells middleware not to count an attempt. The
+// handler's own errors (idemq.Permanent and the rest) are returned
+// unchanged, unless they come from the transaction's own connection
+// failing.
+//
+// # MySQL/MariaDB DSN settings
+//
+// The first-delivery test does not depend on the DSN: the dedup insert's
+// duplicate branch (ON DUPLICATE KEY UPDATE status = LAST_INSERT_ID(status))
+// makes the insert ID non-zero for a duplicate, where the rows-affected
+// count would depend on clientFoundRows. Unlike INSERT IGNORE, that branch
+// takes the row's exclusive lock, so a copy of a delivery in flight waits
+// for it to commit (then it is a duplicate) or roll back (then it runs).
+// Transactional mode is tested with clientFoundRows and multiStatements in
+// every combination. Lease mode still counts rows affected in its claim:
+// New refuses it on a DSN with clientFoundRows=true (ErrClientFoundRows).
+//
 // # One round trip for BEGIN and the dedup insert
 //
 // At the concurrency a consumer runs at, a round trip costs more than the
@@ -40,13 +100,27 @@
 // # Lease mode
 //
 // For effects outside the database. The key is claimed as PROCESSING with a
-// random owner token and a lease deadline on the database clock, renewed
-// while the handler runs; if renewal fails until the lease runs out, the
-// handler's context is cancelled with dedup.ErrLeaseLost. Success marks the
-// key DONE, failure deletes the claim; both are compare-and-set on the owner
-// token, so a process whose lease was taken over (a zombie) can neither mark
-// nor release its successor's claim. A claim whose lease ran out is taken
-// over by the next delivery.
+// random owner token and a lease deadline on the database clock, and the
+// handler runs under a dedup.LeaseKeeper, the same one the Redis lease
+// store uses, so both lease stores behave the same:
+//
+//   - the handler's context ends LeaseDuration/5 before the lease could
+//     expire, counted from when the claim (or the last confirmed renewal)
+//     was sent, by the clock itself: a process paused past its lease and
+//     resumed finds ctx.Err() != nil on its first look;
+//   - the lease is renewed every RenewInterval (LeaseDuration/3) whatever
+//     happens to the delivery context; a renewal that fails, finds the key
+//     taken, or is not confirmed before the deadline ends the handler's
+//     context at once with a cause wrapping dedup.ErrLeaseLost;
+//   - the handler's context carries a fencing token (dedup.Fence), kept in
+//     the dedup table's fence column: the database clock in microseconds
+//     for a new claim, and above the previous owner's token for a
+//     takeover. Pass it to an external API that refuses lower tokens.
+//
+// Success marks the key DONE, failure deletes the claim; both are
+// compare-and-set on the owner token, so a process whose lease was taken
+// over (a zombie) can neither mark nor release its successor's claim. A
+// claim whose lease ran out is taken over by the next delivery.
 //
 // # Attempts, dead letters and retention
 //
@@ -70,9 +144,12 @@
 //
 // # Schema
 //
-// Migrate creates the tables; Schema returns the same statements as plain
-// SQL per dialect for users who run their own migrations. Both come from one
-// embedded file per dialect, so they cannot drift.
+// Migrate creates and upgrades the tables with versioned steps (recorded in
+// <prefix>schema_migrations, applied under a lock, so processes starting
+// together migrate once; tables made before versioning are adopted).
+// Schema returns the same steps as plain SQL per dialect for users who run
+// their own migrations. Both come from the same embedded files, so they
+// cannot drift.
 //
 // Mixing modes on one table is not supported: give each mode its own table
 // prefix.

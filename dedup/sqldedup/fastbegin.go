@@ -124,22 +124,32 @@ func fastBeginKind(db *gorm.DB, dialect string) string {
 	case "sqlite":
 		return "sqlite"
 	case "mysql":
-		d, ok := db.Dialector.(*gormmysql.Dialector)
-		if !ok || d.Config == nil {
-			return ""
-		}
-		cfg := d.Config.DSNConfig
-		if cfg == nil && d.Config.DSN != "" {
-			var err error
-			if cfg, err = mysqldriver.ParseDSN(d.Config.DSN); err != nil {
-				return ""
-			}
-		}
-		if cfg != nil && cfg.MultiStatements && cfg.InterpolateParams {
+		if cfg := mysqlConfig(db); cfg != nil && cfg.MultiStatements && cfg.InterpolateParams {
 			return "mysql"
 		}
 	}
 	return ""
+}
+
+// mysqlConfig returns the driver settings of a MySQL database opened with
+// gorm.io/driver/mysql from a DSN or a parsed config, or nil when they are
+// not known (a database opened from an existing *sql.DB).
+func mysqlConfig(db *gorm.DB) *mysqldriver.Config {
+	d, ok := db.Dialector.(*gormmysql.Dialector)
+	if !ok || d.Config == nil {
+		return nil
+	}
+	if d.Config.DSNConfig != nil {
+		return d.Config.DSNConfig
+	}
+	if d.Config.DSN == "" {
+		return nil
+	}
+	cfg, err := mysqldriver.ParseDSN(d.Config.DSN)
+	if err != nil {
+		return nil
+	}
+	return cfg
 }
 
 // beginInsert pins a connection and sends BEGIN together with the dedup

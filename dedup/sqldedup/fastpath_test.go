@@ -17,6 +17,7 @@ func TestConformanceWithRedisFastPath(t *testing.T) {
 	for _, d := range databases() {
 		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
 			t.Run(d.Name+"/"+mode.String(), func(t *testing.T) {
+				foundRowsLease(t, d, mode)
 				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
 					sub := subject(t, d, mode, false)
 					proxy := testenv.NewProxy(t, testenv.RedisAddr(t))

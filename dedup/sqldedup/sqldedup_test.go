@@ -59,20 +59,15 @@ func killer(d testenv.DB) func(t *testing.T, tx *gorm.DB) {
 }
 
 // databases lists the databases the store is tested on: every testenv
-// database, and MySQL once more with multiStatements=true, which turns on
-// the one-round-trip begin there.
+// database, and MySQL once more per variant of the DSN settings that change
+// what the server reports (clientFoundRows) or turn on the one-round-trip
+// begin there (multiStatements).
 func databases() []testenv.DB {
 	var out []testenv.DB
 	for _, d := range testenv.Databases() {
 		out = append(out, d)
 		if d.Dialect == "mysql" {
-			out = append(out, testenv.DB{Name: "mysql-multistatements", Dialect: "mysql", Open: func(t testing.TB) *gorm.DB {
-				dsn := testenv.MySQLDSN(t)
-				if !strings.Contains(dsn, "multiStatements") {
-					dsn += "&multiStatements=true"
-				}
-				return openMySQL(t, dsn)
-			}})
+			out = append(out, testenv.MySQLVariants()...)
 		}
 	}
 	return out
@@ -103,7 +98,8 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 		cfg = sqldedup.WithoutFastBegin(cfg)
 	}
 	s := newStore(t, db, cfg)
-	wantFast := map[string]string{"sqlite": "sqlite", "postgres": "postgres", "mysql-multistatements": "mysql"}[d.Name]
+	wantFast := map[string]string{"sqlite": "sqlite", "postgres": "postgres",
+		"mysql-multistatements": "mysql", "mysql-foundrows-multistatements": "mysql"}[d.Name]
 	if slowBegin || mode == sqldedup.Lease {
 		wantFast = ""
 	}
@@ -151,10 +147,19 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 	return sub
 }
 
+// foundRowsLease reports a lease-mode run on a clientFoundRows DSN, which
+// New refuses (TestLeaseRefusesClientFoundRows).
+func foundRowsLease(t *testing.T, d testenv.DB, mode sqldedup.Mode) {
+	if mode == sqldedup.Lease && strings.Contains(d.Name, "foundrows") {
+		t.Skip("New refuses lease mode with clientFoundRows=true (TestLeaseRefusesClientFoundRows)")
+	}
+}
+
 func TestConformance(t *testing.T) {
 	for _, d := range databases() {
 		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
 			t.Run(d.Name+"/"+mode.String(), func(t *testing.T) {
+				foundRowsLease(t, d, mode)
 				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
 					return subject(t, d, mode, false)
 				}})
@@ -268,8 +273,12 @@ func TestSchemaRejectsBadInput(t *testing.T) {
 func TestLeaseRenewal(t *testing.T) {
 	for _, d := range databases() {
 		t.Run(d.Name, func(t *testing.T) {
+			foundRowsLease(t, d, sqldedup.Lease)
 			db := d.Open(t)
-			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 300 * time.Millisecond, RenewInterval: 50 * time.Millisecond})
+			// A lease long enough that a renewal round trip on a loaded
+			// machine is confirmed before the handler's deadline (4/5 of
+			// the lease after the last confirmed send).
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: time.Second, RenewInterval: 100 * time.Millisecond})
 			ctx := context.Background()
 			r := dedup.Request{Group: "g", Key: "renewed"}
 			started := make(chan struct{})
@@ -278,7 +287,7 @@ func TestLeaseRenewal(t *testing.T) {
 				_, err := s.Process(ctx, r, func(ctx context.Context) error {
 					close(started)
 					select {
-					case <-time.After(900 * time.Millisecond):
+					case <-time.After(3 * time.Second):
 						return nil
 					case <-ctx.Done():
 						return context.Cause(ctx)
@@ -287,7 +296,7 @@ func TestLeaseRenewal(t *testing.T) {
 				done <- err
 			}()
 			<-started
-			time.Sleep(600 * time.Millisecond) // twice the lease
+			time.Sleep(2 * time.Second) // twice the lease
 			res, err := s.Process(ctx, r, func(context.Context) error { return errors.New("ran while leased") })
 			if err != nil || res.Outcome != dedup.Busy {
 				t.Fatalf("second delivery during a renewed lease: %v %v, want busy", res.Outcome, err)
@@ -380,13 +389,17 @@ func TestMySQLWithoutMultiStatementsIsLogged(t *testing.T) {
 		}
 		db := d.Open(t)
 		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
+			if mode == sqldedup.Lease && strings.Contains(d.Name, "foundrows") {
+				checked++ // refused: TestLeaseRefusesClientFoundRows
+				continue
+			}
 			var buf bytes.Buffer
 			_, err := sqldedup.New(db, sqldedup.Config{Mode: mode, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 			if err != nil {
 				t.Fatal(err)
 			}
 			logged := strings.Contains(buf.String(), "multiStatements=true")
-			want := d.Name == "mysql" && mode == sqldedup.Transactional
+			want := !strings.Contains(d.Name, "multistatements") && mode == sqldedup.Transactional
 			if logged != want {
 				t.Errorf("%s, %s: logged %v, want %v: %q", d.Name, mode, logged, want, buf.String())
 			}
@@ -396,7 +409,28 @@ func TestMySQLWithoutMultiStatementsIsLogged(t *testing.T) {
 	if checked == 0 {
 		t.Skip("no MySQL configured (IDEMQ_MYSQL_DSN)")
 	}
-	if checked != 4 {
-		t.Fatalf("checked %d cases, want 4: the mysql and mysql-multistatements databases in both modes", checked)
+	if checked != 8 {
+		t.Fatalf("checked %d cases, want 8: the mysql database and its three variants in both modes", checked)
+	}
+}
+
+// A lease-mode store on a clientFoundRows DSN is refused at New: its claim
+// would take a key that another owner holds. Transactional mode is
+// accepted on every variant (its conformance runs there).
+func TestLeaseRefusesClientFoundRows(t *testing.T) {
+	for _, d := range databases() {
+		if d.Dialect != "mysql" {
+			continue
+		}
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			_, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease})
+			if want := strings.Contains(d.Name, "foundrows"); errors.Is(err, sqldedup.ErrClientFoundRows) != want {
+				t.Fatalf("New(lease) = %v, refusal expected: %v", err, want)
+			}
+			if _, err := sqldedup.New(db, sqldedup.Config{}); err != nil {
+				t.Fatalf("New(transactional) = %v", err)
+			}
+		})
 	}
 }

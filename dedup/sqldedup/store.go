@@ -56,6 +56,11 @@ var (
 	ErrUnsupportedDialect = errors.New("sqldedup: unsupported database dialect")
 	// ErrNilDB is returned by New for a nil *gorm.DB.
 	ErrNilDB = errors.New("sqldedup: nil database")
+	// ErrClientFoundRows is returned by New for a lease-mode store on a
+	// MySQL/MariaDB DSN with clientFoundRows=true: there the lease claim
+	// cannot tell a new claim from a key another owner holds. Transactional
+	// mode works with either setting.
+	ErrClientFoundRows = errors.New("sqldedup: lease mode needs a MySQL DSN without clientFoundRows=true")
 	// ErrNotCommitted is returned by Process (transactional mode) when the
 	// database answered COMMIT by rolling the transaction back (PostgreSQL
 	// does so, without an error, for a transaction a failed statement
@@ -201,6 +206,11 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
 	}
+	if dialect == "mysql" && cfg.Mode == Lease {
+		if mc := mysqlConfig(db); mc != nil && mc.ClientFoundRows {
+			return nil, ErrClientFoundRows
+		}
+	}
 	s := &Store{db: db, cfg: cfg, dialect: dialect, prefix: cfg.TablePrefix}
 	s.sql = buildQueries(dialect, cfg.TablePrefix)
 	if cfg.TxOptions == nil && !cfg.disableFastBegin {
@@ -236,18 +246,31 @@ func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (
 	}
 	if s.cfg.Mode == Lease {
 		// fn's own errors pass unchanged; the store's are classified.
-		var ferr error
 		res, err := s.processLease(ctx, req, func(ctx context.Context) error {
-			ferr = fn(ctx)
-			return ferr
+			if err := fn(ctx); err != nil {
+				return &handlerError{err}
+			}
+			return nil
 		})
-		if err != nil && err != ferr {
-			err = storeError(ctx, err)
+		var he *handlerError
+		if errors.As(err, &he) {
+			if err == error(he) {
+				return res, he.err
+			}
+			return res, err
 		}
-		return res, err
+		return res, storeError(ctx, err)
 	}
 	return s.processTx(ctx, req, fn)
 }
+
+// handlerError marks an error as the handler's own while it passes
+// through the lease code, so that Process returns it unchanged and
+// classifies only the store's errors.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
 
 // now returns the database clock in Unix milliseconds.
 func (s *Store) now(ctx context.Context, db *gorm.DB) (int64, error) {

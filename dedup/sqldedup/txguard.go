@@ -96,6 +96,20 @@ const (
 // savepoint's name.
 func classify(query string) (stmtKind, string) {
 	q := strings.TrimSpace(query)
+	// The hot path: most statements start with none of the keywords below,
+	// and are told apart without allocating.
+	word := q
+	if i := strings.IndexAny(q, " \t\r\n;"); i >= 0 {
+		word = q[:i]
+	}
+	switch {
+	case strings.EqualFold(word, "SAVEPOINT"), strings.EqualFold(word, "RELEASE"),
+		strings.EqualFold(word, "ROLLBACK"), strings.EqualFold(word, "COMMIT"),
+		strings.EqualFold(word, "BEGIN"), strings.EqualFold(word, "END"),
+		strings.EqualFold(word, "ABORT"), strings.EqualFold(word, "START"):
+	default:
+		return stmtOther, ""
+	}
 	if len(q) > 120 {
 		q = q[:120]
 	}

@@ -246,3 +246,39 @@ func MySQLAddr(t testing.TB) string {
 	}
 	return cfg.Addr
 }
+
+// MySQLVariants lists the test MySQL/MariaDB database ([MySQLDSN]) once
+// per combination of the DSN settings that change what the server or the
+// driver reports, for suites that must hold whatever the user's DSN says:
+//
+//	mysql-foundrows                  clientFoundRows=true (rows affected counts rows found)
+//	mysql-multistatements            multiStatements=true
+//	mysql-foundrows-multistatements  both
+//
+// The plain DSN itself is in [Databases]. Each variant's Dialect is "mysql".
+func MySQLVariants() []DB {
+	variant := func(name string, foundRows, multi bool) DB {
+		return DB{Name: name, Dialect: "mysql", Open: func(t testing.TB) *gorm.DB {
+			t.Helper()
+			return open(t, name, mysql.Open(MySQLDSNWith(t, foundRows, multi)))
+		}}
+	}
+	return []DB{
+		variant("mysql-foundrows", true, false),
+		variant("mysql-multistatements", false, true),
+		variant("mysql-foundrows-multistatements", true, true),
+	}
+}
+
+// MySQLDSNWith returns the test MySQL DSN ([MySQLDSN]) with
+// clientFoundRows and multiStatements set as given.
+func MySQLDSNWith(t testing.TB, clientFoundRows, multiStatements bool) string {
+	t.Helper()
+	cfg, err := mysqldriver.ParseDSN(MySQLDSN(t))
+	if err != nil {
+		t.Fatalf("testenv: %s: %v", EnvMySQLDSN, err)
+	}
+	cfg.ClientFoundRows = clientFoundRows
+	cfg.MultiStatements = multiStatements
+	return cfg.FormatDSN()
+}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"regexp"
+	"strings"
 	"testing"
 
 	"gorm.io/driver/mysql"
@@ -193,6 +194,40 @@ func TestProxyDatabases(t *testing.T) {
 			one = 0
 			if err := db.Raw("SELECT 1").Scan(&one).Error; err != nil || one != 1 {
 				t.Fatalf("after Restore: SELECT 1 = %d, %v", one, err)
+			}
+		})
+	}
+}
+
+// Each MySQL variant really has the DSN settings its name says: an update
+// that changes nothing counts its row only with clientFoundRows, and two
+// statements in one call pass only with multiStatements.
+func TestMySQLVariants(t *testing.T) {
+	for _, d := range MySQLVariants() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			if got := db.Dialector.Name(); got != "mysql" {
+				t.Fatalf("Dialector.Name() = %q", got)
+			}
+			table := TablePrefix(t) + "v"
+			DropTables(t, db, table)
+			if err := db.Exec("CREATE TABLE " + table + " (id INTEGER PRIMARY KEY, v INTEGER)").Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("INSERT INTO " + table + " (id, v) VALUES (1, 1)").Error; err != nil {
+				t.Fatal(err)
+			}
+			r := db.Exec("UPDATE " + table + " SET v = v WHERE id = 1")
+			if r.Error != nil {
+				t.Fatal(r.Error)
+			}
+			foundRows := strings.Contains(d.Name, "foundrows")
+			if want := map[bool]int64{true: 1, false: 0}[foundRows]; r.RowsAffected != want {
+				t.Errorf("no-op update affected %d rows, want %d (clientFoundRows=%v)", r.RowsAffected, want, foundRows)
+			}
+			multi := strings.Contains(d.Name, "multistatements")
+			if err := db.Exec("DO 1; DO 2").Error; (err == nil) != multi {
+				t.Errorf("two statements in one call: %v (multiStatements=%v)", err, multi)
 			}
 		})
 	}
