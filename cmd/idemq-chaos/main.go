@@ -44,7 +44,9 @@
 // equals the sum of its effects and the sum the plan expects. It prints a
 // table per database and mode, then every violation with the seed to
 // reproduce it, and exits 1 on any violation (2 if a run could not be
-// carried out).
+// carried out). A store that refuses a configuration at New (lease mode on
+// a MySQL DSN with clientFoundRows=true, say) is reported as refused: not a
+// violation, since nothing ran unsafely.
 //
 // Without -own-servers it uses the servers named by -postgres-dsn,
 // -mysql-dsn and -redis (defaults: IDEMQ_POSTGRES_DSN, IDEMQ_MYSQL_DSN,
@@ -290,6 +292,8 @@ func printRow(r *RunResult) {
 	// Rows are printed once more, aligned, at the end; this line is progress.
 	status := "ok"
 	switch {
+	case r.Refused != nil:
+		status = "refused by the store: " + r.Refused.Error()
 	case r.Err != nil:
 		status = "ERROR: " + r.Err.Error()
 	case !r.Report.OK():
@@ -304,6 +308,10 @@ func report(out *os.File, results []*RunResult, o *options, dir string, set map[
 	code := 0
 	for _, r := range results {
 		f := r.Faults
+		if r.Refused != nil {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t%.0f\trefused\t\n", r.Cfg.DB, r.Cfg.Mode, r.Elapsed.Seconds())
+			continue
+		}
 		if r.Err != nil {
 			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t%.0f\tERROR\t\n", r.Cfg.DB, r.Cfg.Mode, r.Elapsed.Seconds())
 			code = max(code, 2)
@@ -320,6 +328,10 @@ func report(out *os.File, results []*RunResult, o *options, dir string, set map[
 	}
 	tw.Flush()
 	for _, r := range results {
+		if r.Refused != nil {
+			fmt.Fprintf(out, "\n%s %s: not run, the store refused the configuration at New: %v\n", r.Cfg.DB, r.Cfg.Mode, r.Refused)
+			continue
+		}
 		if r.Err != nil {
 			fmt.Fprintf(out, "\n%s %s: the run failed: %v\n", r.Cfg.DB, r.Cfg.Mode, r.Err)
 			continue

@@ -86,6 +86,10 @@ type RunResult struct {
 	Fenced  int // external API calls refused for a stale fencing token
 	Elapsed time.Duration
 	Err     error // the run itself failed (not a violation)
+	// Refused is the store's refusal of the configuration at New (a
+	// MySQL DSN with clientFoundRows=true that a mode cannot serve): not
+	// a violation, since nothing ran unsafely.
+	Refused error
 }
 
 // procs supervises the worker processes.
@@ -228,6 +232,12 @@ func Run(ctx context.Context, cfg *RunConfig) (res *RunResult) {
 	}
 	store, err := sqldedup.New(db, scfg)
 	if err != nil {
+		if cfg.DB == "mysql-cfr" {
+			// Refusing a DSN the store cannot serve safely, with a clear
+			// error at New, keeps the promise: nothing runs unsafely.
+			res.Refused = err
+			return res
+		}
 		res.Err = err
 		return res
 	}
