@@ -149,20 +149,25 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 }
 
 func TestConformance(t *testing.T) {
+	// The databases run side by side (each subject has its own tables or
+	// server); the modes of one database run one after the other.
 	for _, d := range databases() {
-		for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
-			t.Run(d.Name+"/"+mode.String(), func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			for _, mode := range []sqldedup.Mode{sqldedup.Transactional, sqldedup.Lease} {
+				t.Run(mode.String(), func(t *testing.T) {
+					deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+						return subject(t, d, mode, false)
+					}})
+				})
+			}
+			// The ordinary BEGIN path, which a store takes with TxOptions or a
+			// MySQL DSN without multiStatements.
+			t.Run("transactional-plain-begin", func(t *testing.T) {
 				deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
-					return subject(t, d, mode, false)
+					return subject(t, d, sqldedup.Transactional, true)
 				}})
 			})
-		}
-		// The ordinary BEGIN path, which a store takes with TxOptions or a
-		// MySQL DSN without multiStatements.
-		t.Run(d.Name+"/transactional-plain-begin", func(t *testing.T) {
-			deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
-				return subject(t, d, sqldedup.Transactional, true)
-			}})
 		})
 	}
 }
