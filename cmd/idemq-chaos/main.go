@@ -44,9 +44,8 @@
 // equals the sum of its effects and the sum the plan expects. It prints a
 // table per database and mode, then every violation with the seed to
 // reproduce it, and exits 1 on any violation (2 if a run could not be
-// carried out). A store that refuses a configuration at New (lease mode on
-// a MySQL DSN with clientFoundRows=true, say) is reported as refused: not a
-// violation, since nothing ran unsafely.
+// carried out). A store that refuses a configuration at New is reported as
+// refused: not a violation, since nothing ran unsafely.
 //
 // Without -own-servers it uses the servers named by -postgres-dsn,
 // -mysql-dsn and -redis (defaults: IDEMQ_POSTGRES_DSN, IDEMQ_MYSQL_DSN,
