@@ -16,6 +16,7 @@ import (
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/deduptest"
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/sqlscript"
 	"github.com/idemq/idemq/internal/testenv"
 )
 
@@ -212,7 +213,8 @@ func TestPlainSQLSchema(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, stmt := range strings.Split(schema, ";\n") {
+			// Split as Migrate splits: a statement may end in "; -- comment".
+			for _, stmt := range sqlscript.Split(schema) {
 				if strings.TrimSpace(stripComments(stmt)) == "" {
 					continue
 				}
