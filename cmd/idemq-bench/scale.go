@@ -242,26 +242,48 @@ func scaleRun(db *gorm.DB, name string, rows int64, c int, d, cleanFor time.Dura
 	fmt.Printf("at N, no index  b dedup %s   with index / without %.2f   (index rebuilt in %s)\n",
 		noIdx, atB.rate/noIdx.rate, time.Since(t0).Round(100*time.Millisecond))
 
-	// Process while the janitor (defaults: batches of 500, 10ms pause)
-	// deletes expired rows.
-	jan, err := sqldedup.NewJanitor(store, sqldedup.JanitorConfig{Interval: time.Hour})
+	// Process while a janitor deletes expired rows: one that keeps pace
+	// with the inserts (MaxRate = the insert rate at N, the steady state
+	// of a janitor that keeps up), alternating with none, twice; then one
+	// that catches up with the backlog as fast as its defaults let it
+	// (batches of 500, 10ms pause).
+	during := func(cfg sqldedup.JanitorConfig) (measured, int64, time.Duration, error) {
+		cfg.Interval = time.Hour
+		jan, err := sqldedup.NewJanitor(store, cfg)
+		if err != nil {
+			return measured{}, 0, 0, err
+		}
+		jctx, stop := context.WithCancel(ctx)
+		jdone := make(chan struct{})
+		go func() { _ = jan.Run(jctx); close(jdone) }()
+		t0 := time.Now()
+		m, err := measure(dedupOp)
+		took := time.Since(t0)
+		stop()
+		<-jdone
+		return m, jan.Stats().Deleted.Dedup, took, err
+	}
+	var ratios []float64
+	for round := 0; round < 2; round++ {
+		without, err := measure(dedupOp)
+		if err != nil {
+			return err
+		}
+		paced, n, took, err := during(sqldedup.JanitorConfig{MaxRate: int(atB.rate)})
+		if err != nil {
+			return err
+		}
+		ratios = append(ratios, paced.rate/without.rate)
+		fmt.Printf("keeping pace    b dedup %s   without %s   ratio %.2f   (janitor deleted %d rows, %.0f rows/s)\n",
+			paced, without, paced.rate/without.rate, n, float64(n)/took.Seconds())
+	}
+	catchUp, n, took, err := during(sqldedup.JanitorConfig{})
 	if err != nil {
 		return err
 	}
-	jctx, stop := context.WithCancel(ctx)
-	jdone := make(chan struct{})
-	go func() { _ = jan.Run(jctx); close(jdone) }()
-	t0 = time.Now()
-	during, err := measure(dedupOp)
-	jt := time.Since(t0)
-	stop()
-	<-jdone
-	if err != nil {
-		return err
-	}
-	janRows := jan.Stats().Deleted.Dedup
-	fmt.Printf("during cleanup  b dedup %s   during / without %.2f   (janitor deleted %d rows, %.0f rows/s)\n",
-		during, during.rate/atB.rate, janRows, float64(janRows)/jt.Seconds())
+	fmt.Printf("catching up     b dedup %s   vs at N %.2f   (janitor deleted %d rows, %.0f rows/s)\n",
+		catchUp, catchUp.rate/atB.rate, n, float64(n)/took.Seconds())
+	fmt.Printf("process during cleanup keeping pace / without: %.2f (mean of %d rounds)\n", (ratios[0]+ratios[1])/2, len(ratios))
 
 	// The two cleanup algorithms, alone, on what is left.
 	oldN, oldT, err := oldCleanup(ctx, db, table, now.Add(-scaleKeep).UnixMilli(), cleanFor)

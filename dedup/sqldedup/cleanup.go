@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -120,15 +121,20 @@ func (s *Store) deleteBatch(ctx context.Context, k sweepKind, cutoff int64, limi
 	return n, nil
 }
 
+// pauseFunc runs between two cleanup batches, told the rows the last one
+// deleted and the time it took; an error stops the sweep.
+type pauseFunc func(ctx context.Context, deleted int64, took time.Duration) error
+
 // sweep deletes rows of kind k older than cutoff in batches of
 // CleanupBatch, oldest first, until a batch comes back short. pause, if
-// not nil, runs between batches and may stop the sweep with an error.
-func (s *Store) sweep(ctx context.Context, k sweepKind, cutoff int64, pause func(context.Context) error) (int64, error) {
+// not nil, runs between batches.
+func (s *Store) sweep(ctx context.Context, k sweepKind, cutoff int64, pause pauseFunc) (int64, error) {
 	var total int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
+		start := time.Now()
 		n, err := s.deleteBatch(ctx, k, cutoff, s.cfg.CleanupBatch)
 		total += n
 		if err != nil {
@@ -138,7 +144,7 @@ func (s *Store) sweep(ctx context.Context, k sweepKind, cutoff int64, pause func
 			return total, nil
 		}
 		if pause != nil {
-			if err := pause(ctx); err != nil {
+			if err := pause(ctx, n, time.Since(start)); err != nil {
 				return total, err
 			}
 		}
@@ -158,7 +164,7 @@ func (s *Store) Sweep(ctx context.Context) (Swept, error) {
 	return s.sweepAll(ctx, nil)
 }
 
-func (s *Store) sweepAll(ctx context.Context, pause func(context.Context) error) (Swept, error) {
+func (s *Store) sweepAll(ctx context.Context, pause pauseFunc) (Swept, error) {
 	var w Swept
 	cutoff, err := s.cutoff(ctx)
 	if err != nil {

@@ -23,6 +23,13 @@ type JanitorConfig struct {
 	// MariaDB (docs/capacity.md). A negative value means no pause.
 	// Defaults to 10 milliseconds.
 	BatchPause time.Duration
+	// MaxRate caps the rows a pass deletes per second (the pause after a
+	// batch is stretched to keep under it), for a janitor that should
+	// catch up with a backlog gently: set it somewhat above the consumers'
+	// insert rate, so that cleanup keeps up without competing with them
+	// more than it must. Zero means no cap beyond BatchPause. Defaults to
+	// 0.
+	MaxRate int
 	// Logger receives the janitor's failed passes. Defaults to the store's
 	// logger.
 	Logger *slog.Logger
@@ -74,6 +81,9 @@ func NewJanitor(s *Store, cfg JanitorConfig) (*Janitor, error) {
 	if cfg.BatchPause == 0 {
 		cfg.BatchPause = 10 * time.Millisecond
 	}
+	if cfg.MaxRate < 0 {
+		return nil, fmt.Errorf("sqldedup: janitor max rate %d is negative", cfg.MaxRate)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = s.cfg.Logger
 	}
@@ -111,11 +121,15 @@ func (j *Janitor) Pass(ctx context.Context) (Swept, error) {
 	return w, nil
 }
 
-func (j *Janitor) pause(ctx context.Context) error {
-	if j.cfg.BatchPause <= 0 {
+func (j *Janitor) pause(ctx context.Context, batch int64, took time.Duration) error {
+	d := j.cfg.BatchPause
+	if j.cfg.MaxRate > 0 {
+		d = max(d, time.Duration(batch)*time.Second/time.Duration(j.cfg.MaxRate)-took)
+	}
+	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(j.cfg.BatchPause)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
