@@ -62,7 +62,9 @@ func (k sweepKind) table() string {
 // PostgreSQL locks the batch's rows with FOR UPDATE SKIP LOCKED, so it
 // never waits for a row another session holds (a Bury locking its key);
 // MySQL/MariaDB run the batch in a READ COMMITTED transaction, which locks
-// the rows it deletes and no gaps, so concurrent inserts never wait for it.
+// the rows it deletes and no gaps, so concurrent inserts never wait for it
+// (a server logging binlog_format=STATEMENT refuses such writes; ROW and
+// MIXED, the defaults, accept them).
 func cleanupQuery(dialect, prefix string, k sweepKind) string {
 	t := prefix + k.table()
 	var where, order, pk string
