@@ -207,10 +207,9 @@ func scaleRun(db *gorm.DB, name string, rows int64, c int, d, cleanFor time.Dura
 	}
 	if name == "postgres" {
 		// Write out what the fill dirtied now, rather than in a checkpoint
-		// during the next case.
-		if err := db.Exec("CHECKPOINT").Error; err != nil {
-			return err
-		}
+		// during the next case (it needs superuser or pg_checkpoint: a
+		// user without either measures without it).
+		_ = db.Exec("CHECKPOINT").Error
 	}
 	fmt.Printf("fill            %d rows in %s (%.0f rows/s); %d MB with indexes, %.0f bytes/row\n",
 		rows, fill.Round(time.Second), float64(rows)/fill.Seconds(), size>>20, float64(size)/float64(rows))
