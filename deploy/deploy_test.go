@@ -88,6 +88,13 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	janitor, err := sqldedup.NewJanitor(store, sqldedup.JanitorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := janitor.RegisterMetrics(rec, sqldedup.JanitorMetricsOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	fp, err := redisdedup.NewFastPath(store, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisdedup.FastPathConfig{})
 	if err != nil {
 		t.Fatal(err)

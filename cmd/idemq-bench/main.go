@@ -16,6 +16,7 @@
 //	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 3] [-cases abcde]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
 //	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
+//	idemq-bench scale [-db postgres,mysql] [-rows 1000000] [-c 8] [-d 10s] [-clean 20s]
 //
 // Each round runs every case once, a and b in alternating order; msgs/s is
 // the median over rounds, and each ratio the median of the ratios taken
@@ -27,6 +28,17 @@
 // broker, consumer, dedup, handler) with and without dedup; the outbox mode
 // measures the relay (rows/s from commit to broker confirm) against the raw
 // send rate of the producer to the same broker. Each prints its ratios.
+//
+// The scale mode pre-fills the dedup table to -rows done rows with
+// set-based SQL (half of them past a one-hour retention, keys ascending
+// with time as snowflake IDs do) and prints, per database: Process msgs/s
+// (bare and dedup) on an empty table and at N rows, the dedup case at N
+// without the cleanup index (what the index costs the insert), Process
+// while the janitor deletes expired rows, cleanup rows/s of the old
+// primary-key walk and of the time-index cleanup in the same run, bytes
+// per row with indexes, and WAL (PostgreSQL) or redo (InnoDB) bytes per
+// message. The log figures are the server's: other sessions' writes count
+// too. Its tables are dropped at the end (docs/capacity.md has figures).
 //
 // PostgreSQL, MySQL and Redis are reached through IDEMQ_POSTGRES_DSN,
 // IDEMQ_MYSQL_DSN and IDEMQ_REDIS_ADDR (scripts/test sets them); a database
@@ -65,6 +77,9 @@ func main() {
 			return
 		case "outbox":
 			outboxMain(os.Args[2:])
+			return
+		case "scale":
+			scaleMain(os.Args[2:])
 			return
 		}
 	}

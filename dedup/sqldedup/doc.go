@@ -4,8 +4,8 @@
 // with the settings idemq recommends.
 //
 // The store keeps one row per (consumer group, dedup key) in a table whose
-// primary key is the pair (the only index, so a message costs one index
-// insert), and decides "first time or duplicate" with an
+// primary key is the pair (plus one index ordered by time for cleanup, so a
+// message costs two index inserts), and decides "first time or duplicate" with an
 // insert that does nothing on conflict (ON CONFLICT DO NOTHING, or MySQL's
 // no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count. It
 // never catches a unique violation: on PostgreSQL that would abort the
@@ -138,10 +138,24 @@
 // StaleAttempts lists failure records of keys that are neither done nor
 // dead, and deletes the leftovers of keys that are.
 //
-// Done rows are deleted by Cleanup after the retention period, in small
-// batches walking the primary key (consumer group, key) range by range,
-// using the database clock. New rejects a
-// retention shorter than the retry horizon plus the redrive window.
+// # Retention and cleanup
+//
+// Rows past the retention (Config.Retention.Keep, by the database clock)
+// are deleted by Sweep: done keys created before the cutoff, attempts
+// records whose last failure is before it, and dead letters redriven
+// before it. A processing or dead key is never deleted, nor a dead letter
+// that was not redriven, nor any row inside the retention. Each table has
+// an index ordered by time for this (migration step 0003: a partial index
+// on done rows' created_at on PostgreSQL and SQLite, (status, created_at)
+// on MySQL/MariaDB), so rows are found oldest first and a batch of
+// CleanupBatch rows reads what it deletes, whatever the table's size; on
+// PostgreSQL a batch skips rows another session has locked, on
+// MySQL/MariaDB it runs under READ COMMITTED and locks no gaps. Cleanup
+// does the same for the dedup table alone. Janitor runs Sweep in the
+// background at a pace, with Prometheus metrics for the rows deleted, the
+// rows past retention and the oldest done row's age (docs/capacity.md has
+// the measured rates). New rejects a retention shorter than the retry
+// horizon plus the redrive window.
 //
 // # Schema
 //

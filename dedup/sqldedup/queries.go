@@ -19,8 +19,6 @@ type queries struct {
 	release          string // group, key, owner
 	insertDead       string // group, key, message_id
 	clearDead        string // group, key
-	cleanupWindow    string // after id, limit -> max id, min created
-	cleanupDelete    string // after id, upto id, cutoff
 }
 
 func buildQueries(dialect, prefix string) queries {
@@ -72,7 +70,5 @@ func buildQueries(dialect, prefix string) queries {
 	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, created_at, updated_at) VALUES (?, ?, 3, ?, " + now + ", " + now + ")" + onConflictNothing
 	q.clearDead = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 3"
-	q.cleanupWindow = "SELECT consumer_group, dedup_key FROM " + t + " WHERE (consumer_group, dedup_key) > (?, ?) ORDER BY consumer_group, dedup_key LIMIT ?"
-	q.cleanupDelete = "DELETE FROM " + t + " WHERE (consumer_group, dedup_key) > (?, ?) AND (consumer_group, dedup_key) <= (?, ?) AND status = 2 AND created_at < ?"
 	return q
 }
