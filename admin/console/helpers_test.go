@@ -209,5 +209,13 @@ func (b *bundle) auditActions(t testing.TB) []admin.AuditRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return recs
+	// The setup's own migration is audited too; the tests look at what the
+	// operator did through the console.
+	out := recs[:0]
+	for _, r := range recs {
+		if r.Action != admin.ActionMigrate {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -53,7 +53,18 @@ var funcs = template.FuncMap{
 		}
 		return out.String()
 	},
-	"size": func(n int) string {
+	// size takes the int64 of a dead letter's whole-body size or the int of
+	// an outbox row's.
+	"size": func(v any) string {
+		var n int64
+		switch x := v.(type) {
+		case int:
+			n = int64(x)
+		case int64:
+			n = x
+		default:
+			return fmt.Sprint(v)
+		}
 		switch {
 		case n >= 1<<20:
 			return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
