@@ -13,7 +13,8 @@
 //	b  dedup      the same transaction behind transactional dedup (sqldedup)
 //	c  batch32    32 messages per transaction with one multi-row dedup insert
 //	d  dup-db     rejecting a duplicate through the database
-//	e  dup-redis  rejecting a duplicate through the Redis fast path
+//	e  dup-redis  rejecting a duplicate through the Redis fast path (markers
+//	              written in the background: MarkerQueue)
 //	f  fast       fresh messages through the Redis fast path (fast/b: its cost
 //	              over transactional dedup)
 //
@@ -248,7 +249,7 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 	var fast *redisdedup.FastPath
 	fastKeys := make([]string, pool)
 	if rdb != nil {
-		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":"})
+		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":", MarkerQueue: 4096})
 		if err != nil {
 			return nil, err
 		}
@@ -260,6 +261,10 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 				return nil, err
 			}
 		}
+		if err := fast.Flush(ctx); err != nil {
+			return nil, err
+		}
+		defer fast.Close(ctx)
 	}
 
 	cases := []struct {
