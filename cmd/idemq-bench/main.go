@@ -213,11 +213,18 @@ func median(xs []float64) float64 {
 
 func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, want map[string]bool) (result, error) {
 	ctx := context.Background()
-	prefix := fmt.Sprintf("bench%d_", c)
+	// The process id keeps two runs on one shared database apart; the
+	// tables are dropped when the run ends.
+	prefix := fmt.Sprintf("bench%d_%d_", c, os.Getpid())
 	w, err := benchwork.Setup(ctx, db, prefix)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		for _, t := range []string{"dedup", "attempts", "dead_letters", "payouts", "wallets"} {
+			db.Exec("DROP TABLE IF EXISTS " + prefix + t)
+		}
+	}()
 	for _, t := range []string{"dedup", "attempts", "dead_letters"} {
 		if err := db.Exec("DROP TABLE IF EXISTS " + prefix + t).Error; err != nil {
 			return nil, err
