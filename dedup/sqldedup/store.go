@@ -261,6 +261,9 @@ func (s *Store) Process(ctx context.Context, req dedup.Request, fn dedup.Func) (
 		}
 		return res, storeError(ctx, err)
 	}
+	if res, ok := s.doneAlready(ctx, req); ok {
+		return res, nil // a duplicate of a finished key: no transaction
+	}
 	return s.processTx(ctx, req, fn)
 }
 
