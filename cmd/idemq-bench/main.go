@@ -12,7 +12,7 @@
 //	              honest baseline (b/a' is the cost of dedup alone)
 //	b  dedup      the same transaction behind transactional dedup (sqldedup)
 //	c  batch32    32 messages per transaction with one multi-row dedup insert
-//	d  dup-db     rejecting a duplicate through the database
+//	d  dup-db     rejecting a duplicate through the database (CheckDoneFirst)
 //	e  dup-redis  rejecting a duplicate through the Redis fast path (markers
 //	              written in the background: MarkerQueue)
 //	f  fast       fresh messages through the Redis fast path (fast/b: its cost
@@ -237,6 +237,12 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 	if err := store.Migrate(ctx); err != nil {
 		return nil, err
 	}
+	// Duplicates are rejected through a store that reads the row before
+	// opening a transaction (CheckDoneFirst), on the same tables.
+	dupStore, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix, CheckDoneFirst: true})
+	if err != nil {
+		return nil, err
+	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
 	// Keys grow with the sequence, as snowflake message IDs (the default
 	// dedup key) grow with time.
@@ -305,7 +311,7 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		}},
 		{"d", 1, func(int) func(context.Context, int64) error {
 			return func(ctx context.Context, seq int64) error {
-				out, err := w.Dedup(ctx, store, "bench", dupKeys[seq%pool])
+				out, err := w.Dedup(ctx, dupStore, "bench", dupKeys[seq%pool])
 				if err == nil && out != dedup.Duplicate {
 					err = fmt.Errorf("done key answered %s", out)
 				}

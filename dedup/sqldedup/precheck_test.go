@@ -10,7 +10,7 @@ import (
 	"github.com/idemq/idemq/internal/testenv"
 )
 
-// TestDoneDuplicateNeedsNoTransaction locks the dedup table against
+// TestDoneDuplicateNeedsNoTransaction, with Config.CheckDoneFirst, locks the dedup table against
 // writes from another connection (SQLite: BEGIN IMMEDIATE; PostgreSQL:
 // LOCK TABLE IN SHARE MODE; MySQL: LOCK TABLES READ) and delivers a
 // duplicate of a done key: it is answered Duplicate (with the mismatch
@@ -22,7 +22,7 @@ func TestDoneDuplicateNeedsNoTransaction(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			ctx := context.Background()
 			db := d.Open(t)
-			s, err := sqldedup.New(db, sqldedup.Config{TablePrefix: testenv.TablePrefix(t)})
+			s, err := sqldedup.New(db, sqldedup.Config{TablePrefix: testenv.TablePrefix(t), CheckDoneFirst: true})
 			if err != nil {
 				t.Fatal(err)
 			}
