@@ -5,20 +5,30 @@
 //
 // Cases, per database and concurrency:
 //
-//	a  bare       the business transaction alone (credit a wallet, write a payout row)
+//	a  bare       the business transaction alone (credit a wallet, write a payout row),
+//	              begun the ordinary way: gorm's BEGIN is a round trip of its own
+//	a' bare1      the same transaction with BEGIN sent together with its first
+//	              statement in one round trip, as dedup's fast begin does; the
+//	              honest baseline (b/a' is the cost of dedup alone)
 //	b  dedup      the same transaction behind transactional dedup (sqldedup)
 //	c  batch32    32 messages per transaction with one multi-row dedup insert
-//	d  dup-db     rejecting a duplicate through the database
-//	e  dup-redis  rejecting a duplicate through the Redis fast path
+//	d  dup-db     rejecting a duplicate through the database (CheckDoneFirst)
+//	e  dup-redis  rejecting a duplicate through the Redis fast path (markers
+//	              written in the background: MarkerQueue)
+//	f  fast       fresh messages through the Redis fast path (fast/b: its cost
+//	              over transactional dedup)
+//
+// The last lines are one summary per database at c=8 (or the last
+// concurrency measured): b/a, b/a', dupdb and dupredis msgs/s, fast/b.
 //
 // Usage:
 //
-//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 3] [-cases abcde]
+//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdef]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
 //	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
 //	idemq-bench scale [-db postgres,mysql] [-rows 1000000] [-c 8] [-d 10s] [-clean 20s]
 //
-// Each round runs every case once, a and b in alternating order; msgs/s is
+// Each round runs every case once, a, a' and b in alternating order; msgs/s is
 // the median over rounds, and each ratio the median of the ratios taken
 // within one round, so that a slow stretch of a shared machine weighs on
 // both sides of a ratio alike. The first tenth of each case (at most one
@@ -86,8 +96,8 @@ func main() {
 	dbs := flag.String("db", "sqlite,postgres,mysql", "databases to measure")
 	conc := flag.String("c", "1,8,32", "concurrencies")
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
-	rounds := flag.Int("rounds", 3, "rounds (the median msgs/s and the median within-round ratio are reported)")
-	only := flag.String("cases", "abcde", "cases to run (letters a to e); a is always run")
+	rounds := flag.Int("rounds", 5, "rounds (the median msgs/s and the median within-round ratio are reported)")
+	only := flag.String("cases", "abcdef", "cases to run (letters a to f); a and a' are always run")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -99,10 +109,10 @@ func main() {
 		}
 		cs = append(cs, n)
 	}
-	want := map[string]bool{"a": true}
+	want := map[string]bool{"a": true, "a'": true}
 	for _, r := range *only {
-		if r < 'a' || r > 'e' {
-			log.Fatalf("bad case %q in -cases (want letters a to e)", r)
+		if r < 'a' || r > 'f' {
+			log.Fatalf("bad case %q in -cases (want letters a to f)", r)
 		}
 		want[string(r)] = true
 	}
@@ -112,10 +122,10 @@ func main() {
 		defer rdb.Close()
 	}
 	host, _ := os.Hostname()
-	fmt.Printf("idemq-bench: %d cores, host %s, %s per case, median of %d\n\n", runtime.NumCPU(), host, *dur, *rounds)
-	fmt.Printf("%-9s %3s %9s %9s %6s %9s %6s %6s %9s %6s %9s %6s %7s\n",
-		"db", "c", "a bare", "b dedup", "b/a", "c batch", "c/a", "c/b", "d dupdb", "d/a", "e dupredis", "e/a", "e/d")
-	var spread []string
+	fmt.Printf("idemq-bench: %d cores, host %s, load %s, %s per case, median of %d\n\n", runtime.NumCPU(), host, loadAvg(), *dur, *rounds)
+	fmt.Printf("%-9s %3s %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s\n",
+		"db", "c", "a bare", "a' bare1", "b dedup", "b/a", "b/a'", "c batch", "c/a", "c/b", "d dupdb", "d/a", "e dupredis", "e/a", "e/d", "f fast", "f/b")
+	var spread, summary []string
 	for _, name := range strings.Split(*dbs, ",") {
 		db, err := open(strings.TrimSpace(name))
 		if err != nil {
@@ -127,16 +137,27 @@ func main() {
 			if err != nil {
 				log.Fatalf("%s c=%d: %v", name, c, err)
 			}
-			fmt.Printf("%-9s %3d %9s %9s %6s %9s %6s %6s %9s %6s %9s %6s %7s\n", name, c,
-				r.rate("a"), r.rate("b"), r.ratio("b", "a", ""), r.rate("c"), r.ratio("c", "a", ""), r.ratio("c", "b", "x"),
-				r.rate("d"), r.ratio("d", "a", ""), r.rate("e"), r.ratio("e", "a", ""), r.ratio("e", "d", "x"))
+			fmt.Printf("%-9s %3d %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s\n", name, c,
+				r.rate("a"), r.rate("a'"), r.rate("b"), r.ratio("b", "a", ""), r.ratio("b", "a'", ""),
+				r.rate("c"), r.ratio("c", "a", ""), r.ratio("c", "b", "x"),
+				r.rate("d"), r.ratio("d", "a", ""), r.rate("e"), r.ratio("e", "a", ""), r.ratio("e", "d", "x"),
+				r.rate("f"), r.ratio("f", "b", ""))
 			if *rounds > 1 {
-				spread = append(spread, fmt.Sprintf("%-9s %3d  %s", name, c, r.rounds("b", "a")))
+				spread = append(spread, fmt.Sprintf("%-9s %3d  b/a  %s\n%-9s %3d  b/a' %s", name, c, r.rounds("b", "a"), name, c, r.rounds("b", "a'")))
+			}
+			if c == 8 || (c == cs[len(cs)-1] && !slices.Contains(cs, 8)) {
+				summary = append(summary, fmt.Sprintf("summary %s c=%d: b/a=%s b/a'=%s dupdb=%s/s dupredis=%s/s fast/b=%s",
+					name, c, r.ratio("b", "a", ""), r.ratio("b", "a'", ""), r.rate("d"), r.rate("e"), r.ratio("f", "b", "")))
 			}
 		}
 	}
+	defer func() {
+		for _, l := range summary {
+			fmt.Println(l)
+		}
+	}()
 	if len(spread) > 0 {
-		fmt.Printf("\nb/a of each round (a and b measured back to back):\n")
+		fmt.Printf("\nb/a and b/a' of each round (a, a' and b measured back to back):\n")
 		for _, l := range spread {
 			fmt.Println(l)
 		}
@@ -207,11 +228,18 @@ func median(xs []float64) float64 {
 
 func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, want map[string]bool) (result, error) {
 	ctx := context.Background()
-	prefix := fmt.Sprintf("bench%d_", c)
+	// The process id keeps two runs on one shared database apart; the
+	// tables are dropped when the run ends.
+	prefix := fmt.Sprintf("bench%d_%d_", c, os.Getpid())
 	w, err := benchwork.Setup(ctx, db, prefix)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		for _, t := range []string{"dedup", "attempts", "dead_letters", "payouts", "wallets"} {
+			db.Exec("DROP TABLE IF EXISTS " + prefix + t)
+		}
+	}()
 	for _, t := range []string{"dedup", "attempts", "dead_letters"} {
 		if err := db.Exec("DROP TABLE IF EXISTS " + prefix + t).Error; err != nil {
 			return nil, err
@@ -222,6 +250,12 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		return nil, err
 	}
 	if err := store.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	// Duplicates are rejected through a store that reads the row before
+	// opening a transaction (CheckDoneFirst), on the same tables.
+	dupStore, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix, CheckDoneFirst: true})
+	if err != nil {
 		return nil, err
 	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
@@ -243,7 +277,7 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 	var fast *redisdedup.FastPath
 	fastKeys := make([]string, pool)
 	if rdb != nil {
-		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":"})
+		fast, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: "idemqbench:" + run + ":", MarkerQueue: 4096})
 		if err != nil {
 			return nil, err
 		}
@@ -255,6 +289,10 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 				return nil, err
 			}
 		}
+		if err := fast.Flush(ctx); err != nil {
+			return nil, err
+		}
+		defer fast.Close(ctx)
 	}
 
 	cases := []struct {
@@ -264,6 +302,9 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 	}{
 		{"a", 1, func(int) func(context.Context, int64) error {
 			return func(ctx context.Context, seq int64) error { return w.Bare(ctx, key("bare", seq)) }
+		}},
+		{"a'", 1, func(int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error { return w.BareOneTrip(ctx, key("bare1", seq)) }
 		}},
 		{"b", 1, func(round int) func(context.Context, int64) error {
 			return func(ctx context.Context, seq int64) error {
@@ -285,7 +326,7 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		}},
 		{"d", 1, func(int) func(context.Context, int64) error {
 			return func(ctx context.Context, seq int64) error {
-				out, err := w.Dedup(ctx, store, "bench", dupKeys[seq%pool])
+				out, err := w.Dedup(ctx, dupStore, "bench", dupKeys[seq%pool])
 				if err == nil && out != dedup.Duplicate {
 					err = fmt.Errorf("done key answered %s", out)
 				}
@@ -301,19 +342,32 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 				return err
 			}
 		}},
+		{"f", 1, func(round int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				k := key(fmt.Sprintf("fast%d", round), seq)
+				wallet := seq % benchwork.Wallets
+				res, err := fast.Process(ctx, dedup.Request{Group: "bench", Key: k, MessageID: k}, func(ctx context.Context) error {
+					return w.Pay(dedup.Tx(ctx), k, wallet, 1)
+				})
+				if err == nil && res.Outcome != dedup.Processed {
+					err = fmt.Errorf("fresh key answered %s", res.Outcome)
+				}
+				return err
+			}
+		}},
 	}
-	// Rounds alternate the order of a and b, so that neither always runs
+	// Rounds alternate the order of a, a' and b, so that neither always runs
 	// on the fresher database or right after the heavier case; each ratio
 	// is taken within a round and the median over rounds reported.
 	vals := result{}
 	for round := 0; round < rounds; round++ {
-		order := []int{0, 1, 2, 3, 4}
+		order := []int{0, 1, 2, 3, 4, 5, 6}
 		if round%2 == 1 {
-			order[0], order[1] = 1, 0
+			order[0], order[2] = 2, 0
 		}
 		for _, ci := range order {
 			cs := cases[ci]
-			if !want[cs.name] || (cs.name == "e" && fast == nil) {
+			if !want[cs.name] || ((cs.name == "e" || cs.name == "f") && fast == nil) {
 				continue
 			}
 			v, err := benchwork.Measure(ctx, c, d, cs.perOp, cs.op(round))
@@ -327,3 +381,17 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 }
 
 func noop(context.Context) error { return nil }
+
+// loadAvg is the machine's load average over 1, 5 and 15 minutes, or "?"
+// where /proc/loadavg cannot be read.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -50,6 +50,21 @@
 // (give the marker the same TTL as the retention). Losing markers (a Redis
 // restart or failover) only costs database lookups.
 //
+// # Background marker writes
+//
+// With FastPathConfig.MarkerQueue set, the marker of a Processed delivery
+// is queued and written in the background, in pipelined batches, so that a
+// fresh message costs one Redis round trip (the lookup) instead of two. A
+// marker is still written only for a delivery whose own commit returned
+// Processed; the queue changes when it is written, never whether. A crash
+// before the inner commit returned leaves no row and no marker (the
+// redelivery is processed); a crash after it, with the marker still queued,
+// leaves a committed row and no marker (the next duplicate is answered
+// Duplicate by the inner store, which writes no marker); a full queue drops
+// the marker and counts it (FastPathStats.MarkersDropped), with the same
+// effect. Call [FastPath.Close] at shutdown to write what is queued;
+// [FastPath.Forget] waits for the markers queued before it.
+//
 // # Redis-only lease store
 //
 // [LeaseStore] keeps lease mode entirely in Redis, for effects outside any

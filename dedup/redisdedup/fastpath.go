@@ -39,6 +39,20 @@ type FastPathConfig struct {
 	// the lines held back in between are counted in the next one.
 	// Defaults to 10 seconds.
 	LogEvery time.Duration
+	// MarkerQueue, if positive, moves the done marker write off the
+	// delivery: the marker of a Processed delivery is queued (at most
+	// MarkerQueue markers wait) and written in the background in pipelined
+	// batches, so that a fresh message costs one Redis round trip (the
+	// lookup) instead of two. A full queue drops the marker and counts it
+	// in FastPathStats.MarkersDropped; a marker that is dropped, fails, or
+	// is lost in a crash only sends the next duplicate of its key to the
+	// inner store, which answers it. Call Close at shutdown to write what
+	// is queued. Zero (the default) writes the marker before Process
+	// returns.
+	MarkerQueue int
+	// MarkerBatch is the most markers one pipelined background write
+	// carries. Defaults to 256; used only with MarkerQueue.
+	MarkerBatch int
 	// OnFallback, if set, is called (synchronously, without rate limit) for
 	// every delivery that was sent to the inner store because Redis could
 	// not be asked. Use it to feed a metric. Optional.
@@ -61,6 +75,9 @@ type FastPathStats struct {
 	// MarkerWriteErrors are done markers that could not be written. They
 	// never fail a delivery: the inner store stays the authority.
 	MarkerWriteErrors uint64
+	// MarkersDropped are done markers not written because the background
+	// queue (FastPathConfig.MarkerQueue) was full.
+	MarkersDropped uint64
 }
 
 // FastPath is a [dedup.Store] that answers duplicates from a done marker in
@@ -80,7 +97,9 @@ type FastPath struct {
 
 	downUntil atomic.Int64 // unix nanoseconds; Redis is left alone until then
 
-	hits, misses, fallbacks, markerWrites, markerWriteErrors atomic.Uint64
+	queue *markerQueue // nil: markers are written before Process returns
+
+	hits, misses, fallbacks, markerWrites, markerWriteErrors, markersDropped atomic.Uint64
 }
 
 // NewFastPath returns a FastPath in front of inner, keeping its markers in
@@ -122,6 +141,15 @@ func NewFastPath(inner dedup.Store, client redis.UniversalClient, cfg FastPathCo
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MarkerQueue < 0 {
+		return nil, fmt.Errorf("redisdedup: negative MarkerQueue %d", cfg.MarkerQueue)
+	}
+	if cfg.MarkerBatch < 0 {
+		return nil, fmt.Errorf("redisdedup: negative MarkerBatch %d", cfg.MarkerBatch)
+	}
+	if cfg.MarkerBatch == 0 {
+		cfg.MarkerBatch = 256
+	}
 	f := &FastPath{
 		inner:         inner,
 		client:        client,
@@ -132,6 +160,9 @@ func NewFastPath(inner dedup.Store, client redis.UniversalClient, cfg FastPathCo
 		onFallback:    cfg.OnFallback,
 		fallbackLog:   logLimiter{logger: cfg.Logger, every: cfg.LogEvery},
 		markerLog:     logLimiter{logger: cfg.Logger, every: cfg.LogEvery},
+	}
+	if cfg.MarkerQueue > 0 {
+		f.startMarkerQueue(cfg.MarkerQueue, cfg.MarkerBatch)
 	}
 	return f, nil
 }
@@ -204,7 +235,7 @@ func (f *FastPath) Process(ctx context.Context, req dedup.Request, fn dedup.Func
 	// commit to other sessions before its redo log is flushed); a marker
 	// written from it would outlive that row if the database crashed, and
 	// swallow the redelivery of the message the crash undid.
-	if res.Outcome == dedup.Processed {
+	if res.Outcome == dedup.Processed && (f.queue == nil || !f.enqueueMarker(key, req)) {
 		f.writeMarker(ctx, key, req)
 	}
 	return res, nil
@@ -260,15 +291,21 @@ func (f *FastPath) Stats() FastPathStats {
 		Fallbacks:         f.fallbacks.Load(),
 		MarkerWrites:      f.markerWrites.Load(),
 		MarkerWriteErrors: f.markerWriteErrors.Load(),
+		MarkersDropped:    f.markersDropped.Load(),
 	}
 }
 
 // Forget deletes the done marker of (group, key), so that the next delivery
 // is decided by the inner store. Redrive paths call it after clearing a
-// key's dead mark or attempts in the inner store's database.
+// key's dead mark or attempts in the inner store's database. With
+// background marker writes it first waits for the markers queued before it
+// (Flush), so that a queued marker of the key cannot reappear after it.
 func (f *FastPath) Forget(ctx context.Context, group, key string) error {
 	if err := validateGroupKey(group, key); err != nil {
 		return err
+	}
+	if err := f.Flush(ctx); err != nil {
+		return fmt.Errorf("redisdedup: forget marker of %q in group %q: %w", key, group, err)
 	}
 	rk := redisKey(f.prefix, kindMarker, group, key)
 	err := f.call.do(ctx, func(ctx context.Context) error {

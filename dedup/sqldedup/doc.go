@@ -21,6 +21,13 @@
 // key blocks on the unique index until the first commits (then it is a
 // duplicate) or rolls back (then it runs).
 //
+// With Config.CheckDoneFirst, a duplicate of a key already committed DONE
+// or DEAD is answered by one read of its row (the primary key) before any transaction is opened, with
+// the same Duplicate result (Mismatch, Dead) the transactional path gives.
+// Every other delivery (no row yet, a row in flight, a failed read) goes
+// through the transaction, whose insert stays the authority. The read
+// costs fresh messages one round trip, so the option is off by default.
+//
 // # Only a committed transaction is acknowledged
 //
 // Process reports Processed only when the database confirmed the commit:
