@@ -37,9 +37,9 @@ var fast = middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * tim
 
 // bundle is one test's broker, producer, SQLite store and effect counter.
 type bundle struct {
-	b       *rmqtest.Broker
-	p       *producer.Producer
-	store   *sqldedup.Store
+	b     *rmqtest.Broker
+	p     *producer.Producer
+	store *sqldedup.Store
 }
 
 func setup(t *testing.T) *bundle {
