@@ -44,7 +44,9 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 				t.Fatal(err)
 			}
 			quietLog := slog.New(slog.DiscardHandler)
-			broker := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
+			// The strict test broker, like a real name server, knows only
+			// topics that were created.
+			broker := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"payouts"}})
 			ids, err := producer.NewIDGenerator(producer.FixedNode(9), producer.IDConfig{})
 			if err != nil {
 				t.Fatal(err)
@@ -76,7 +78,7 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 				return dedup.Tx(ctx).Exec("INSERT INTO "+b.prefix+"effects (k) VALUES (?)", msg.ID).Error
 			}
 			c, err := consumer.New(consumer.Config{NameServers: []string{broker.Addr()}, Group: "payments",
-				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, Handler: idemq.HandlerFunc(handler), Middleware: chain,
+				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), Middleware: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
 				Logger: quietLog})
 			if err != nil {
