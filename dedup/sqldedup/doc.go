@@ -7,9 +7,10 @@
 // primary key is the pair (the only index, so a message costs one index
 // insert), and decides "first time or duplicate" with an
 // insert that does nothing on conflict (ON CONFLICT DO NOTHING, or MySQL's
-// no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count. It
-// never catches a unique violation: on PostgreSQL that would abort the
-// handler's transaction.
+// no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count (on
+// MySQL/MariaDB its insert ID: see "MySQL/MariaDB DSN settings"). It never
+// catches a unique violation: on PostgreSQL that would abort the handler's
+// transaction.
 //
 // # Transactional mode
 //
