@@ -51,7 +51,11 @@
 //
 // Errors that appear only while the handler reads rows (rows.Err) are not
 // seen by the store; on PostgreSQL they abort the transaction and the
-// commit check above catches them.
+// commit check above catches them. On MySQL/MariaDB a handler must not run
+// statements that commit implicitly (CREATE, ALTER, DROP or TRUNCATE of a
+// table that is not temporary, LOCK TABLES, SET autocommit = 1): the
+// server would commit the dedup row there and then, before the handler's
+// outcome is known.
 //
 // # Failures that are not the handler's
 //
