@@ -61,6 +61,57 @@ type Subscription struct {
 	Tags string
 }
 
+// StartPosition says where a consumer group that has never committed an
+// offset on a queue starts reading it (RocketMQ's ConsumeFromWhere). It
+// matters only the first time a group meets a queue: afterwards the group
+// resumes at its committed offset, and its retry queue always starts at
+// its beginning. The zero value is StartFromLast.
+type StartPosition struct {
+	from startFrom
+	at   time.Time
+}
+
+type startFrom int
+
+const (
+	fromLast startFrom = iota
+	fromFirst
+	fromTimestamp
+)
+
+// Start positions.
+var (
+	// StartFromLast skips what the queue already holds: a new group
+	// consumes only messages stored after its first rebalance. It is
+	// RocketMQ's default (CONSUME_FROM_LAST_OFFSET) and the default of
+	// Config.StartFrom. Messages sent before the group first started, or
+	// between its Start and its first rebalance, are not delivered to it.
+	StartFromLast = StartPosition{from: fromLast}
+	// StartFromFirst reads each queue from the oldest message the broker
+	// still keeps (CONSUME_FROM_FIRST_OFFSET): a new group gets the
+	// backlog.
+	StartFromFirst = StartPosition{from: fromFirst}
+)
+
+// StartFromTimestamp starts each queue at the first message stored at or
+// after t (CONSUME_FROM_TIMESTAMP; the broker resolves it to the second).
+// t must not be zero.
+func StartFromTimestamp(t time.Time) StartPosition {
+	return StartPosition{from: fromTimestamp, at: t}
+}
+
+// String names the position.
+func (p StartPosition) String() string {
+	switch p.from {
+	case fromFirst:
+		return "first"
+	case fromTimestamp:
+		return "timestamp " + p.at.UTC().Format(time.RFC3339)
+	default:
+		return "last"
+	}
+}
+
 // Config configures a Consumer. Zero fields take the defaults named in
 // their comments; New applies them and validates the result.
 type Config struct {
@@ -95,6 +146,15 @@ type Config struct {
 	// broker's %DLQ% takes it (see the package documentation). Defaults to
 	// none.
 	Middleware []idemq.Middleware
+
+	// StartFrom is where a group with no committed offset on a queue
+	// starts reading it: StartFromLast (skip the backlog),
+	// StartFromFirst (read it) or StartFromTimestamp. Defaults to
+	// StartFromLast, RocketMQ's own default: a new group does not see
+	// messages sent before it first rebalanced. A group that must see
+	// them (a new service reading a topic that already has producers, an
+	// example that sends right after starting) sets StartFromFirst.
+	StartFrom StartPosition
 
 	// Orderly consumes each queue in order, one callback at a time: a
 	// failure pauses the queue (see SuspendInterval) and redelivers the
@@ -269,6 +329,8 @@ func (c Config) validate() error {
 		return bad("MaxSuspendInterval %s below SuspendInterval %s", c.MaxSuspendInterval, c.SuspendInterval)
 	case c.ShutdownTimeout < 0:
 		return bad("negative ShutdownTimeout %s", c.ShutdownTimeout)
+	case c.StartFrom.from == fromTimestamp && c.StartFrom.at.IsZero():
+		return bad("StartFromTimestamp with a zero time")
 	}
 	if err := c.RetryPolicy.Validate(); err != nil {
 		return bad("RetryPolicy: %w", err)

@@ -34,6 +34,7 @@ func TestConfigValidation(t *testing.T) {
 		{"group with space", func(c *Config) { c.Group = "my group" }, "may hold only"},
 		{"group too long", func(c *Config) { c.Group = strings.Repeat("g", idemq.MaxKeyLen+1) }, "longer than"},
 		{"no subscriptions", func(c *Config) { c.Subscriptions = nil }, "Subscriptions is empty"},
+		{"zero start timestamp", func(c *Config) { c.StartFrom = StartFromTimestamp(time.Time{}) }, "zero time"},
 		{"empty topic", func(c *Config) { c.Subscriptions = []Subscription{{}} }, "Subscriptions[0].Topic"},
 		{"topic twice", func(c *Config) {
 			c.Subscriptions = []Subscription{{Topic: "a", Tags: "x"}, {Topic: "a", Tags: "y"}}
@@ -114,5 +115,21 @@ func TestResolveNameServers(t *testing.T) {
 	}
 	if _, err := resolveNameServers(context.Background(), []string{"no-such-host.invalid:9876"}); err == nil {
 		t.Error("an unresolvable host was accepted")
+	}
+}
+
+func TestStartFromNames(t *testing.T) {
+	var zero StartPosition
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		p    StartPosition
+		want string
+	}{{zero, "last"}, {StartFromLast, "last"}, {StartFromFirst, "first"}, {StartFromTimestamp(at), "timestamp 2026-01-02T03:04:05Z"}} {
+		if got := tc.p.String(); got != tc.want {
+			t.Errorf("%#v: %q, want %q", tc.p, got, tc.want)
+		}
+	}
+	if zero != StartFromLast {
+		t.Fatal("the zero StartPosition is not StartFromLast")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/remoting"
 )
 
 // Errors returned by a Consumer.
@@ -148,7 +149,7 @@ func (c *Consumer) Stats() Stats {
 // explicitly: the client's zero value is broadcasting, which drops failed
 // messages.
 func (c *Consumer) clientOptions() []rmq.Option {
-	return []rmq.Option{
+	opts := []rmq.Option{
 		rmq.WithNameServer(c.ns),
 		rmq.WithGroupName(c.cfg.Group),
 		rmq.WithInstance(c.cfg.InstanceName),
@@ -160,12 +161,30 @@ func (c *Consumer) clientOptions() []rmq.Option {
 		rmq.WithSuspendCurrentQueueTimeMillis(c.cfg.SuspendInterval),
 		rmq.WithAutoCommit(true),
 	}
+	switch c.cfg.StartFrom.from {
+	case fromFirst:
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromFirstOffset))
+	case fromTimestamp:
+		// The client parses this layout as UTC.
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromTimestamp),
+			rmq.WithConsumeTimestamp(c.cfg.StartFrom.at.UTC().Format("20060102150405")))
+	default:
+		opts = append(opts, rmq.WithConsumeFromWhere(rmq.ConsumeFromLastOffset))
+	}
+	return opts
 }
 
 // Start creates the client, subscribes and starts consuming. It returns
 // when the client has fetched its routes and sent its first heartbeat;
 // messages flow once the group has rebalanced, moments later. Start is
 // idempotent; after Shutdown it returns ErrClosed.
+//
+// Before that it asks the name servers for each subscribed topic, so that
+// its error says what is wrong: no name server answers (an error wrapping
+// the connection failures), or a topic does not exist (a real name server
+// creates none on its own; create topics first, with package topics or
+// mqadmin updateTopic). The client alone reports both as "route info not
+// found".
 func (c *Consumer) Start() error {
 	c.life.Lock()
 	defer c.life.Unlock()
@@ -176,6 +195,19 @@ func (c *Consumer) Start() error {
 		return nil
 	}
 	begin := time.Now()
+	// The client reports an unreachable name server, and a topic nobody
+	// created, both as "route info not found": ask first, and say which.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range c.cfg.Subscriptions {
+		ok, err := remoting.TopicExists(ctx, c.ns, s.Topic)
+		if err != nil {
+			return fmt.Errorf("consumer: start (group %q): %w", c.cfg.Group, err)
+		}
+		if !ok {
+			return fmt.Errorf("consumer: start (group %q): topic %q does not exist on the name server; create it first (topics.Create, mqadmin updateTopic)", c.cfg.Group, s.Topic)
+		}
+	}
 	client, err := rocketmq.NewPushConsumer(c.clientOptions()...)
 	if err != nil {
 		return fmt.Errorf("consumer: new client (group %q, instance %q): %w", c.cfg.Group, c.cfg.InstanceName, err)

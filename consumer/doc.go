@@ -1,6 +1,7 @@
 // Package consumer turns an idemq.Handler and its middleware into a
-// RocketMQ push consumer (github.com/apache/rocketmq-client-go/v2, v2.1.2),
-// in clustering mode, concurrent or orderly.
+// RocketMQ push consumer (github.com/apache/rocketmq-client-go/v2, pinned
+// to v2.1.3-0.20251226070945-2173d070fd1b, the 2025-12-26 master; see the
+// README for why), in clustering mode, concurrent or orderly.
 //
 //	mws, _ := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store})
 //	c, err := consumer.New(consumer.Config{
@@ -43,7 +44,11 @@
 //     pause shared by the whole consumer, 100ms doubling to 10s and reset
 //     by any success, so a database outage pauses consumption instead of
 //     burning every message's attempts (counted in Stats.OutageRetries).
-//     If Shutdown begins during the pause, the delivery is handed back;
+//     If Shutdown begins during the pause, the delivery is handed back.
+//     Limit: in concurrent mode rocketmq-client-go v2.1.2 sends a message
+//     that has been in its callback longer than its consume timeout (15
+//     minutes) back to the broker itself, so an outage longer than that
+//     costs one broker-side attempt per 15 minutes;
 //   - a panic anywhere in the chain or in the consumer's own code:
 //     recovered and retried, counted in Stats.Panics. (An orderly-mode
 //     panic in the client's callback would kill the process.)
@@ -82,11 +87,18 @@
 //   - It does not make RocketMQ deliver exactly once: redeliveries and
 //     duplicates after a rebalance or restart are normal, and only the
 //     dedup middleware makes their effects happen once.
-//   - A retry relies on the client's send-back to the broker. In
-//     rocketmq-client-go v2.1.2 a send-back the broker refuses with an
-//     error reply is taken as a success, and the message is lost (upstream
-//     issue 1106); a send-back that fails in transport is re-consumed
-//     locally after 5 s.
+//   - A retry relies on the client's send-back to the broker. When the
+//     broker refuses the send-back or it fails in transport (after a fixed
+//     3 s), the client sends the message into %RETRY%<group> itself, and
+//     that fallback ignores the delay idemq asked for: the retry comes
+//     after RocketMQ's level 3+ReconsumeTimes (10 s after the first
+//     delivery, then 30 s, 1m, 2m, 3m ... 2h from the 16th), and a
+//     message already at the group's max reconsume times goes to the
+//     broker's %DLQ%<group>. Only if that send fails too is the message
+//     re-consumed locally 5 s later. (v2.1.2 acknowledged a refused
+//     send-back and lost the message, upstream issue 1106.)
+//   - A new group starts at Config.StartFrom, by default the last offset:
+//     it does not see messages stored before its first rebalance.
 //   - Acknowledged offsets reach the broker periodically and at Shutdown:
 //     after a crash (or a result that lands just as Shutdown persists the
 //     offsets) messages already acknowledged are delivered again. They are
@@ -95,7 +107,12 @@
 //     levels (1s 5s 10s 30s 1m ... 2h), never finer.
 //   - A handler that ignores its context runs on after Shutdown's deadline;
 //     its result is then ignored and its message redelivered.
-//   - rocketmq-client-go's push consumer has data races of its own
-//     (upstream issue 961): a process that runs it under the race detector
-//     reports them.
+//   - rocketmq-client-go still has data races of its own in orderly mode
+//     (processQueue.takeMessages) and between Shutdown and the requests
+//     in flight (an unguarded close flag): a process that runs them under
+//     the race detector may report them. Concurrent mode is otherwise
+//     clean.
+//   - The client recovers and swallows panics in its own goroutines; the
+//     consumer recovers every panic in its callback itself, so none is
+//     lost silently.
 package consumer

@@ -21,6 +21,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
+	"github.com/idemq/idemq/topics"
 )
 
 // A consumer that grants one red packet per paid order, on an embedded
@@ -34,6 +35,11 @@ func Example() {
 		panic(err)
 	}
 	defer broker.Close()
+	// The topic must exist before the consumer starts, as on a real
+	// cluster; topics.Create is `mqadmin updateTopic`.
+	if err := topics.Create(ctx, []string{broker.Addr()}, "orders", topics.Options{Queues: 4}); err != nil {
+		panic(err)
+	}
 
 	dir, _ := os.MkdirTemp("", "idemq-consumer-example")
 	defer os.RemoveAll(dir)
@@ -57,7 +63,10 @@ func Example() {
 			return dedup.Tx(ctx).Exec("INSERT INTO red_packets VALUES (?)", string(msg.Body)).Error
 		}),
 		Middleware: mws,
-		Logger:     quiet,
+		// Sent right after Start: read from the first offset, so nothing
+		// sent before the group's first rebalance is skipped.
+		StartFrom: consumer.StartFromFirst,
+		Logger:    quiet,
 	})
 	if err != nil {
 		panic(err)

@@ -12,13 +12,19 @@
 //     the first commits (then it is a duplicate) or aborts (then it runs).
 //   - Lease mode (sqldedup in lease mode, or redisdedup's lease store): the
 //     key is claimed as PROCESSING with an owner token and a lease deadline,
-//     renewed while the handler runs; the handler's context is cancelled if
-//     renewal fails. Success marks the key DONE, failure releases it; both
-//     are compare-and-set on the owner token, so a zombie never overwrites
-//     its successor. An expired lease is taken over. Honest limit: an
-//     external effect can repeat if a process dies after the effect and
-//     before DONE; pass the message ID to the external API as its
-//     idempotency key.
+//     renewed while the handler runs. A lease ends before it can expire:
+//     both stores run the handler under a [LeaseKeeper], whose context ends
+//     by the clock a safety margin before the lease could expire (counted
+//     from when the claim or the last confirmed renewal was sent), and at
+//     once when a renewal fails; renewal does not stop when the delivery
+//     is cancelled. The context carries a fencing token ([Fence]) that
+//     grows with every new owner, for external APIs that refuse stale
+//     owners. Success marks the key DONE, failure releases it; both are
+//     compare-and-set on the owner token, so a zombie never overwrites its
+//     successor. An expired lease is taken over. Honest limit: an external
+//     effect can repeat if a process dies after the effect and before
+//     DONE; pass the message ID to the external API as its idempotency
+//     key.
 //   - A Redis fast path (package dedup/redisdedup) in front of either mode
 //     acknowledges duplicates without touching the database. If Redis is
 //     unreachable the store falls back to the database path; it never
@@ -116,8 +122,9 @@ type Result struct {
 }
 
 // Func is the work a Store runs for a first delivery. In transactional mode
-// ctx carries the database transaction (see [Tx]); in lease mode ctx is
-// cancelled when the lease is lost.
+// ctx carries the database transaction (see [Tx]); in lease mode ctx ends
+// before the lease could expire (see [LeaseKeeper]) and carries the fencing
+// token (see [Fence]): check ctx.Err() right before an external effect.
 type Func func(ctx context.Context) error
 
 // Store runs a Func at most once per (group, key) as its mode defines.

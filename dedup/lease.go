@@ -21,7 +21,11 @@ import (
 //   - The context ends by the clock itself. Its Err method compares the
 //     clock with the deadline, so a process resumed after a pause (SIGSTOP,
 //     a long GC pause, a frozen VM) sees ctx.Err() != nil on its first look,
-//     before any timer or renewal goroutine has had a chance to run.
+//     before any timer or renewal goroutine has had a chance to run. So do
+//     contexts derived from it with context.WithValue; contexts derived
+//     with WithCancel or WithTimeout end when its timer fires, an instant
+//     later. Check the handler's own context right before an external
+//     effect, and pass the fencing token on for the instant after.
 //   - The lease is renewed every RenewEvery, independently of the delivery
 //     context: cancelling the delivery cancels the handler's context but
 //     does not stop renewals, which continue until the handler returns. A
@@ -29,6 +33,8 @@ import (
 //     the deadline ends the handler's context at once, with a cause
 //     wrapping [ErrLeaseLost].
 //   - The handler's context carries the claim's fencing token (see [Fence]).
+//     Its Deadline method reports the current deadline, which moves later
+//     with every confirmed renewal.
 //
 // A LeaseKeeper is a value; its zero fields take the defaults in their
 // comments. It is safe to use from several goroutines at once.
@@ -143,6 +149,11 @@ func (k LeaseKeeper) renew(ctx context.Context, lc *leaseContext, lastSent time.
 			return // the handler returned meanwhile
 		}
 		if err != nil {
+			if !time.Now().Before(lc.until()) {
+				// The answer did not come before the deadline.
+				lc.lose(errLeaseExpired, true)
+				return
+			}
 			if !errors.Is(err, ErrLeaseLost) {
 				err = fmt.Errorf("%w: renewal failed: %w", ErrLeaseLost, err)
 			}
@@ -314,7 +325,7 @@ func (c *leaseContext) extend(until time.Time) bool {
 // finish ends the context because the handler returned and reports whether
 // the lease ended before.
 func (c *leaseContext) finish() error {
-	if c.inner.Err() == nil && time.Now().UnixNano() >= c.deadline.Load() {
+	if time.Now().UnixNano() >= c.deadline.Load() {
 		c.lose(errLeaseExpired, true)
 	}
 	c.mu.Lock()

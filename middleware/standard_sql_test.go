@@ -53,7 +53,7 @@ func setup(t *testing.T, d testenv.DB, maxAttempts int, fail func(call int, msg 
 	if err := db.Exec("CREATE TABLE " + b.effects + " (k VARCHAR(191) PRIMARY KEY, body VARCHAR(191) NOT NULL)").Error; err != nil {
 		t.Fatalf("create effects table: %v", err)
 	}
-	testenv.DropTables(t, db, b.effects, store.Table("dedup"), store.Table("attempts"), store.Table("dead_letters"))
+	testenv.DropTables(t, db, b.effects, store.Table("dedup"), store.Table("attempts"), store.Table("dead_letters"), store.Table("schema_migrations"))
 
 	mws, err := middleware.Standard(middleware.StandardConfig{
 		Store:      store,

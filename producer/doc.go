@@ -84,8 +84,9 @@
 //
 // # Tables and logging
 //
-// Both SQL tables are created by gorm's AutoMigrate when asked (Migrate) or
-// from the plain SQL in producer/schema ([Schema]). Table names take a
+// Both SQL tables are created and upgraded by versioned migration steps
+// when asked (Migrate; the `idemq migrate` command runs the same steps), or
+// from the plain SQL that [Schema] returns. Table names take a
 // prefix matching ^[a-z][a-z0-9_]{0,30}$. [SetClientLogger] routes the
 // client library's logs into log/slog; call it once, before creating
 // clients.

@@ -92,7 +92,7 @@ func sqliteOpener() func(t *testing.T) *gorm.DB {
 func tablePrefix(t *testing.T, db *gorm.DB) string {
 	t.Helper()
 	p := testenv.TablePrefix(t)
-	testenv.DropTables(t, db, p+"node_leases", p+"tx_records")
+	testenv.DropTables(t, db, p+"node_leases", p+"tx_records", p+"schema_migrations")
 	return p
 }
 

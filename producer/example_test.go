@@ -12,7 +12,7 @@ import (
 // A producer stamps each message with a snowflake ID before sending it; the
 // ID travels as a property and in the Keys, and a re-send keeps it.
 func Example() {
-	broker, err := rmqtest.New(rmqtest.Config{}) // an in-process test broker
+	broker, err := rmqtest.New(rmqtest.Config{Topics: []string{"orders"}}) // an in-process test broker
 	if err != nil {
 		panic(err)
 	}

@@ -43,9 +43,9 @@ type NodeLeaseConfig struct {
 	// KeyPrefix starts the lease keys, <prefix>node:<id> (Redis leases
 	// only). Defaults to DefaultKeyPrefix.
 	KeyPrefix string
-	// Migrate creates the lease table with gorm's AutoMigrate (SQL leases
-	// only). Without it the table must exist: see Schema. Defaults to
-	// false.
+	// Migrate brings the producer's tables (the lease table among them)
+	// up to date with the versioned steps of Schema (SQL leases only).
+	// Without it the table must exist: see Schema. Defaults to false.
 	Migrate bool
 	// TTL is how long a lease lives without a heartbeat. Heartbeats run
 	// every TTL/3. The generator stops once TTL has passed since the last

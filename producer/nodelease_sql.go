@@ -10,7 +10,7 @@ import (
 )
 
 // nodeLeaseRow is the gorm model of <prefix>node_leases. The shipped SQL in
-// schema/*.sql creates the same table.
+// versioned steps (see Schema) create the same table.
 type nodeLeaseRow struct {
 	// NodeID is the snowflake node ID.
 	NodeID int64 `gorm:"column:node_id;primaryKey;autoIncrement:false"`
@@ -100,8 +100,8 @@ func NewSQLNodeLease(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*No
 	}
 	b := &sqlLease{db: db, d: d, table: cfg.TablePrefix + "node_leases", ttlMs: cfg.TTL.Milliseconds()}
 	if cfg.Migrate {
-		if err := db.WithContext(ctx).Table(b.table).AutoMigrate(&nodeLeaseRow{}); err != nil {
-			return nil, fmt.Errorf("producer: migrate %s: %w", b.table, err)
+		if err := migrateTables(ctx, db, cfg.TablePrefix); err != nil {
+			return nil, err
 		}
 	}
 	return startLease(ctx, b, cfg)

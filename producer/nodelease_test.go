@@ -632,7 +632,7 @@ func TestNodeLeaseConfigValidation(t *testing.T) {
 	}
 }
 
-// Migrate creates the table with AutoMigrate, and leasing works on it.
+// Migrate creates the table with the versioned steps, and leasing works on it.
 func TestNodeLeaseMigrate(t *testing.T) {
 	for _, k := range databases() {
 		t.Run(k.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 const (
 	DefaultRetries          = 2
 	DefaultSendTimeout      = 10 * time.Second
+	DefaultAttemptTimeout   = 3 * time.Second
 	DefaultAsyncConcurrency = 64
 	DefaultGroup            = "idemq_producer"
 )
@@ -62,9 +63,16 @@ type Config struct {
 	// (to another broker when there is one). -1 disables retries.
 	// Defaults to DefaultRetries.
 	Retries int
-	// SendTimeout bounds one send call, all attempts included. The client
-	// also gives each attempt a fixed 3 s. Defaults to DefaultSendTimeout.
+	// SendTimeout bounds one send call, all attempts included (it is the
+	// deadline of the context the client gets). Defaults to
+	// DefaultSendTimeout.
 	SendTimeout time.Duration
+	// AttemptTimeout bounds each attempt of a send: an attempt the broker
+	// does not answer in time is abandoned and the next one starts, while
+	// SendTimeout is left. It is the client's WithSendMsgTimeout, which
+	// rocketmq-client-go applies per attempt. A value above SendTimeout is
+	// lowered to it. Defaults to DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
 	// IDs issues the message IDs. Required: use an *IDGenerator on a
 	// leased or explicitly configured node.
 	IDs IDSource
@@ -109,6 +117,13 @@ func (c *Config) defaults(kind string) error {
 	if c.SendTimeout == 0 {
 		c.SendTimeout = DefaultSendTimeout
 	}
+	if c.AttemptTimeout < 0 {
+		return fmt.Errorf("producer: negative AttemptTimeout %s", c.AttemptTimeout)
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	c.AttemptTimeout = min(c.AttemptTimeout, c.SendTimeout)
 	if c.AsyncConcurrency < 0 {
 		return fmt.Errorf("producer: negative AsyncConcurrency %d", c.AsyncConcurrency)
 	}
@@ -127,7 +142,9 @@ func clientOptions(cfg *Config, ns primitive.NamesrvAddr, selector rmqproducer.Q
 		rmqproducer.WithGroupName(cfg.Group),
 		rmqproducer.WithInstanceName(cfg.InstanceName),
 		rmqproducer.WithRetry(cfg.Retries),
-		rmqproducer.WithSendMsgTimeout(cfg.SendTimeout),
+		// Per attempt: the total budget is the context's deadline
+		// (SendTimeout), set on every call.
+		rmqproducer.WithSendMsgTimeout(cfg.AttemptTimeout),
 		rmqproducer.WithQueueSelector(selector),
 	}
 }
@@ -150,7 +167,8 @@ type Producer struct {
 
 // New creates a Producer and starts its client. The client connects lazily:
 // an unreachable name server shows up as an error of the first send, not
-// here.
+// here; that error says that no name server answers (or that the topic
+// does not exist), where the client alone says "route info not found".
 func New(cfg Config) (*Producer, error) {
 	if err := cfg.defaults("producer"); err != nil {
 		return nil, err
@@ -161,6 +179,7 @@ func New(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.NameServers = ns // resolved, for the checks after a failed send
 	client, err := rocketmq.NewProducer(clientOptions(&cfg, ns, newShardingSelector())...)
 	if err != nil {
 		return nil, fmt.Errorf("producer: new client: %w", err)

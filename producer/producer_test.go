@@ -71,7 +71,7 @@ func keysOf(m *primitive.MessageExt) []string {
 }
 
 func TestSendSyncConfirmAndStamp(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"orders"}})
 	p := newTestProducer(t, b, Config{Group: "pg-sync"})
 	msg := &idemq.Message{
 		Topic:      "orders",
@@ -118,7 +118,7 @@ func TestSendSyncConfirmAndStamp(t *testing.T) {
 // A re-send of the same idemq.Message (after a failure, say) carries the
 // same ID; RocketMQ's own UNIQ_KEY differs.
 func TestResendKeepsID(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"resend"}})
 	p := newTestProducer(t, b, Config{Group: "pg-resend"})
 	msg := &idemq.Message{Topic: "resend", Body: []byte("x")}
 
@@ -194,7 +194,7 @@ func TestStampRules(t *testing.T) {
 }
 
 func TestInvalidMessagesAreRefused(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"a", "b", "t"}})
 	p := newTestProducer(t, b, Config{Group: "pg-invalid"})
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -259,7 +259,7 @@ func TestConfigValidation(t *testing.T) {
 
 // Host names are resolved: the client itself rejects "localhost:port".
 func TestNameServerHostNameResolved(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"resolved"}})
 	_, port, _ := net.SplitHostPort(b.Addr())
 	p := newTestProducer(t, b, Config{Group: "pg-resolve", NameServers: []string{"localhost:" + port}})
 	if _, err := p.SendSync(context.Background(), &idemq.Message{Topic: "resolved", Body: []byte("x")}); err != nil {
@@ -271,7 +271,7 @@ func TestNameServerHostNameResolved(t *testing.T) {
 }
 
 func TestSendReturnsBrokerID(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"plain"}})
 	p := newTestProducer(t, b, Config{Group: "pg-send"})
 	msg := &idemq.Message{Topic: "plain", ID: "555", Body: []byte("x")}
 	brokerID, err := p.Send(context.Background(), msg)
@@ -290,7 +290,7 @@ func TestSendReturnsBrokerID(t *testing.T) {
 // The message with the same sharding key always lands on the same queue,
 // in send order.
 func TestSendOrdered(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{QueuesPerTopic: 8})
+	b := rmqtest.NewTest(t, rmqtest.Config{QueuesPerTopic: 8, Topics: []string{"ordered"}})
 	p := newTestProducer(t, b, Config{Group: "pg-ordered"})
 	keys := []string{"order-1", "order-2", "order-3", "order-4", "order-5"}
 	for i := 0; i < 10; i++ {
@@ -331,7 +331,7 @@ func TestSendOrdered(t *testing.T) {
 }
 
 func TestSendBatch(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"batch"}})
 	p := newTestProducer(t, b, Config{Group: "pg-batch"})
 	msgs := []*idemq.Message{
 		{Topic: "batch", Body: []byte("a"), Tags: "x"},
@@ -370,7 +370,7 @@ func TestSendBatch(t *testing.T) {
 }
 
 func TestSendDelayed(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.2})
+	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.2, Topics: []string{"delayed"}})
 	p := newTestProducer(t, b, Config{Group: "pg-delay"})
 	msg := &idemq.Message{Topic: "delayed", Body: []byte("later")}
 	if _, err := p.SendSync(context.Background(), msg, WithDelayLevel(3)); err != nil {
@@ -394,7 +394,7 @@ func TestSendDelayed(t *testing.T) {
 }
 
 func TestSendOneWay(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"oneway"}})
 	p := newTestProducer(t, b, Config{Group: "pg-oneway"})
 	msg := &idemq.Message{Topic: "oneway", Body: []byte("fire")}
 	if err := p.SendOneWay(context.Background(), msg); err != nil {
@@ -410,7 +410,7 @@ func TestSendOneWay(t *testing.T) {
 }
 
 func TestSendAsync(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"async"}})
 	p := newTestProducer(t, b, Config{Group: "pg-async", AsyncConcurrency: 4})
 	const n = 20
 	var wg sync.WaitGroup
@@ -454,7 +454,7 @@ func TestSendAsync(t *testing.T) {
 // A broker that goes away makes the callback report an error; nothing
 // panics (the client's own SendAsync would, issue 1102).
 func TestSendAsyncDroppedBroker(t *testing.T) {
-	b, err := rmqtest.New(rmqtest.Config{})
+	b, err := rmqtest.New(rmqtest.Config{Topics: []string{"gone"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +492,7 @@ func TestSendAsyncDroppedBroker(t *testing.T) {
 }
 
 func TestShutdownRefusesSends(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{})
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"t"}})
 	p := newTestProducer(t, b, Config{Group: "pg-shutdown"})
 	if err := p.Shutdown(); err != nil {
 		t.Fatal(err)
@@ -513,7 +513,7 @@ func TestShutdownRefusesSends(t *testing.T) {
 }
 
 func BenchmarkSendSync(b *testing.B) {
-	broker := rmqtest.NewTest(b, rmqtest.Config{})
+	broker := rmqtest.NewTest(b, rmqtest.Config{Topics: []string{"bench"}})
 	p := newTestProducer(b, broker, Config{Group: "pg-bench"})
 	body := make([]byte, 256)
 	ctx := context.Background()
@@ -526,7 +526,7 @@ func BenchmarkSendSync(b *testing.B) {
 }
 
 func BenchmarkSendSyncParallel(b *testing.B) {
-	broker := rmqtest.NewTest(b, rmqtest.Config{})
+	broker := rmqtest.NewTest(b, rmqtest.Config{Topics: []string{"bench"}})
 	p := newTestProducer(b, broker, Config{Group: "pg-bench-par"})
 	body := make([]byte, 256)
 	ctx := context.Background()
@@ -543,7 +543,7 @@ func BenchmarkSendSyncParallel(b *testing.B) {
 // TestSendRoute proves the outbox relay's route: a sharding key lands on the
 // same queue SendOrdered picks, and a delay level holds the message back.
 func TestSendRoute(t *testing.T) {
-	b := rmqtest.NewTest(t, rmqtest.Config{QueuesPerTopic: 8, TimeScale: 0.2})
+	b := rmqtest.NewTest(t, rmqtest.Config{QueuesPerTopic: 8, TimeScale: 0.2, Topics: []string{"routed", "routed-later"}})
 	p := newTestProducer(t, b, Config{Group: "pg-route"})
 	ctx := context.Background()
 	ordered, err := p.SendOrdered(ctx, &idemq.Message{Topic: "routed"}, "order-9")
@@ -569,5 +569,88 @@ func TestSendRoute(t *testing.T) {
 	}
 	if _, err := p.SendRoute(ctx, &idemq.Message{Topic: "routed"}, "bad\x01key", 0); err == nil {
 		t.Fatal("sharding key with a separator accepted")
+	}
+}
+
+// TestHungAttemptIsRetried: a send attempt the broker never answers is
+// abandoned after AttemptTimeout and the next attempt delivers the message,
+// well inside SendTimeout. rocketmq-client-go applies WithSendMsgTimeout to
+// each attempt, so handing it the total budget would let one hung attempt
+// use all of it and leave nothing to retry.
+func TestHungAttemptIsRetried(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"hung"}})
+	p := newTestProducer(t, b, Config{
+		Group:          "pg-hung",
+		Retries:        2,
+		SendTimeout:    6 * time.Second,
+		AttemptTimeout: time.Second,
+	})
+	// Warm up the route and the connection, so the hung request is the send.
+	if _, err := p.SendSync(context.Background(), &idemq.Message{Topic: "hung"}); err != nil {
+		t.Fatal(err)
+	}
+	b.HangSends(1)
+	msg := &idemq.Message{Topic: "hung", Body: []byte("once")}
+	start := time.Now()
+	res, err := p.SendSync(context.Background(), msg)
+	if err != nil {
+		t.Fatalf("send after one hung attempt: %v (after %s)", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("send took %s: the hung attempt was not cut at AttemptTimeout", took)
+	}
+	if got := findByID(b.Messages("hung"), res.MessageID); len(got) != 1 {
+		t.Fatalf("stored %d copies of %s, want 1", len(got), res.MessageID)
+	}
+}
+
+func TestAttemptTimeoutDefaults(t *testing.T) {
+	g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{NameServers: []string{"127.0.0.1:1"}, IDs: g}
+	if err := cfg.defaults("producer"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AttemptTimeout != DefaultAttemptTimeout || cfg.SendTimeout != DefaultSendTimeout {
+		t.Fatalf("defaults: attempt %s, total %s", cfg.AttemptTimeout, cfg.SendTimeout)
+	}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, SendTimeout: time.Second, AttemptTimeout: time.Minute}
+	if err := cfg.defaults("producer"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AttemptTimeout != time.Second {
+		t.Fatalf("AttemptTimeout above SendTimeout kept as %s", cfg.AttemptTimeout)
+	}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, AttemptTimeout: -1}
+	if err := cfg.defaults("producer"); err == nil {
+		t.Fatal("negative AttemptTimeout accepted")
+	}
+}
+
+// The client says "route info not found" both for a name server that does
+// not answer and for a topic nobody created; the producer says which.
+func TestSendExplainsRouteErrors(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{})
+	p := newTestProducer(t, b, Config{Group: "pg-explain", SendTimeout: 5 * time.Second})
+	_, err := p.SendSync(context.Background(), &idemq.Message{Topic: "nobody-made-it"})
+	if err == nil || !strings.Contains(err.Error(), `topic "nobody-made-it" does not exist`) {
+		t.Fatalf("missing topic: %v", err)
+	}
+	if idemq.IsPermanent(err) {
+		t.Fatalf("a missing topic may be created later; got a permanent error: %v", err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	down := newTestProducer(t, b, Config{Group: "pg-explain-down", NameServers: []string{addr}, SendTimeout: 5 * time.Second})
+	_, err = down.SendSync(context.Background(), &idemq.Message{Topic: "t"})
+	if err == nil || !strings.Contains(err.Error(), "no name server answers") {
+		t.Fatalf("unreachable name server: %v", err)
 	}
 }

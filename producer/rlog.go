@@ -42,7 +42,10 @@ type rlogAdapter struct {
 	min slog.LevelVar
 }
 
+// It runs on the client's goroutines, which swallow panics: a panicking
+// slog handler is contained here so the client's own work goes on.
 func (a *rlogAdapter) emit(level slog.Level, msg string, fields map[string]interface{}, extra ...slog.Attr) {
+	defer func() { _ = recover() }()
 	if level < a.min.Level() || (msg == "" && len(fields) == 0) {
 		return
 	}

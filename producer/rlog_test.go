@@ -2,7 +2,9 @@ package producer
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -50,4 +52,15 @@ func TestClientLogAdapter(t *testing.T) {
 	if err := a.OutputPath("/nonexistent/x.log"); err != nil {
 		t.Errorf("OutputPath: %v", err)
 	}
+}
+
+type panicHandler struct{ slog.Handler }
+
+func (panicHandler) Handle(context.Context, slog.Record) error { panic("handler bug") }
+
+// A panicking slog handler must not unwind into the client's goroutines.
+func TestClientLogAdapterContainsPanics(t *testing.T) {
+	a := &rlogAdapter{log: slog.New(panicHandler{slog.NewTextHandler(io.Discard, nil)})}
+	a.Level("info")
+	a.Error("boom", map[string]interface{}{"k": "v"}) // must return
 }

@@ -1,19 +1,20 @@
 package producer
 
 import (
-	"embed"
+	"context"
 	"fmt"
-	"strings"
-)
 
-//go:embed schema/*.sql
-var schemaFS embed.FS
+	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/internal/migrate"
+)
 
 // Schema returns the plain SQL that creates the producer's tables
 // (<prefix>node_leases and <prefix>tx_records) for a dialect: "postgres",
-// "mysql" (MySQL 8 and MariaDB) or "sqlite". The files ship in
-// producer/schema with the prefix "idemq_". Use it when gorm's AutoMigrate
-// (the Migrate options) is not wanted, e.g. to hand the DDL to a DBA.
+// "mysql" (MySQL 8 and MariaDB) or "sqlite": every numbered step of the
+// "producer" component in order (the files
+// internal/migrate/steps/producer/NNNN_<name>.<dialect>.sql that the
+// Migrate options apply). Use it to hand the DDL to a DBA.
 func Schema(dialect, prefix string) (string, error) {
 	if prefix == "" {
 		prefix = DefaultTablePrefix
@@ -26,9 +27,20 @@ func Schema(dialect, prefix string) (string, error) {
 	default:
 		return "", fmt.Errorf("producer: no schema for dialect %q (want postgres, mysql or sqlite)", dialect)
 	}
-	b, err := schemaFS.ReadFile("schema/" + dialect + ".sql")
+	s, err := migrate.Schema("producer", dialect, prefix)
 	if err != nil {
 		return "", fmt.Errorf("producer: read schema: %w", err)
 	}
-	return strings.ReplaceAll(string(b), DefaultTablePrefix, prefix), nil
+	return s, nil
+}
+
+// migrateTables applies the numbered steps of the "producer" component
+// that <prefix>schema_migrations does not list yet, under a lock. Tables
+// created before migrations were versioned (by gorm's AutoMigrate or the
+// plain SQL) are adopted by step 0001.
+func migrateTables(ctx context.Context, db *gorm.DB, prefix string) error {
+	if _, err := migrate.Run(ctx, db, prefix, migrate.Options{}, "producer"); err != nil {
+		return fmt.Errorf("producer: migrate: %w", err)
+	}
+	return nil
 }

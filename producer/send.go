@@ -9,11 +9,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/remoting"
 	"github.com/idemq/idemq/internal/rmqprops"
 )
 
@@ -218,6 +220,26 @@ func classify(err error) error {
 	return err
 }
 
+// explain is classify for a failed send of a message to topic, except that
+// the client's "route info not found", which it says both when no name
+// server answers and when the topic does not exist, is replaced by which
+// of the two it is (asking the name servers; the error stays retryable).
+func explain(nameServers []string, topic string, err error) error {
+	if err == nil || !strings.Contains(err.Error(), "route info not found") {
+		return classify(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ok, nerr := remoting.TopicExists(ctx, nameServers, topic)
+	switch {
+	case nerr != nil:
+		return fmt.Errorf("producer: send: %w (the client said: %v)", nerr, err)
+	case !ok:
+		return fmt.Errorf("producer: send: topic %q does not exist on the name server; create it first (topics.Create, mqadmin updateTopic): %w", topic, err)
+	}
+	return classify(err)
+}
+
 // shardingSelector sends a message with a sharding key to the queue its
 // hash picks, and any other message round-robin.
 type shardingSelector struct {
@@ -334,9 +356,8 @@ func (p *Producer) invoke(ctx context.Context, id string, pms ...*primitive.Mess
 	defer cancel()
 	r, err := p.client.SendSync(ctx, pms...)
 	if err != nil {
-		// The client returns a half-filled result with errors; ignore it
-		// (its String method even panics).
-		return SendResult{MessageID: id}, classify(err)
+		// The client returns a half-filled result with errors; ignore it.
+		return SendResult{MessageID: id}, explain(p.cfg.NameServers, pms[0].Topic, err)
 	}
 	return fromPrimitive(id, r)
 }
@@ -415,7 +436,7 @@ func (p *Producer) SendOneWay(ctx context.Context, msg *idemq.Message, opts ...S
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.SendTimeout)
 	defer cancel()
-	return classify(p.client.SendOneWay(ctx, pm))
+	return explain(p.cfg.NameServers, pm.Topic, p.client.SendOneWay(ctx, pm))
 }
 
 // SendBatch stamps every message and sends them in one request. They must

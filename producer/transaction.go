@@ -27,7 +27,7 @@ const maxTxMessageID = 64
 var ErrLocalTxTooSlow = errors.New("producer: local transaction took longer than CheckGrace/2")
 
 // txRecordRow is the gorm model of <prefix>tx_records. The shipped SQL in
-// schema/*.sql creates the same table.
+// versioned steps (see Schema) create the same table.
 type txRecordRow struct {
 	// MessageID is the idemq message ID of the half message.
 	MessageID string `gorm:"column:message_id;primaryKey;type:varchar(64)"`
@@ -50,8 +50,9 @@ type TxConfig struct {
 	// TablePrefix starts the record table's name, <prefix>tx_records.
 	// Defaults to DefaultTablePrefix.
 	TablePrefix string
-	// Migrate creates the record table with gorm's AutoMigrate. Without
-	// it the table must exist (see Schema). Defaults to false.
+	// Migrate brings the producer's tables up to date with the versioned
+	// steps of Schema (see [Schema]). Without it the table must exist.
+	// Defaults to false.
 	Migrate bool
 	// CheckGrace is how old (by its born timestamp) a half message must be
 	// before a check-back that finds no record rolls it back; younger ones
@@ -137,8 +138,11 @@ func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 		now:   time.Now,
 	}
 	if cfg.Migrate {
-		if err := cfg.DB.Table(p.table).AutoMigrate(&txRecordRow{}); err != nil {
-			return nil, fmt.Errorf("producer: migrate %s: %w", p.table, err)
+		mctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := migrateTables(mctx, cfg.DB, cfg.TablePrefix)
+		cancel()
+		if err != nil {
+			return nil, err
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -147,6 +151,7 @@ func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.cfg.NameServers = ns // resolved, for the checks after a failed send
 	client, err := rocketmq.NewTransactionProducer((*txListener)(p), clientOptions(&cfg.Config, ns, newShardingSelector())...)
 	if err != nil {
 		return nil, fmt.Errorf("producer: new transaction client: %w", err)
@@ -212,7 +217,7 @@ func (p *TransactionProducer) SendInTx(ctx context.Context, msg *idemq.Message, 
 	defer cancel()
 	r, err := p.client.SendMessageInTransaction(sendCtx, pm)
 	if err != nil {
-		return SendResult{MessageID: msg.ID}, classify(err)
+		return SendResult{MessageID: msg.ID}, explain(p.cfg.NameServers, msg.Topic, err)
 	}
 	res, err := fromPrimitive(msg.ID, r.SendResult)
 	if err != nil {
@@ -233,16 +238,26 @@ type txListener TransactionProducer
 
 // ExecuteLocalTransaction runs the local transaction of the SendInTx call
 // that sent m. The client calls it on that call's goroutine.
-func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) primitive.LocalTransactionState {
+//
+// rocketmq-client-go swallows panics in its goroutines, so a panic here
+// (outside fn, which runLocal already contains) is recovered, logged and
+// answered "unknown": the broker asks again and the check settles it.
+func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) (state primitive.LocalTransactionState) {
 	p := (*TransactionProducer)(l)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in ExecuteLocalTransaction; answering unknown", "panic", r)
+			state = primitive.UnkonwnState
+		}
+	}()
 	v, ok := p.pending.Load(m)
 	if !ok {
 		p.log.Error("local transaction for an unknown message", "message_id", m.GetProperty(idemq.PropertyMessageID))
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	lt := v.(*localTx)
 	if p.crashBefore != nil && p.crashBefore(lt.id) {
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	lt.ran = true
 	lt.err = p.runLocal(lt)
@@ -250,7 +265,7 @@ func (l *txListener) ExecuteLocalTransaction(m *primitive.Message) primitive.Loc
 		return primitive.RollbackMessageState
 	}
 	if p.loseEnd != nil && p.loseEnd(lt.id) {
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	return primitive.CommitMessageState
 }
@@ -280,9 +295,16 @@ func (p *TransactionProducer) runLocal(lt *localTx) (err error) {
 }
 
 // CheckLocalTransaction answers the broker's check-back from the record
-// table.
-func (l *txListener) CheckLocalTransaction(m *primitive.MessageExt) primitive.LocalTransactionState {
+// table. A panic is recovered, logged and answered "unknown" (the broker
+// asks again): the client would swallow it silently.
+func (l *txListener) CheckLocalTransaction(m *primitive.MessageExt) (state primitive.LocalTransactionState) {
 	p := (*TransactionProducer)(l)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in the transaction check; answering unknown", "panic", r)
+			state = primitive.UnkonwnState
+		}
+	}()
 	return p.check(m)
 }
 
@@ -291,14 +313,14 @@ func (p *TransactionProducer) check(m *primitive.MessageExt) primitive.LocalTran
 	log := p.log.With("message_id", id, "topic", m.Topic)
 	if id == "" {
 		log.Warn("transaction check for a message without an idemq ID: leaving it to the broker")
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var n int64
 	if err := p.db.WithContext(ctx).Table(p.table).Where("message_id = ?", id).Count(&n).Error; err != nil {
 		log.Error("transaction check: reading the record failed; answering unknown", "err", err)
-		return primitive.UnknowState
+		return primitive.UnkonwnState
 	}
 	if n > 0 {
 		log.Info("transaction check: record found, committing")
@@ -316,7 +338,7 @@ func (p *TransactionProducer) check(m *primitive.MessageExt) primitive.LocalTran
 		log.Info("transaction check: no record and older than the grace period, rolling back", "age", age)
 		return primitive.RollbackMessageState
 	}
-	return primitive.UnknowState
+	return primitive.UnkonwnState
 }
 
 // PurgeTxRecords deletes records older than olderThan, in batches of 1,000,

@@ -32,6 +32,7 @@ func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
 	if err := db.Exec("CREATE TABLE " + orders + " (id VARCHAR(64) NOT NULL PRIMARY KEY, note VARCHAR(64) NOT NULL)").Error; err != nil {
 		t.Fatal(err)
 	}
+	bcfg.Topics = append(bcfg.Topics, "tx-orders")
 	return &txBundle{broker: rmqtest.NewTest(t, bcfg), db: db, prefix: prefix, orders: orders}
 }
 
@@ -263,20 +264,29 @@ func TestCheckLocalTransactionDecisions(t *testing.T) {
 			}{
 				{"record present", ext("1001", now.Add(-time.Hour)), primitive.CommitMessageState},
 				{"record present, young", ext("1001", now), primitive.CommitMessageState},
-				{"no record, young", ext("1002", now.Add(-30*time.Second)), primitive.UnknowState},
+				{"no record, young", ext("1002", now.Add(-30*time.Second)), primitive.UnkonwnState},
 				{"no record, old", ext("1002", now.Add(-2*time.Minute)), primitive.RollbackMessageState},
-				{"no idemq ID", ext("", now.Add(-time.Hour)), primitive.UnknowState},
+				{"no idemq ID", ext("", now.Add(-time.Hour)), primitive.UnkonwnState},
 			} {
 				if got := (*txListener)(p).CheckLocalTransaction(tc.msg); got != tc.want {
 					t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 				}
+			}
+			// A panic in the check (here: the client handing over no
+			// message) is contained and answered "unknown": the client
+			// would swallow it and leave the broker without an answer.
+			if got := (*txListener)(p).CheckLocalTransaction(nil); got != primitive.UnkonwnState {
+				t.Errorf("panicking check: %v, want unknown", got)
+			}
+			if got := (*txListener)(p).ExecuteLocalTransaction(nil); got != primitive.UnkonwnState {
+				t.Errorf("panicking execute: %v, want unknown", got)
 			}
 			// A database error is "unknown", never a rollback.
 			down := k.open(t)
 			sqlDB, _ := down.DB()
 			_ = sqlDB.Close()
 			p.db = down
-			if got := p.check(ext("1002", now.Add(-time.Hour))); got != primitive.UnknowState {
+			if got := p.check(ext("1002", now.Add(-time.Hour))); got != primitive.UnkonwnState {
 				t.Errorf("database down: %v, want unknown", got)
 			}
 		})

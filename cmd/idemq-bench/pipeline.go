@@ -127,12 +127,16 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 		Handler:           handler,
 		Middleware:        chain,
 		ConsumeGoroutines: c,
+		StartFrom:         consumer.StartFromFirst, // the warm-up is sent before Start
 		Logger:            lg,
 	})
 	if err != nil {
 		return 0, err
 	}
-	// Create the topic's route before the consumer subscribes.
+	// Create the topic before the consumer subscribes, as an operator would.
+	if err := broker.CreateTopic(topic, 0); err != nil {
+		return 0, err
+	}
 	if _, err := prod.SendSync(ctx, &idemq.Message{Topic: topic, Body: []byte("warm-up")}); err != nil {
 		return 0, err
 	}

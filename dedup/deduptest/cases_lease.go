@@ -37,21 +37,17 @@ var leaseCases = []struct {
 func needZombie(t *testing.T, s Subject) {
 	t.Helper()
 	if s.Mode != Lease {
-		t.Skip("lease mode only")
+		t.Skip("applies to lease-mode stores")
 	}
-	if s.Zombie == nil {
-		t.Fatal("lease-mode subject without a Zombie factory")
-	}
+	s.need(t, "Zombie", s.Zombie != nil)
 }
 
 func needLeased(t *testing.T, s Subject) {
 	t.Helper()
 	if s.Mode != Lease {
-		t.Skip("lease mode only")
+		t.Skip("applies to lease-mode stores")
 	}
-	if s.Leased == nil {
-		t.Fatal("lease-mode subject without a Leased factory")
-	}
+	s.need(t, "Leased", s.Leased != nil)
 }
 
 // held is a delivery whose handler has started and waits to be resumed.

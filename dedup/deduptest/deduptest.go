@@ -5,7 +5,9 @@
 // The suite proves the guarantees of package dedup: a first delivery runs the
 // handler once, a duplicate does not, 32 concurrent deliveries of one key
 // give exactly one effect, a crash before commit leaves nothing, leases are
-// taken over after expiry and fenced, a fast path whose Redis is cut still
+// taken over after expiry and fenced, a lease ends before it can expire
+// (also for a paused holder, a stalled store and a cancelled delivery) and
+// its fencing token grows with every owner, a fast path whose Redis is cut still
 // dedups through the database, dead letters and redrive work, cleanup never
 // deletes inside the retry horizon, and bad input gets a clear error. A
 // transactional store acknowledges only a committed transaction: not one

@@ -53,15 +53,24 @@
 // # Redis-only lease store
 //
 // [LeaseStore] keeps lease mode entirely in Redis, for effects outside any
-// database. Process claims the key with SET NX PX and a random 128-bit
-// owner token, runs the handler while renewing the lease every Lease/3 with
-// an owner-checked script, and on success turns the claim into a done mark
+// database. Process claims the key with a script (SET PX if the key is
+// free) whose value carries a fencing token (the Redis clock in
+// microseconds) and a random 128-bit owner token, runs the handler under a
+// dedup.LeaseKeeper (the one the SQL store uses in lease mode, so both
+// behave the same) that renews the lease every Lease/3 with an
+// owner-checked script, and on success turns the claim into a done mark
 // (TTL = retention) with another owner-checked script. A handler error or
 // panic releases the claim (owner-checked); an expired lease is taken over
 // by the next delivery; a zombie whose lease was taken over cannot mark
 // the key done (its Process fails with dedup.ErrLeaseLost) nor release its
-// successor's claim. The handler's context is cancelled, with a cause
-// wrapping dedup.ErrLeaseLost, when the lease cannot be renewed.
+// successor's claim. The handler's context ends Lease/5 before the lease
+// could expire, counted from when the claim or the last confirmed renewal
+// was sent, by the clock itself (a process resumed after a pause sees
+// ctx.Err() != nil at once); a renewal that fails or is not confirmed in
+// time ends it at once, with a cause wrapping dedup.ErrLeaseLost; renewals
+// do not stop when the delivery is cancelled, only when the handler
+// returns. dedup.Fence(ctx) gives the handler the fencing token to pass to
+// an external API that refuses lower ones.
 //
 // This mode is weaker than the SQL stores, and says so:
 //

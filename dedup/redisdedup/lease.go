@@ -177,9 +177,11 @@ func NewLeaseStore(client redis.UniversalClient, cfg LeaseConfig) (*LeaseStore, 
 //   - key dead: Duplicate with Dead set;
 //   - key claimed by another owner with a live lease: Busy, RetryAfter set
 //     to the time the lease has left;
-//   - otherwise the key is claimed with a fresh owner token and fn runs
-//     with a context that is cancelled (cause wrapping dedup.ErrLeaseLost)
-//     if the lease cannot be renewed. When fn succeeds the claim becomes a
+//   - otherwise the key is claimed with a fresh owner token and fencing
+//     token, and fn runs under a dedup.LeaseKeeper: its context carries
+//     the fencing token (dedup.Fence) and ends, with a cause wrapping
+//     dedup.ErrLeaseLost, Lease/5 before the lease could expire unless a
+//     renewal was confirmed, or at once if a renewal fails. When fn succeeds the claim becomes a
 //     done mark and the result is Processed; if the claim was taken over
 //     meanwhile nothing is marked and the error wraps dedup.ErrLeaseLost.
 //     When fn fails, the claim is released and fn's error is returned

@@ -105,13 +105,27 @@
 // # Lease mode
 //
 // For effects outside the database. The key is claimed as PROCESSING with a
-// random owner token and a lease deadline on the database clock, renewed
-// while the handler runs; if renewal fails until the lease runs out, the
-// handler's context is cancelled with dedup.ErrLeaseLost. Success marks the
-// key DONE, failure deletes the claim; both are compare-and-set on the owner
-// token, so a process whose lease was taken over (a zombie) can neither mark
-// nor release its successor's claim. A claim whose lease ran out is taken
-// over by the next delivery.
+// random owner token and a lease deadline on the database clock, and the
+// handler runs under a dedup.LeaseKeeper, the same one the Redis lease
+// store uses, so both lease stores behave the same:
+//
+//   - the handler's context ends LeaseDuration/5 before the lease could
+//     expire, counted from when the claim (or the last confirmed renewal)
+//     was sent, by the clock itself: a process paused past its lease and
+//     resumed finds ctx.Err() != nil on its first look;
+//   - the lease is renewed every RenewInterval (LeaseDuration/3) whatever
+//     happens to the delivery context; a renewal that fails, finds the key
+//     taken, or is not confirmed before the deadline ends the handler's
+//     context at once with a cause wrapping dedup.ErrLeaseLost;
+//   - the handler's context carries a fencing token (dedup.Fence), kept in
+//     the dedup table's fence column: the database clock in microseconds
+//     for a new claim, and above the previous owner's token for a
+//     takeover. Pass it to an external API that refuses lower tokens.
+//
+// Success marks the key DONE, failure deletes the claim; both are
+// compare-and-set on the owner token, so a process whose lease was taken
+// over (a zombie) can neither mark nor release its successor's claim. A
+// claim whose lease ran out is taken over by the next delivery.
 //
 // # Attempts, dead letters and retention
 //
@@ -135,9 +149,12 @@
 //
 // # Schema
 //
-// Migrate creates the tables; Schema returns the same statements as plain
-// SQL per dialect for users who run their own migrations. Both come from one
-// embedded file per dialect, so they cannot drift.
+// Migrate creates and upgrades the tables with versioned steps (recorded in
+// <prefix>schema_migrations, applied under a lock, so processes starting
+// together migrate once; tables made before versioning are adopted).
+// Schema returns the same steps as plain SQL per dialect for users who run
+// their own migrations. Both come from the same embedded files, so they
+// cannot drift.
 //
 // Mixing modes on one table is not supported: give each mode its own table
 // prefix.

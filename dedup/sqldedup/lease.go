@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/idemq/idemq/dedup"
 )
 
@@ -128,47 +126,4 @@ func (s *Store) release(req dedup.Request, owner string) {
 		s.cfg.Logger.Warn("sqldedup: release of a failed claim failed; it expires with its lease",
 			"group", req.Group, "key", req.Key, "err", err)
 	}
-}
-
-// fenceColumn is the DDL of the fencing-token column per dialect, added by
-// Migrate to tables created before it existed.
-var fenceColumn = map[string]string{
-	"sqlite":   "ALTER TABLE %sdedup ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",
-	"postgres": "ALTER TABLE %sdedup ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0",
-	"mysql":    "ALTER TABLE %sdedup ADD COLUMN fence BIGINT NOT NULL DEFAULT 0",
-}
-
-// addFenceColumn adds the fence column to a dedup table created before it
-// existed. It is idempotent, also when several processes migrate at once.
-func addFenceColumn(ctx context.Context, db *gorm.DB, dialect, prefix string) error {
-	has, err := hasColumn(ctx, db, dialect, prefix+"dedup", "fence")
-	if err != nil || has {
-		return err
-	}
-	if err := db.WithContext(ctx).Exec(fmt.Sprintf(fenceColumn[dialect], prefix)).Error; err != nil {
-		// Another process may have added it meanwhile.
-		if has, herr := hasColumn(ctx, db, dialect, prefix+"dedup", "fence"); herr == nil && has {
-			return nil
-		}
-		return fmt.Errorf("sqldedup: migrate: add fence column: %w", err)
-	}
-	return nil
-}
-
-// hasColumn reports whether table has column.
-func hasColumn(ctx context.Context, db *gorm.DB, dialect, table, column string) (bool, error) {
-	var q string
-	switch dialect {
-	case "sqlite":
-		q = "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?"
-	case "postgres":
-		q = "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
-	default:
-		q = "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?"
-	}
-	var n int64
-	if err := db.WithContext(ctx).Raw(q, table, column).Scan(&n).Error; err != nil {
-		return false, fmt.Errorf("sqldedup: migrate: look for column %s.%s: %w", table, column, err)
-	}
-	return n > 0, nil
 }

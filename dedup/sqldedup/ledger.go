@@ -87,7 +87,7 @@ func (s *Store) RecordFailure(ctx context.Context, group, key string, attempt in
 	}
 	t := s.prefix + "attempts"
 	out := dedup.Attempts{Group: group, Key: key}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.ledgerTx(ctx, func(tx *gorm.DB) error {
 		now, err := s.now(ctx, tx)
 		if err != nil {
 			return err
@@ -147,7 +147,7 @@ func (s *Store) Attempts(ctx context.Context, group, key string) (dedup.Attempts
 	var row attemptsRow
 	r := s.db.WithContext(ctx).Raw("SELECT attempts, last_error, history, first_at, last_at FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", group, key).Scan(&row)
 	if r.Error != nil {
-		return dedup.Attempts{}, fmt.Errorf("sqldedup: read attempts: %w", r.Error)
+		return dedup.Attempts{}, fmt.Errorf("sqldedup: read attempts: %w", storeError(ctx, r.Error))
 	}
 	out := dedup.Attempts{Group: group, Key: key}
 	if r.RowsAffected == 0 {
@@ -167,7 +167,7 @@ func (s *Store) ClearAttempts(ctx context.Context, group, key string) error {
 		return err
 	}
 	if err := s.db.WithContext(ctx).Exec("DELETE FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", group, key).Error; err != nil {
-		return fmt.Errorf("sqldedup: clear attempts: %w", err)
+		return fmt.Errorf("sqldedup: clear attempts: %w", storeError(ctx, err))
 	}
 	return nil
 }
@@ -376,7 +376,8 @@ func storableStrings(ss ...string) bool {
 // does it look for a live dead letter. On MySQL the transaction is READ
 // COMMITTED, so that look sees what the previous holder of the lock
 // committed (a REPEATABLE READ snapshot could predate it) and no gap locks
-// are taken.
+// are taken; a MySQL server that writes a binary log must then use
+// binlog_format ROW or MIXED (the defaults), not STATEMENT.
 //
 // Fields the database cannot store as they are (see
 // dedup.DeadLetter.Truncated) are stored in part: the body is cut to
@@ -393,7 +394,7 @@ func (s *Store) Bury(ctx context.Context, dl *dedup.DeadLetter) (int64, error) {
 	row := deadLetterRowFor(dl)
 	markID, _ := cleanText(dl.MessageID, maxMessageIDLen)
 	var existing int64
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.ledgerTx(ctx, func(tx *gorm.DB) error {
 		existing = 0
 		if err := s.lockKey(tx, dl.Group, dl.Key, markID); err != nil {
 			return err
@@ -420,7 +421,7 @@ func (s *Store) Bury(ctx context.Context, dl *dedup.DeadLetter) (int64, error) {
 			}
 		}
 		return tx.Exec("DELETE FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", dl.Group, dl.Key).Error
-	}, s.ledgerTxOptions())
+	})
 	if err != nil {
 		return 0, fmt.Errorf("sqldedup: bury dead letter: %w", err)
 	}
@@ -455,6 +456,24 @@ func (s *Store) lockKey(tx *gorm.DB, group, key, messageID string) error {
 		// committed in between): insert again.
 		if try == 2 {
 			return fmt.Errorf("sqldedup: dedup row of key %q keeps disappearing", key)
+		}
+	}
+}
+
+// ledgerTx runs fn in one of the ledger's own transactions (see
+// ledgerTxOptions). A run that loses a conflict (a deadlock, a
+// serialization failure, a busy SQLite database) is run again in place,
+// at most maxConflictRetries times with a jittered wait; a failure is
+// wrapped as dedup.ErrConflict or dedup.ErrUnavailable when it is one, so
+// that the middleware neither counts nor buries it.
+func (s *Store) ledgerTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	for try := 0; ; try++ {
+		err := s.db.WithContext(ctx).Transaction(fn, s.ledgerTxOptions())
+		if err == nil || !isConflict(err) || try >= maxConflictRetries {
+			return storeError(ctx, err)
+		}
+		if conflictBackoff(ctx, try) != nil {
+			return storeError(ctx, err)
 		}
 	}
 }
@@ -527,7 +546,7 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 	}
 	t := s.prefix + "dead_letters"
 	var claimed []int64
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.ledgerTx(ctx, func(tx *gorm.DB) error {
 		claimed = nil
 		var status []int
 		if err := tx.Raw("SELECT status FROM "+s.prefix+"dedup WHERE consumer_group = ? AND dedup_key = ?"+s.forUpdate(),
@@ -557,7 +576,7 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 			return err
 		}
 		return tx.Exec("DELETE FROM "+s.prefix+"attempts WHERE consumer_group = ? AND dedup_key = ?", dl.Group, dl.Key).Error
-	}, s.ledgerTxOptions())
+	})
 	if err != nil {
 		if errors.Is(err, dedup.ErrAlreadyRedriven) {
 			return fmt.Errorf("sqldedup: dead letter %d: %w", id, err)
@@ -605,12 +624,17 @@ func nonNilHistory(h []dedup.AttemptError) []dedup.AttemptError {
 // StaleAttempts lists keys whose last recorded failure is older than
 // olderThan (by the database clock) and that were neither retried since,
 // nor succeeded, nor dead-lettered: messages the broker stopped
-// redelivering. With RocketMQ that happens when a send-back fails and the
-// client drops the message (rocketmq-client-go v2.1.2 does not check the
-// send-back reply), or when a message reaches the broker's own %DLQ%
-// without the DeadLetter middleware. Choose olderThan above the longest
-// retry delay in use (RocketMQ's ladder tops out at 2 hours). At most limit
-// records are returned, oldest first (limit <= 0 means 100).
+// redelivering. It is the backstop for losses outside idemq. The pinned
+// rocketmq-client-go no longer drops a message whose send-back fails (it
+// sends it into %RETRY%<group> itself, where v2.1.2 lost it); what
+// StaleAttempts still catches is a message that reached the broker's own
+// %DLQ% (the client's MaxReconsumeTimes below the DeadLetter middleware's
+// MaxAttempts, an orderly consumer giving up, no DeadLetter middleware),
+// and a retry copy the broker lost or deleted (a crash with asynchronous
+// flush, retention expiry, a group's offsets reset past it). Choose
+// olderThan above the longest retry delay in use (RocketMQ's ladder tops
+// out at 2 hours). At most limit records are returned, oldest first
+// (limit <= 0 means 100).
 //
 // A key that is done or dead in the dedup table is never listed, even if
 // its attempts record was left behind (the record is cleared after a

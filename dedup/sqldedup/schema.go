@@ -2,18 +2,13 @@ package sqldedup
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"gorm.io/gorm"
 
-	"github.com/idemq/idemq/internal/sqlscript"
+	"github.com/idemq/idemq/internal/migrate"
 )
-
-//go:embed schema/*.sql
-var schemaFS embed.FS
 
 var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
 
@@ -28,8 +23,11 @@ func ValidatePrefix(prefix string) error {
 }
 
 // Schema returns the plain SQL that creates the store's tables for dialect
-// ("sqlite", "postgres" or "mysql") with the given table prefix. The
-// statements are idempotent (CREATE ... IF NOT EXISTS).
+// ("sqlite", "postgres" or "mysql") with the given table prefix: every
+// numbered step of the "dedup" component in order (the files
+// internal/migrate/steps/dedup/NNNN_<name>.<dialect>.sql), for users who
+// run their own migrations. Run on an empty database, it builds the schema
+// Migrate builds.
 func Schema(dialect, prefix string) (string, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return "", err
@@ -39,34 +37,21 @@ func Schema(dialect, prefix string) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
 	}
-	b, err := schemaFS.ReadFile("schema/" + dialect + ".sql")
-	if err != nil {
-		return "", err
-	}
-	return strings.ReplaceAll(string(b), "{{prefix}}", prefix), nil
+	return migrate.Schema("dedup", dialect, prefix)
 }
 
-// Migrate creates the store's tables if they do not exist, running the
-// statements Schema returns, and upgrades tables created by an earlier
-// schema (the dedup table's fence column; the dead letters' body_size,
-// body_sha256 and truncated columns and their (consumer_group, dedup_key,
-// id) index). It is idempotent.
+// Migrate brings the store's tables up to date: it applies the numbered
+// steps of the "dedup" component that <prefix>schema_migrations does not
+// list yet, under a lock, so that processes starting together migrate
+// once. Tables created before migrations were versioned are adopted (step
+// 0001 is the first shipped schema, written CREATE ... IF NOT EXISTS).
 func (s *Store) Migrate(ctx context.Context) error {
-	return migrate(ctx, s.db, s.dialect, s.prefix)
+	return migrateDB(ctx, s.db, s.prefix)
 }
 
-func migrate(ctx context.Context, db *gorm.DB, dialect, prefix string) error {
-	schema, err := Schema(dialect, prefix)
-	if err != nil {
-		return err
+func migrateDB(ctx context.Context, db *gorm.DB, prefix string) error {
+	if _, err := migrate.Run(ctx, db, prefix, migrate.Options{}, "dedup"); err != nil {
+		return fmt.Errorf("sqldedup: migrate: %w", err)
 	}
-	for _, stmt := range sqlscript.Split(schema) {
-		if err := db.WithContext(ctx).Exec(stmt).Error; err != nil {
-			return fmt.Errorf("sqldedup: migrate: %w", err)
-		}
-	}
-	if err := addFenceColumn(ctx, db, dialect, prefix); err != nil {
-		return err
-	}
-	return upgradeLedger(ctx, db, dialect, prefix)
+	return nil
 }

@@ -9,9 +9,19 @@
 // message redelivered, and the API answers the replay with the coupon it
 // already issued.
 //
-// The run injects duplicate sends and consumers that fail right after the
-// API call, then prints a reconciliation: messages, API calls, replays the
-// API absorbed, coupons issued, and double coupons, which must be 0.
+// A lease alone cannot stop a process that was paused past its lease (a
+// long GC pause, a stopped VM) from calling the API after a successor took
+// the key over. So the handler also sends the lease's fencing token
+// (dedup.Fence), a number that grows with every new owner of the key, and
+// the API remembers the highest token per idempotency key and refuses a
+// lower one with 409 Conflict: a stale owner's late call is refused even
+// if it slipped past its context check. The handler checks its context
+// (which ends before the lease can expire) right before the call.
+//
+// The run injects duplicate sends, consumers that fail right after the API
+// call, and late calls from a stale owner (a lower token), then prints a
+// reconciliation: messages, API calls, replays the API absorbed, stale
+// calls it refused, coupons issued, and double coupons, which must be 0.
 //
 // With no flags it runs on SQLite and the in-process test broker, with the
 // coupon API on a loopback port:
@@ -47,6 +57,7 @@ import (
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
+	"github.com/idemq/idemq/topics"
 )
 
 const (
@@ -60,8 +71,10 @@ type couponAPI struct {
 	mu      sync.Mutex
 	byKey   map[string]string // idempotency key -> coupon code
 	perUser map[string]int    // user+campaign -> coupons issued
+	fences  map[string]uint64 // idempotency key -> highest fencing token seen
 	calls   atomic.Int64
 	replays atomic.Int64
+	stale   atomic.Int64 // calls refused for a stale fencing token
 }
 
 type issueRequest struct {
@@ -81,7 +94,20 @@ func (a *couponAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad request body", http.StatusBadRequest)
 		return
 	}
+	fence, err := strconv.ParseUint(r.Header.Get("Fencing-Token"), 10, 64)
+	if err != nil {
+		http.Error(w, "a Fencing-Token header is required", http.StatusBadRequest)
+		return
+	}
 	a.mu.Lock()
+	if fence < a.fences[key] {
+		// An owner that lost its lease: its successor already called.
+		a.mu.Unlock()
+		a.stale.Add(1)
+		http.Error(w, "stale fencing token", http.StatusConflict)
+		return
+	}
+	a.fences[key] = fence
 	code, seen := a.byKey[key]
 	if !seen {
 		code = fmt.Sprintf("CPN-%s-%d", req.Campaign, len(a.byKey)+1)
@@ -104,11 +130,42 @@ type issuer struct {
 	duplicates atomic.Int64
 	failOnce   sync.Map
 	failures   atomic.Int64
+	staleSent  atomic.Int64
 }
 
-// issue calls the coupon API with the message ID as the idempotency key.
-// For every 15th user it then fails once, as a consumer that died after
-// the API call and before marking the key done.
+// errStale is returned by call when the API refused the fencing token.
+var errStale = errors.New("coupon API refused a stale fencing token")
+
+// call asks the coupon API for the coupon of msg, with the message ID as
+// the idempotency key and fence as the fencing token.
+func (s *issuer) call(ctx context.Context, msg *idemq.Message, body []byte, fence uint64) error {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.api+"/coupons", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Idempotency-Key", msg.ID)
+	hr.Header.Set("Fencing-Token", strconv.FormatUint(fence, 10))
+	resp, err := s.client.Do(hr)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusConflict:
+		return errStale
+	case resp.StatusCode >= 500:
+		return fmt.Errorf("coupon API: %s", resp.Status)
+	case resp.StatusCode != http.StatusOK:
+		return idemq.Permanent(fmt.Errorf("coupon API refused: %s", resp.Status))
+	}
+	return nil
+}
+
+// issue calls the coupon API with the message ID as the idempotency key and
+// the lease's fencing token. For every 15th user it then fails once, as a
+// consumer that died after the API call and before marking the key done.
+// For every 10th user it also plays a stale owner: a late call with a lower
+// token, which the API must refuse.
 func (s *issuer) issue(ctx context.Context, msg *idemq.Message) error {
 	s.delivered.Add(1)
 	var req issueRequest
@@ -116,23 +173,30 @@ func (s *issuer) issue(ctx context.Context, msg *idemq.Message) error {
 		return idemq.Permanent(fmt.Errorf("bad coupon request: %w", err))
 	}
 	body, _ := json.Marshal(req)
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.api+"/coupons", bytes.NewReader(body))
-	if err != nil {
+	fence, ok := dedup.Fence(ctx)
+	if !ok {
+		return idemq.Permanent(errors.New("no fencing token: the handler must run in lease mode"))
+	}
+	// Act only under a live lease: the context ends before the lease can
+	// expire, and the token covers the rest.
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	hr.Header.Set("Idempotency-Key", msg.ID)
-	resp, err := s.client.Do(hr)
-	if err != nil {
+	if err := s.call(ctx, msg, body, fence); err != nil {
+		if errors.Is(err, errStale) {
+			return fmt.Errorf("%w: %w", dedup.ErrLeaseLost, err)
+		}
 		return err
 	}
-	resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("coupon API: %s", resp.Status)
+	n, _ := strconv.Atoi(msg.Property("user_no"))
+	if n%10 == 0 && fence > 0 {
+		// A predecessor paused past its lease wakes up and calls late.
+		s.staleSent.Add(1)
+		if err := s.call(ctx, msg, body, fence-1); !errors.Is(err, errStale) {
+			return idemq.Permanent(fmt.Errorf("the coupon API accepted a stale owner's call (%v)", err))
+		}
 	}
-	if resp.StatusCode != http.StatusOK {
-		return idemq.Permanent(fmt.Errorf("coupon API refused: %s", resp.Status))
-	}
-	if n, _ := strconv.Atoi(msg.Property("user_no")); n%15 == 0 {
+	if n%15 == 0 {
 		if _, again := s.failOnce.LoadOrStore(msg.ID, struct{}{}); !again {
 			s.failures.Add(1)
 			return errors.New("injected failure after the API call")
@@ -161,7 +225,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	producer.SetClientLogger(log)
 
-	api := &couponAPI{byKey: map[string]string{}, perUser: map[string]int{}}
+	api := &couponAPI{byKey: map[string]string{}, perUser: map[string]int{}, fences: map[string]uint64{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -183,6 +247,15 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		}
 		defer b.Close()
 		nameServers = []string{b.Addr()}
+	}
+	// Create the topic first, as on a real cluster: a name server answers
+	// TOPIC_NOT_EXIST for a topic nobody created, and the consumer's Start
+	// would fail. topics.Create is `mqadmin updateTopic`.
+	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = topics.Create(tctx, nameServers, topic, topics.Options{Queues: 4})
+	tcancel()
+	if err != nil {
+		return err
 	}
 
 	store, err := sqldedup.New(db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: "coupon_idemq_", LeaseDuration: 10 * time.Second})
@@ -222,7 +295,10 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		Handler:           idemq.HandlerFunc(is.issue),
 		Middleware:        chain,
 		ConsumeGoroutines: 8,
-		Logger:            log,
+		// The grants are sent right after Start: a new group must not skip
+		// what lands before its first rebalance.
+		StartFrom: consumer.StartFromFirst,
+		Logger:    log,
 	})
 	if err != nil {
 		return err
@@ -291,6 +367,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	fmt.Printf("  handler runs                %6d  (%d failures after the API call injected)\n", is.delivered.Load(), is.failures.Load())
 	fmt.Printf("  duplicates skipped          %6d\n", is.duplicates.Load())
 	fmt.Printf("  coupon API calls            %6d  (%d replays answered by the idempotency key)\n", api.calls.Load(), api.replays.Load())
+	fmt.Printf("  stale owners' calls refused %6d  (of %d late calls with a lower fencing token)\n", api.stale.Load(), is.staleSent.Load())
 	fmt.Printf("  coupons issued              %6d\n", len(api.byKey))
 	fmt.Printf("  double coupons              %6d\n", doubles)
 	switch {
@@ -298,6 +375,8 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		return fmt.Errorf("%d users got two coupons", doubles)
 	case len(api.byKey) != users:
 		return fmt.Errorf("%d of %d coupons issued", len(api.byKey), users)
+	case api.stale.Load() != is.staleSent.Load():
+		return fmt.Errorf("%d of %d stale owners' calls refused", api.stale.Load(), is.staleSent.Load())
 	}
 	fmt.Println("OK: every coupon issued exactly once")
 	return nil

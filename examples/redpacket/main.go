@@ -53,6 +53,7 @@ import (
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
+	"github.com/idemq/idemq/topics"
 )
 
 const (
@@ -224,6 +225,17 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("redpacket: %d orders on %s with %s\n", o.orders, o.db, where)
 
+	// Create the topic first, as on a real cluster: a name server answers
+	// TOPIC_NOT_EXIST for a topic nobody created, and the consumer's Start
+	// would fail. topics.Create is `mqadmin updateTopic`; it is an update
+	// when the topic exists.
+	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = topics.Create(tctx, nameServers, topic, topics.Options{Queues: 4})
+	tcancel()
+	if err != nil {
+		return err
+	}
+
 	svc := &payoutService{db: db, prefix: "redpacket_"}
 	if err := svc.migrate(ctx); err != nil {
 		return err
@@ -285,8 +297,11 @@ func run(ctx context.Context, o options) error {
 			Handler:           idemq.HandlerFunc(svc.pay),
 			Middleware:        chain,
 			ConsumeGoroutines: 8,
-			KeyFunc:           orderKey,
-			Logger:            log,
+			// The orders are sent right after Start: a new group must not
+			// skip what lands before its first rebalance.
+			StartFrom: consumer.StartFromFirst,
+			KeyFunc:   orderKey,
+			Logger:    log,
 		})
 		if err != nil {
 			return nil, err

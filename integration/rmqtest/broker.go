@@ -4,26 +4,79 @@
 // One loopback listener answers both as the name server and as the broker
 // (route replies point back at it), speaking the remoting protocol of
 // RocketMQ 4.x well enough for the unmodified
-// github.com/apache/rocketmq-client-go/v2 (v2.1.2) to run producers,
-// transactional producers and push consumers (concurrent and orderly)
-// against it:
+// github.com/apache/rocketmq-client-go/v2 (the version idemq pins) to run
+// producers, transactional producers and push consumers (concurrent and
+// orderly) against it:
 //
-//	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
+//	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"orders"}})
 //	p, _ := rocketmq.NewProducer(producer.WithNameServer(primitive.NamesrvAddr{b.Addr()}), ...)
 //
-// What it keeps: topics (auto-created on first route lookup, with
-// Config.QueuesPerTopic queues; per-group %RETRY% and %DLQ% topics with
-// one), consumer offsets, consumer-group membership (with
+// What it keeps: topics, consumer offsets, consumer-group membership (with
 // NOTIFY_CONSUMER_IDS_CHANGED so a group rebalances at once), retries via
 // CONSUMER_SEND_MSG_BACK on RocketMQ's delay ladder, dead-letter topics,
 // delayed messages, half messages with commit, rollback and check-back, and
 // orderly queue locks. Inspection methods (Messages, DLQ, ConsumerOffset,
-// HalfMessages, Stats) and fault injection (DropConnections, FailSendBack,
-// DropSendBack, DelayReplies, Pause, RejectSends) serve tests.
+// HalfMessages, Settled, PulledQueues, Stats) and fault injection
+// (DropConnections, FailSendBack, DropSendBack, DelayReplies, Pause,
+// RejectSends, HangSends) serve tests.
 //
-// It is a test and development broker, not for production: everything is
-// in memory, nothing is replicated, nothing is ever deleted, there is no
-// authentication, and it listens on 127.0.0.1 only.
+// # Strict by default
+//
+// It behaves as a real broker where a kinder one would hide a failure a
+// user meets on a real cluster. Each behaviour has a test that documents
+// it:
+//
+//   - Topics are not created on a route lookup or a send: a topic nobody
+//     created is answered TOPIC_NOT_EXIST (17), so a push consumer's Start
+//     fails and a send fails, as on a cluster with
+//     autoCreateTopicEnable=false. Create them with Config.Topics,
+//     CreateTopic, or UPDATE_AND_CREATE_TOPIC (request code 17, as
+//     `mqadmin updateTopic` and package topics send it).
+//     Config.AutoCreateTopics restores creation on first use.
+//     (TestTopicsAreNotCreatedOnLookup, TestAutoCreateTopics)
+//   - A group that never committed an offset on a queue gets
+//     QUERY_NOT_FOUND, so the client's ConsumeFromWhere decides: by default
+//     the last offset, and a new group skips the backlog.
+//     (TestSendPullAndOffsets; consumer.TestLiveStartFrom)
+//   - A consumer whose connection closes, or whose heartbeats stop for
+//     Config.ConsumerExpiry, is dropped from its group and the other
+//     members are notified, so the survivors (or a restarted consumer)
+//     rebalance onto every queue. (TestMembershipAndNotify,
+//     TestConsumerExpiry)
+//   - A send into %RETRY%group (the client's fallback when a send-back
+//     fails) whose reconsumeTimes reached maxReconsumeTimes is stored in
+//     %DLQ%group, as a send-back past the limit is.
+//     (TestRetryTopicSendPastMaxGoesToDLQ, TestSendBackRetryAndDLQ)
+//   - Held long polls are answered before the broker drops a connection
+//     (DropConnections, DropSendBack, consumer expiry), so a client does
+//     not wait out its 30 s pull timeout. (TestFailAndDropSendBack,
+//     TestConsumerExpiry)
+//
+// # Where it still differs from a real broker
+//
+//   - One listener is both name server and broker; a real name server
+//     answers only name-server requests, and a broker only broker ones.
+//   - A group's retry topic (%RETRY%group) is routed at once on a lookup.
+//     A real broker creates it on the group's first heartbeat and the
+//     client learns its route at its next poll of the name server (up to
+//     30 s later).
+//   - A real 4.x broker answers a new group's offset query with 0, not
+//     QUERY_NOT_FOUND, while the queue's first message is still in memory
+//     (minOffset 0 and not swapped to disk): on a young topic a new group
+//     may read from the start even with CONSUME_FROM_LAST_OFFSET.
+//   - With AutoCreateTopics a topic is created on its first lookup; a real
+//     broker with autoCreateTopicEnable creates it on the first send, and
+//     a consumer's Start before that still fails.
+//   - Topics are never shrunk or deleted; a topic's permission and order
+//     flag are not kept; a group's retryMaxTimes comes only from requests
+//     (default 16).
+//   - Everything is in memory: no persistence, replication, retention or
+//     deletion; no ACL; loopback only. Tag filters only (no SQL92).
+//   - Close is a broker that dies: held long polls are not answered.
+//   - Half messages are checked every TransactionCheckInterval from their
+//     store time (a real broker checks every 60 s those older than 6 s).
+//
+// It is a test and development broker, not for production.
 package rmqtest
 
 import (
@@ -42,9 +95,10 @@ import (
 // Config configures a Broker. The zero value is usable: every field has a
 // default, applied by New.
 type Config struct {
-	// QueuesPerTopic is the number of queues an auto-created topic gets.
-	// Retry (%RETRY%group) and dead-letter (%DLQ%group) topics always get
-	// one. Defaults to 4.
+	// QueuesPerTopic is the number of queues of a topic created by
+	// Topics, CreateTopic(topic, 0) or AutoCreateTopics. Retry
+	// (%RETRY%group) and dead-letter (%DLQ%group) topics always get one.
+	// Defaults to 4.
 	QueuesPerTopic int
 
 	// TimeScale multiplies every delay-level delay (retries after
@@ -71,8 +125,8 @@ type Config struct {
 	// LockExpiry is how long an orderly consumer's queue lock lasts unless
 	// renewed (the client renews every 20 s). As in RocketMQ, a lock is not
 	// released when its holder's connection closes, only by UNLOCK_BATCH_MQ
-	// or expiry; note that rocketmq-client-go v2.1.2 does not unlock queues
-	// it loses in a rebalance, so a second orderly consumer gets them only
+	// or expiry; note that rocketmq-client-go may not unlock queues it
+	// loses in a rebalance, so a second orderly consumer may get them only
 	// after expiry. Defaults to 60 seconds, as RocketMQ.
 	LockExpiry time.Duration
 
@@ -80,6 +134,29 @@ type Config struct {
 	// Larger sends are refused with code 13 (MESSAGE_ILLEGAL), which the
 	// producer returns as an error without retrying. Defaults to 4 MiB.
 	MaxMessageSize int
+
+	// AutoCreateTopics makes the broker create any topic on its first
+	// route lookup or send, with QueuesPerTopic queues, as the lenient
+	// rmqtest of old did. Off by default: like a real name server and a
+	// broker with autoCreateTopicEnable=false, a topic nobody created is
+	// answered TOPIC_NOT_EXIST (17), so a push consumer's Start fails
+	// with "route info not found" and a send fails. Create topics with
+	// Topics, CreateTopic or the UPDATE_AND_CREATE_TOPIC request
+	// (package topics, `mqadmin updateTopic`). Retry topics
+	// (%RETRY%group) are always created by the broker itself.
+	AutoCreateTopics bool
+
+	// Topics are created, with QueuesPerTopic queues each, before New
+	// returns: a cluster an operator prepared.
+	Topics []string
+
+	// ConsumerExpiry is how long a consumer stays in its group without a
+	// heartbeat (the client sends one every 30 s). A consumer past it is
+	// dropped from its group, the others are notified
+	// (NOTIFY_CONSUMER_IDS_CHANGED) and its connection is dropped (held
+	// long polls answered first), as a real broker's channel expiry.
+	// Defaults to 120 seconds, as RocketMQ.
+	ConsumerExpiry time.Duration
 
 	// Logger receives the broker's logs: connections, unknown request
 	// codes, malformed frames. Defaults to discarding them.
@@ -95,6 +172,7 @@ const (
 	DefaultLongPollMax              = 5 * time.Second
 	DefaultLockExpiry               = 60 * time.Second
 	DefaultMaxMessageSize           = 4 << 20
+	DefaultConsumerExpiry           = 120 * time.Second
 )
 
 // Names the broker reports in routes.
@@ -133,8 +211,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}
+	if c.ConsumerExpiry == 0 {
+		c.ConsumerExpiry = DefaultConsumerExpiry
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, t := range c.Topics {
+		if err := validTopic(t); err != nil {
+			return c, fmt.Errorf("%w: Topics: %v", errBadConfig, err)
+		}
 	}
 	switch {
 	case c.QueuesPerTopic < 1 || c.QueuesPerTopic > 1024:
@@ -147,6 +233,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative MaxTransactionChecks", errBadConfig)
 	case c.LongPollMax < 0:
 		return c, fmt.Errorf("%w: negative LongPollMax", errBadConfig)
+	case c.ConsumerExpiry < 0:
+		return c, fmt.Errorf("%w: negative ConsumerExpiry", errBadConfig)
 	case c.LockExpiry < 0:
 		return c, fmt.Errorf("%w: negative LockExpiry", errBadConfig)
 	case c.MaxMessageSize < 0 || c.MaxMessageSize > 256<<20:
@@ -183,11 +271,17 @@ type Stats struct {
 	HalfDiscarded int64
 	// Connections counts accepted client connections.
 	Connections int64
+	// TopicsCreated counts UPDATE_AND_CREATE_TOPIC requests served.
+	TopicsCreated int64
+	// ConsumersExpired counts consumers dropped from a group for want of
+	// heartbeats (ConsumerExpiry).
+	ConsumersExpired int64
 }
 
 type counters struct {
 	sends, sendsRefused, pulls, sendBacks, sendBacksFailed, deadLettered atomic.Int64
 	heartbeats, txChecks, commits, rollbacks, halfDiscarded, connections atomic.Int64
+	topicsCreated, consumersExpired                                      atomic.Int64
 }
 
 // Broker is a running in-process RocketMQ name server and broker. All
@@ -212,6 +306,8 @@ type Broker struct {
 	groups    map[string]*groupInfo
 	producers map[string]map[*conn]struct{}
 	timers    map[*time.Timer]struct{}
+	// pulled records the queues each group has pulled from.
+	pulled map[offsetKey]struct{}
 
 	opaque atomic.Int32
 
@@ -219,6 +315,7 @@ type Broker struct {
 	failSendBack atomic.Int64
 	dropSendBack atomic.Int64
 	rejectSends  atomic.Int64
+	hangSends    atomic.Int64
 	replyDelay   atomic.Int64
 	pause        pauseGate
 }
@@ -226,6 +323,8 @@ type Broker struct {
 // groupInfo is one consumer group's membership.
 type groupInfo struct {
 	clients map[string]*conn
+	// seen is each client's last heartbeat.
+	seen map[string]time.Time
 	// subs maps a topic to the subscription expression from heartbeats.
 	subs map[string]string
 }
@@ -253,12 +352,17 @@ func New(cfg Config) (*Broker, error) {
 		groups:    make(map[string]*groupInfo),
 		producers: make(map[string]map[*conn]struct{}),
 		timers:    make(map[*time.Timer]struct{}),
+		pulled:    make(map[offsetKey]struct{}),
 	}
 	copy(b.ip[:], tcp.IP.To4())
+	for _, t := range cfg.Topics {
+		b.store.createTopic(t, cfg.QueuesPerTopic)
+	}
 	b.pause.init()
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.acceptLoop()
 	go b.transactionChecker()
+	go b.consumerReaper()
 	b.log.Info("rmqtest: broker listening", "addr", b.addr)
 	return b, nil
 }
@@ -346,6 +450,24 @@ func (b *Broker) ConsumerOffset(group, topic string, queueID int) int64 {
 	return off
 }
 
+// CreateTopic creates topic with queues queues (QueuesPerTopic if
+// queues is 0), or grows an existing topic to that many, as an operator's
+// `mqadmin updateTopic` would. It is the in-process shortcut of the
+// UPDATE_AND_CREATE_TOPIC request.
+func (b *Broker) CreateTopic(topic string, queues int) error {
+	if err := validTopic(topic); err != nil {
+		return fmt.Errorf("rmqtest: CreateTopic: %w", err)
+	}
+	if queues == 0 {
+		queues = b.cfg.QueuesPerTopic
+	}
+	if queues < 1 || queues > 1024 {
+		return fmt.Errorf("rmqtest: CreateTopic: %d queues not in [1, 1024]", queues)
+	}
+	b.store.createTopic(topic, queues)
+	return nil
+}
+
 // Topics returns the names of all topics, sorted, including per-group
 // retry and dead-letter topics once used.
 func (b *Broker) Topics() []string { return b.store.topicNames() }
@@ -375,6 +497,40 @@ func (b *Broker) QueueLockOwner(group, topic string, queueID int) (string, bool)
 	return b.store.lockOwner(group, topic, int32(queueID), time.Now())
 }
 
+// Settled reports whether the group has nothing left to receive from
+// topics: on every queue of each topic and of the group's retry topic it
+// has committed an offset at the queue's end, and no retry or delayed
+// message for them is still waiting for its time. Once a group is settled
+// the broker has had every chance to redeliver: a test that expects no
+// further delivery asserts it after Settled holds, not after a sleep.
+// (A consumer commits offsets every few seconds; poll with a timeout.)
+func (b *Broker) Settled(group string, topics ...string) bool {
+	all := append(append([]string(nil), topics...), retryTopicPrefix+group)
+	return b.store.settled(group, all)
+}
+
+// PulledQueues returns how many queues of topic the group has pulled from
+// so far. A push consumer pulls a queue once its rebalance assigned it and
+// read its start offset, so PulledQueues reaching the topic's queue count
+// (and 1 for %RETRY%group) says the consumer's first rebalance is done.
+func (b *Broker) PulledQueues(group, topic string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for k := range b.pulled {
+		if k.group == group && k.topic == topic {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *Broker) notePull(group, topic string, queue int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pulled[offsetKey{group, topic, queue}] = struct{}{}
+}
+
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	s := &b.stats
@@ -391,6 +547,8 @@ func (b *Broker) Stats() Stats {
 		Rollbacks:         s.rollbacks.Load(),
 		HalfDiscarded:     s.halfDiscarded.Load(),
 		Connections:       s.connections.Load(),
+		TopicsCreated:     s.topicsCreated.Load(),
+		ConsumersExpired:  s.consumersExpired.Load(),
 	}
 }
 
@@ -417,8 +575,8 @@ func (b *Broker) toExts(msgs []*storedMessage) []*primitive.MessageExt {
 // heartbeat (the client sends one every 30 s), and until then the broker
 // treats them as gone, as RocketMQ does when a channel closes.
 //
-// rocketmq-client-go v2.1.2 never fails a request pending on a closed
-// connection: it waits out the request's timeout (30 s for a pull). So
+// rocketmq-client-go never fails a request pending on a closed connection:
+// it waits out the request's timeout (30 s for a pull). So
 // DropConnections first answers held long-polls, and for 50 ms any new
 // request, with an error (code 14, after which a push consumer pulls again
 // 3 s later), then half-closes each connection and waits up to a second
@@ -441,23 +599,28 @@ func (b *Broker) DropConnections() {
 }
 
 // FailSendBack makes the next n CONSUMER_SEND_MSG_BACK requests get an
-// error reply (code 1) without storing a retry copy. Note that
-// rocketmq-client-go v2.1.2 does not check the reply code of a send-back:
-// it treats the error as success, acks the message and so loses it
-// (upstream issue 1106). Use DropSendBack to exercise the client's local
-// re-consume path instead.
+// error reply (code 1) without storing a retry copy. The pinned
+// rocketmq-client-go then sends the message into %RETRY%group itself, at
+// delay level 3+ReconsumeTimes (v2.1.2 acked it and lost it, upstream
+// issue 1106).
 func (b *Broker) FailSendBack(n int) { b.failSendBack.Store(int64(max(n, 0))) }
 
-// DropSendBack makes the next n CONSUMER_SEND_MSG_BACK requests close the
-// client's connection instead of replying. The client sees a transport
-// error (after its 3 s request timeout) and re-consumes the message
-// locally 5 s later with ReconsumeTimes+1.
+// DropSendBack makes the next n CONSUMER_SEND_MSG_BACK requests go
+// unanswered and drops the client's connection (answering its held long
+// polls first, as DropConnections). The client times out (3 s) and falls
+// back to sending the message into %RETRY%group itself.
 func (b *Broker) DropSendBack(n int) { b.dropSendBack.Store(int64(max(n, 0))) }
 
 // RejectSends makes the next n send requests (single or batch) fail with
 // code 2 (SYSTEM_BUSY). The client does not retry that code, so each
 // rejected request is one failed SendSync.
 func (b *Broker) RejectSends(n int) { b.rejectSends.Store(int64(max(n, 0))) }
+
+// HangSends makes the next n send requests (single or batch) go
+// unanswered: the broker reads them, stores nothing and never replies, as
+// a broker that hangs mid-request. The client gives up on such an attempt
+// after its per-attempt timeout and retries.
+func (b *Broker) HangSends(n int) { b.hangSends.Store(int64(max(n, 0))) }
 
 // DelayReplies delays every reply by d (0 turns the delay off). Requests
 // are still processed at once; only the answers are late, so a client

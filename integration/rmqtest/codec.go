@@ -22,6 +22,7 @@ import (
 // handles or sends are listed.
 const (
 	codeSendMessage              int16 = 10
+	codeUpdateAndCreateTopic     int16 = 17
 	codePullMessage              int16 = 11
 	codeQueryConsumerOffset      int16 = 14
 	codeUpdateConsumerOffset     int16 = 15

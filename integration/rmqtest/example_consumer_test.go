@@ -1,8 +1,7 @@
 //go:build rocketmq
 
-// Behind the rocketmq tag because a live push consumer races inside the
-// client library (upstream issue 961); run with -tags rocketmq, without
-// -race.
+// Behind the rocketmq tag, as every test that runs a live push consumer;
+// scripts/test runs it with -race.
 
 package rmqtest_test
 
@@ -24,7 +23,7 @@ import (
 // %RETRY%group and redelivers it after the scaled delay (level 3, 10 s,
 // scaled to 100 ms), with the original topic and MsgId.
 func Example_retry() {
-	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01})
+	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01, Topics: []string{"payments"}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -37,6 +36,7 @@ func Example_retry() {
 		consumer.WithGroupName("example-group"),
 		consumer.WithInstance("example-consumer"),
 		consumer.WithConsumerModel(consumer.Clustering),
+		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
 	)
 	if err != nil {
 		log.Fatal(err)

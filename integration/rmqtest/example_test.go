@@ -14,12 +14,12 @@ import (
 )
 
 // A producer sends to the in-process broker, and the test inspects what
-// the broker stored. Push consumers work the same way (point
-// consumer.WithNameServer at b.Addr()); they are left out of this example
-// only because the client's push consumer trips the race detector.
+// the broker stored. The topic must exist first, as on a real cluster
+// (Config.Topics, CreateTopic, or package topics). Push consumers work the
+// same way (point consumer.WithNameServer at b.Addr()); see Example_retry.
 func Example() {
 	rlog.SetLogLevel("error")
-	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01})
+	b, err := rmqtest.New(rmqtest.Config{TimeScale: 0.01, Topics: []string{"orders"}})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -5,10 +5,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 func TestRejectSends(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"rej"}})
 	w := dialWire(t, b)
 	b.RejectSends(2)
 	for i := range 3 {
@@ -27,7 +29,7 @@ func TestRejectSends(t *testing.T) {
 }
 
 func TestPauseHoldsRequestsAndRefusesSends(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"p"}})
 	w := dialWire(t, b)
 	w.call(codeGetRouteInfoByTopic, map[string]string{"topic": "p"}, nil)
 	b.Pause()
@@ -62,7 +64,7 @@ func TestPauseHoldsRequestsAndRefusesSends(t *testing.T) {
 }
 
 func TestDelayReplies(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"slow"}})
 	w := dialWire(t, b)
 	b.DelayReplies(200 * time.Millisecond)
 	_, ch := w.start(codeSendMessage, sendExt("pg", "slow", 0, ""), []byte("x"))
@@ -107,7 +109,7 @@ func TestDropConnections(t *testing.T) {
 }
 
 func TestFailAndDropSendBack(t *testing.T) {
-	b := NewTest(t, Config{TimeScale: 0.001})
+	b := NewTest(t, Config{TimeScale: 0.001, Topics: []string{"fsb"}})
 	w := dialWire(t, b)
 	w.call(codeSendMessage, sendExt("pg", "fsb", 0, ""), []byte("x"))
 	m := pullOne(t, w, "fsb", 0, 0)
@@ -116,9 +118,21 @@ func TestFailAndDropSendBack(t *testing.T) {
 	if r := w.call(codeConsumerSendMsgBack, sendBackExt("g", m, 1, 16), nil); r.Code != respSystemError {
 		t.Fatalf("failed send-back: %d", r.Code)
 	}
+	// A dropped send-back answers the connection's held long poll before
+	// the connection goes, so a consumer does not wait out its timeout.
+	_, held := w.start(codePullMessage, pullExt("g", "fsb", 0, 1, time.Minute), nil)
+	eventually(t, 5*time.Second, "the pull to be held", func() bool { return b.Stats().Pulls == 2 })
 	b.DropSendBack(1)
-	w.start(codeConsumerSendMsgBack, sendBackExt("g", m, 1, 16), nil)
+	_, sb := w.start(codeConsumerSendMsgBack, sendBackExt("g", m, 1, 16), nil)
+	if r := w.wait(held, 5*time.Second); r.Code != respServiceNotAvailable {
+		t.Fatalf("held pull answered %d, want %d", r.Code, respServiceNotAvailable)
+	}
 	w.expectClosed(5 * time.Second)
+	select {
+	case r := <-sb:
+		t.Fatalf("dropped send-back answered: %d", r.Code)
+	default:
+	}
 
 	w2 := dialWire(t, b)
 	if r := w2.call(codeConsumerSendMsgBack, sendBackExt("g", m, 1, 16), nil); r.Code != respSuccess {
@@ -133,7 +147,7 @@ func TestFailAndDropSendBack(t *testing.T) {
 // while traffic flows; under -race it checks they are safe to call
 // concurrently.
 func TestFaultsConcurrently(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"cc"}})
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range 2 {
@@ -189,4 +203,10 @@ func TestFaultsConcurrently(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	testenv.Eventually(t, timeout, what, cond)
 }

@@ -19,6 +19,8 @@ func (b *Broker) handle(c *conn, cmd *command) *command {
 	switch cmd.Code {
 	case codeGetRouteInfoByTopic:
 		return b.handleRoute(cmd)
+	case codeUpdateAndCreateTopic:
+		return b.handleCreateTopic(cmd)
 	case codeGetBrokerClusterInfo:
 		return b.handleClusterInfo(cmd)
 	case codeHeartBeat:
@@ -79,12 +81,33 @@ func validTopic(topic string) error {
 	return nil
 }
 
+// isRetryTopic reports whether topic is a group's retry topic, which the
+// broker creates itself (on the group's heartbeat, a send-back or a send
+// into it).
+func isRetryTopic(topic string) bool { return strings.HasPrefix(topic, retryTopicPrefix) }
+
+// topicQueues returns the queue count of topic, creating it first where
+// the broker would: always for a retry topic, and for any topic with
+// Config.AutoCreateTopics. It returns 0 for a topic that does not exist.
+func (b *Broker) topicQueues(topic string) int {
+	if n := b.store.queueCount(topic); n > 0 {
+		return n
+	}
+	if b.cfg.AutoCreateTopics || isRetryTopic(topic) {
+		return b.store.ensureTopic(topic)
+	}
+	return 0
+}
+
 func (b *Broker) handleRoute(cmd *command) *command {
 	topic := cmd.ext("topic")
 	if err := validTopic(topic); err != nil {
 		return newResponse(cmd, respTopicNotExist, err.Error())
 	}
-	n := b.store.ensureTopic(topic)
+	n := b.topicQueues(topic)
+	if n == 0 {
+		return newResponse(cmd, respTopicNotExist, "No topic route info in name server for the topic: "+topic)
+	}
 	route := map[string]any{
 		"orderTopicConf": "",
 		"queueDatas": []map[string]any{{
@@ -104,6 +127,27 @@ func (b *Broker) handleRoute(cmd *command) *command {
 	resp := newResponse(cmd, respSuccess, "")
 	resp.Body = body
 	return resp
+}
+
+// handleCreateTopic serves UPDATE_AND_CREATE_TOPIC, the request of
+// `mqadmin updateTopic`: it creates the topic with max(readQueueNums,
+// writeQueueNums) queues, or grows an existing one (queues are never
+// removed).
+func (b *Broker) handleCreateTopic(cmd *command) *command {
+	topic := cmd.ext("topic")
+	if err := validTopic(topic); err != nil {
+		return newResponse(cmd, respSystemError, "The specified topic is invalid: "+err.Error())
+	}
+	if topic == ClusterName || topic == BrokerName {
+		return newResponse(cmd, respSystemError, "The specified topic is conflict with cluster or broker name: "+topic)
+	}
+	n := max(atoi32(cmd.ext("readQueueNums"), 0), atoi32(cmd.ext("writeQueueNums"), 0))
+	if n < 1 || n > 1024 {
+		return newResponse(cmd, respSystemError, fmt.Sprintf("queue count %d not in [1, 1024]", n))
+	}
+	b.store.createTopic(topic, int(n))
+	b.stats.topicsCreated.Add(1)
+	return newResponse(cmd, respSuccess, "")
 }
 
 func (b *Broker) handleClusterInfo(cmd *command) *command {
@@ -162,6 +206,9 @@ func (b *Broker) handleHeartbeat(c *conn, cmd *command) *command {
 			continue
 		}
 		listed[cd.GroupName] = true
+		// As a real broker, a group's first heartbeat creates its retry
+		// topic.
+		b.store.ensureTopic(retryTopicPrefix + cd.GroupName)
 		subs := make(map[string]string, len(cd.SubscriptionDataSet))
 		for _, sd := range cd.SubscriptionDataSet {
 			subs[sd.Topic] = sd.SubString
@@ -200,7 +247,9 @@ type sendHeader struct {
 	flag           int32
 	properties     string
 	reconsumeTimes int32
-	batch          bool
+	// maxReconsumeTimes is -1 when the request does not say.
+	maxReconsumeTimes int32
+	batch             bool
 }
 
 func parseSendHeader(cmd *command) sendHeader {
@@ -216,15 +265,16 @@ func parseSendHeader(cmd *command) sendHeader {
 	}
 	batch, _ := strconv.ParseBool(get("batch", "m"))
 	return sendHeader{
-		group:          get("producerGroup", "a"),
-		topic:          get("topic", "b"),
-		queueID:        atoi32(get("queueId", "e"), -1),
-		sysFlag:        atoi32(get("sysFlag", "f"), 0),
-		bornTimestamp:  atoi64(get("bornTimestamp", "g"), 0),
-		flag:           atoi32(get("flag", "h"), 0),
-		properties:     get("properties", "i"),
-		reconsumeTimes: atoi32(get("reconsumeTimes", "j"), 0),
-		batch:          batch || cmd.Code == codeSendBatchMessage,
+		group:             get("producerGroup", "a"),
+		topic:             get("topic", "b"),
+		queueID:           atoi32(get("queueId", "e"), -1),
+		sysFlag:           atoi32(get("sysFlag", "f"), 0),
+		bornTimestamp:     atoi64(get("bornTimestamp", "g"), 0),
+		flag:              atoi32(get("flag", "h"), 0),
+		properties:        get("properties", "i"),
+		reconsumeTimes:    atoi32(get("reconsumeTimes", "j"), 0),
+		maxReconsumeTimes: atoi32(get("maxReconsumeTimes", "l"), -1),
+		batch:             batch || cmd.Code == codeSendBatchMessage,
 	}
 }
 
@@ -234,6 +284,10 @@ func (b *Broker) refuseSend(cmd *command, code int16, remark string) *command {
 }
 
 func (b *Broker) handleSend(c *conn, cmd *command) *command {
+	if takeToken(&b.hangSends) {
+		b.stats.sendsRefused.Add(1)
+		return nil
+	}
 	if takeToken(&b.rejectSends) {
 		return b.refuseSend(cmd, respSystemBusy, "[REJECTREQUEST]system busy (rmqtest RejectSends)")
 	}
@@ -272,6 +326,25 @@ func (b *Broker) handleSend(c *conn, cmd *command) *command {
 		bornPort = int32(c.remote.Port)
 	}
 
+	if b.topicQueues(h.topic) == 0 {
+		return b.refuseSend(cmd, respTopicNotExist, "topic["+h.topic+"] not exist, apply first please!")
+	}
+	// A send into a group's retry topic (the client's fallback when a
+	// send-back fails) past the group's max reconsume times goes to the
+	// group's dead-letter topic, as the broker's handleRetryAndDLQ does.
+	dlq := false
+	if isRetryTopic(h.topic) && !h.batch {
+		maxReconsume := h.maxReconsumeTimes
+		if maxReconsume < 0 {
+			maxReconsume = defaultMaxReconsumeTimes
+		}
+		if h.reconsumeTimes >= maxReconsume {
+			dlq = true
+			h.topic = dlqTopicPrefix + strings.TrimPrefix(h.topic, retryTopicPrefix)
+			h.queueID = 0
+		}
+	}
+
 	s := b.store
 	s.mu.Lock()
 	t := s.ensureTopicLocked(h.topic)
@@ -304,6 +377,11 @@ func (b *Broker) handleSend(c *conn, cmd *command) *command {
 		tran, _ := strconv.ParseBool(m.Props[propTranPrepared])
 		tran = tran && !h.batch
 		delay := int(atoi32(m.Props[propDelayLevel], 0))
+		if dlq {
+			tran, delay = false, 0
+			delete(m.Props, propDelayLevel)
+			b.stats.deadLettered.Add(1)
+		}
 		switch {
 		case tran:
 			m.SysFlag = m.SysFlag&^sysFlagTranMask | sysFlagTranPrepared
@@ -356,6 +434,7 @@ func (b *Broker) deliverLater(m *storedMessage, realTopic string, realQueue int3
 	s.ensureTopicLocked(realTopic)
 	m.QueueOffset = s.scheduleCount
 	s.scheduleCount++
+	s.scheduled[realTopic]++
 	m.StoreTimestamp = now.UnixMilli()
 	s.allocCommitLocked(m)
 	due := m.clone()
@@ -365,6 +444,7 @@ func (b *Broker) deliverLater(m *storedMessage, realTopic string, realQueue int3
 		due.Topic, due.QueueID = realTopic, realQueue
 		delete(due.Props, propDelayLevel)
 		s.mu.Lock()
+		s.scheduled[realTopic]--
 		s.appendLocked(due, time.Now())
 		s.mu.Unlock()
 	}
@@ -401,6 +481,7 @@ func (b *Broker) handlePull(c *conn, cmd *command) *command {
 		return newResponse(cmd, respSystemError, fmt.Sprintf("queueId %d out of range for topic %s", qid, topic))
 	}
 	b.stats.pulls.Add(1)
+	b.notePull(group, topic, qid)
 
 	// sysFlag bit 0: the request carries the consumer's committed offset.
 	if sysFlag&1 != 0 && group != "" {
@@ -483,14 +564,11 @@ func (b *Broker) handleQueryOffset(cmd *command) *command {
 		resp.ExtFields["offset"] = itoa(off)
 		return resp
 	}
-	// Like a real broker whose queue still starts at offset 0 in memory,
-	// a group without a committed offset starts from the beginning.
-	if n := b.store.queueCount(topic); n > 0 && qid >= 0 && int(qid) < n {
-		resp := newResponse(cmd, respSuccess, "")
-		resp.ExtFields["offset"] = "0"
-		return resp
-	}
-	return newResponse(cmd, respQueryNotFound, "no committed offset")
+	// A group without a committed offset: QUERY_NOT_FOUND, after which
+	// the client applies its ConsumeFromWhere (last offset by default,
+	// so a new group skips the backlog). See the package doc for the one
+	// case where a real 4.x broker answers 0 instead.
+	return newResponse(cmd, respQueryNotFound, "Not found, maybe this group consumer boot first")
 }
 
 func (b *Broker) handleUpdateOffset(cmd *command) *command {
@@ -507,7 +585,14 @@ func (b *Broker) handleUpdateOffset(cmd *command) *command {
 func (b *Broker) handleSendBack(c *conn, cmd *command) *command {
 	if takeToken(&b.dropSendBack) {
 		b.stats.sendBacksFailed.Add(1)
-		c.close()
+		// No reply; the connection is dropped the way DropConnections
+		// drops it, held long polls answered first, so the consumer's
+		// pulls on it are not left to their 30 s timeout.
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			c.dropGracefully()
+		}()
 		return nil
 	}
 	if takeToken(&b.failSendBack) {

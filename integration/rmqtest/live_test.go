@@ -11,7 +11,7 @@ import (
 )
 
 func TestLiveSendAndConsume(t *testing.T) {
-	b := NewTest(t, testConfig(Config{}))
+	b := NewTest(t, testConfig(Config{Topics: []string{"basic"}}))
 	p := newProducer(t, b, "pg-basic")
 	msg := primitive.NewMessage("basic", []byte("hello"))
 	msg.WithTag("tagA")

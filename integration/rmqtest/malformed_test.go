@@ -11,7 +11,7 @@ import (
 )
 
 func TestMalformedFramesCloseConnection(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"ok"}})
 	for _, tc := range []struct {
 		name  string
 		frame []byte
@@ -46,7 +46,7 @@ func TestMalformedFramesCloseConnection(t *testing.T) {
 }
 
 func TestMalformedHeaderWithOpaqueGetsErrorReply(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"ok"}})
 	w := dialWire(t, b)
 	op, ch := int32(77), make(chan *command, 1)
 	w.mu.Lock()
@@ -65,7 +65,7 @@ func TestMalformedHeaderWithOpaqueGetsErrorReply(t *testing.T) {
 }
 
 func TestOversizedFrameIsSkippedAndRefused(t *testing.T) {
-	b := NewTest(t, Config{MaxMessageSize: 1024})
+	b := NewTest(t, Config{MaxMessageSize: 1024, Topics: []string{"big"}})
 	w := dialWire(t, b)
 	// A frame beyond MaxMessageSize + headroom: header decoded, body
 	// skipped without buffering, MESSAGE_ILLEGAL returned.

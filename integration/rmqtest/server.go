@@ -292,6 +292,7 @@ func (b *Broker) forgetConn(c *conn) {
 		for id, gc := range g.clients {
 			if gc == c {
 				delete(g.clients, id)
+				delete(g.seen, id)
 				changed = append(changed, name)
 			}
 		}
@@ -312,7 +313,7 @@ func (b *Broker) registerConsumer(c *conn, group, clientID string, subs map[stri
 	defer b.mu.Unlock()
 	g, ok := b.groups[group]
 	if !ok {
-		g = &groupInfo{clients: map[string]*conn{}, subs: map[string]string{}}
+		g = &groupInfo{clients: map[string]*conn{}, seen: map[string]time.Time{}, subs: map[string]string{}}
 		b.groups[group] = g
 	}
 	for t, expr := range subs {
@@ -320,6 +321,7 @@ func (b *Broker) registerConsumer(c *conn, group, clientID string, subs map[stri
 	}
 	_, had := g.clients[clientID]
 	g.clients[clientID] = c
+	g.seen[clientID] = time.Now()
 	return !had
 }
 
@@ -336,7 +338,62 @@ func (b *Broker) unregisterConsumer(group, clientID string) bool {
 		return false
 	}
 	delete(g.clients, clientID)
+	delete(g.seen, clientID)
 	return true
+}
+
+// consumerReaper drops consumers whose heartbeats stopped for
+// ConsumerExpiry.
+func (b *Broker) consumerReaper() {
+	defer b.wg.Done()
+	tick := min(max(b.cfg.ConsumerExpiry/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.closed:
+			return
+		case <-t.C:
+			b.expireConsumers(time.Now())
+		}
+	}
+}
+
+// expireConsumers removes every consumer not heard from within
+// ConsumerExpiry, notifies the rest of its group and drops its connection
+// (answering its held long polls first), as a real broker closes an
+// expired channel.
+func (b *Broker) expireConsumers(now time.Time) {
+	type gone struct {
+		group, id string
+		c         *conn
+	}
+	var expired []gone
+	b.mu.Lock()
+	for name, g := range b.groups {
+		for id, seen := range g.seen {
+			if now.Sub(seen) > b.cfg.ConsumerExpiry {
+				expired = append(expired, gone{name, id, g.clients[id]})
+				delete(g.clients, id)
+				delete(g.seen, id)
+			}
+		}
+	}
+	b.mu.Unlock()
+	drop := map[*conn]bool{}
+	for _, e := range expired {
+		b.stats.consumersExpired.Add(1)
+		b.log.Info("rmqtest: consumer expired (no heartbeat)", "group", e.group, "client", e.id)
+		b.notifyGroup(e.group, e.id)
+		if e.c != nil && !drop[e.c] {
+			drop[e.c] = true
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				e.c.dropGracefully()
+			}()
+		}
+	}
 }
 
 // groupsOf returns the consumer groups clientID belongs to.

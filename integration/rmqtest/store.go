@@ -22,6 +22,10 @@ const (
 	halfTopic = "RMQ_SYS_TRANS_HALF_TOPIC"
 )
 
+// defaultMaxReconsumeTimes is a group's retryMaxTimes when a request does
+// not carry maxReconsumeTimes, as RocketMQ's subscription group default.
+const defaultMaxReconsumeTimes = 16
+
 // delayLadder is RocketMQ's default messageDelayLevel, level 1 first.
 var delayLadder = []time.Duration{
 	1 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
@@ -82,7 +86,9 @@ type store struct {
 	halves        map[int64]*halfMessage
 	halfOffset    int64
 	scheduleCount int64
-	locks         map[offsetKey]lockEntry
+	// scheduled counts delayed messages not yet due, by real topic.
+	scheduled map[string]int
+	locks     map[offsetKey]lockEntry
 }
 
 func newStore(queuesPer int) *store {
@@ -94,6 +100,7 @@ func newStore(queuesPer int) *store {
 		arrivals:  make(map[queueKey]chan struct{}),
 		halves:    make(map[int64]*halfMessage),
 		locks:     make(map[offsetKey]lockEntry),
+		scheduled: make(map[string]int),
 	}
 }
 
@@ -121,6 +128,23 @@ func (s *store) ensureTopic(topic string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.ensureTopicLocked(topic).queues)
+}
+
+// createTopic creates topic with n queues, or grows an existing topic to n
+// queues (queues are never removed, so messages are never lost), and
+// returns its queue count.
+func (s *store) createTopic(topic string, n int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.topics[topic]
+	if !ok {
+		t = &topicData{queues: make([][]*storedMessage, n)}
+		s.topics[topic] = t
+	}
+	for len(t.queues) < n {
+		t.queues = append(t.queues, nil)
+	}
+	return len(t.queues)
 }
 
 // queueCount returns the number of queues of topic, or 0 if it does not
@@ -449,4 +473,31 @@ func atoi64(s string, def int64) int64 {
 		return def
 	}
 	return v
+}
+
+// settled reports whether group has committed, on every queue of topics,
+// an offset at the queue's end, and no delayed message is due later in
+// any of them.
+func (s *store) settled(group string, topics []string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tp := range topics {
+		if s.scheduled[tp] > 0 {
+			return false
+		}
+		t, ok := s.topics[tp]
+		if !ok {
+			continue
+		}
+		for q, msgs := range t.queues {
+			if len(msgs) == 0 {
+				continue
+			}
+			off, ok := s.offsets[offsetKey{group, tp, int32(q)}]
+			if !ok || off < int64(len(msgs)) {
+				return false
+			}
+		}
+	}
+	return true
 }

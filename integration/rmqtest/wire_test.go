@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 }
 
 func TestCloseIsIdempotentAndEndsLongPoll(t *testing.T) {
-	b, err := New(Config{LongPollMax: time.Minute})
+	b, err := New(Config{LongPollMax: time.Minute, Topics: []string{"t"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,46 +61,104 @@ func TestCloseIsIdempotentAndEndsLongPoll(t *testing.T) {
 	}
 }
 
-func TestRouteInfo(t *testing.T) {
-	b := NewTest(t, Config{QueuesPerTopic: 3})
+// routeQueues looks up topic's route and returns its queue count, or the
+// reply's code when it is not a success.
+func routeQueues(t *testing.T, b *Broker, w *wireClient, topic string) (int, int16) {
+	t.Helper()
+	resp := w.call(codeGetRouteInfoByTopic, map[string]string{"topic": topic}, nil)
+	if resp.Code != respSuccess {
+		return 0, resp.Code
+	}
+	var route struct {
+		QueueDatas []struct {
+			BrokerName     string `json:"brokerName"`
+			ReadQueueNums  int    `json:"readQueueNums"`
+			WriteQueueNums int    `json:"writeQueueNums"`
+			Perm           int    `json:"perm"`
+		} `json:"queueDatas"`
+		BrokerDatas []struct {
+			BrokerName  string            `json:"brokerName"`
+			BrokerAddrs map[string]string `json:"brokerAddrs"`
+		} `json:"brokerDatas"`
+	}
+	if err := json.Unmarshal(resp.Body, &route); err != nil {
+		t.Fatal(err)
+	}
+	if len(route.QueueDatas) != 1 || route.QueueDatas[0].ReadQueueNums != route.QueueDatas[0].WriteQueueNums ||
+		route.QueueDatas[0].Perm != 6 {
+		t.Fatalf("%s: queue data %+v", topic, route.QueueDatas)
+	}
+	if len(route.BrokerDatas) != 1 || route.BrokerDatas[0].BrokerAddrs["0"] != b.Addr() ||
+		route.BrokerDatas[0].BrokerName != route.QueueDatas[0].BrokerName {
+		t.Fatalf("%s: broker data %+v", topic, route.BrokerDatas)
+	}
+	return route.QueueDatas[0].ReadQueueNums, respSuccess
+}
+
+func createTopicExt(topic string, queues int) map[string]string {
+	n := strconv.Itoa(queues)
+	return map[string]string{"topic": topic, "defaultTopic": "TBW102", "readQueueNums": n,
+		"writeQueueNums": n, "perm": "6", "topicFilterType": "SINGLE_TAG", "topicSysFlag": "0", "order": "false"}
+}
+
+// TestTopicsAreNotCreatedOnLookup documents the strict default: like a real
+// name server, a topic nobody created is answered TOPIC_NOT_EXIST (17) on
+// a route lookup and a send to it is refused; UPDATE_AND_CREATE_TOPIC (the
+// request of `mqadmin updateTopic`) creates it, and a group's retry topic
+// is the broker's own.
+func TestTopicsAreNotCreatedOnLookup(t *testing.T) {
+	b := NewTest(t, Config{QueuesPerTopic: 3, Topics: []string{"preset"}})
 	w := dialWire(t, b)
-	for _, tc := range []struct {
-		topic  string
-		queues int
-	}{{"orders", 3}, {"%RETRY%grp", 1}, {"%DLQ%grp", 1}} {
-		resp := w.call(codeGetRouteInfoByTopic, map[string]string{"topic": tc.topic}, nil)
-		if resp.Code != respSuccess {
-			t.Fatalf("%s: code %d %s", tc.topic, resp.Code, resp.Remark)
-		}
-		var route struct {
-			QueueDatas []struct {
-				BrokerName     string `json:"brokerName"`
-				ReadQueueNums  int    `json:"readQueueNums"`
-				WriteQueueNums int    `json:"writeQueueNums"`
-				Perm           int    `json:"perm"`
-			} `json:"queueDatas"`
-			BrokerDatas []struct {
-				BrokerName  string            `json:"brokerName"`
-				BrokerAddrs map[string]string `json:"brokerAddrs"`
-			} `json:"brokerDatas"`
-		}
-		if err := json.Unmarshal(resp.Body, &route); err != nil {
-			t.Fatal(err)
-		}
-		if len(route.QueueDatas) != 1 || route.QueueDatas[0].ReadQueueNums != tc.queues ||
-			route.QueueDatas[0].WriteQueueNums != tc.queues || route.QueueDatas[0].Perm != 6 {
-			t.Fatalf("%s: queue data %+v", tc.topic, route.QueueDatas)
-		}
-		if len(route.BrokerDatas) != 1 || route.BrokerDatas[0].BrokerAddrs["0"] != b.Addr() ||
-			route.BrokerDatas[0].BrokerName != route.QueueDatas[0].BrokerName {
-			t.Fatalf("%s: broker data %+v", tc.topic, route.BrokerDatas)
+	if _, code := routeQueues(t, b, w, "orders"); code != respTopicNotExist {
+		t.Fatalf("unknown topic: code %d, want %d", code, respTopicNotExist)
+	}
+	if r := w.call(codeSendMessage, sendExt("pg", "orders", -1, ""), []byte("x")); r.Code != respTopicNotExist {
+		t.Fatalf("send to an unknown topic: code %d %q", r.Code, r.Remark)
+	}
+	if _, code := routeQueues(t, b, w, "%DLQ%grp"); code != respTopicNotExist {
+		t.Fatalf("dead-letter topic before any dead letter: code %d", code)
+	}
+	if n, code := routeQueues(t, b, w, "preset"); code != respSuccess || n != 3 {
+		t.Fatalf("Config.Topics: %d queues, code %d", n, code)
+	}
+	if n, code := routeQueues(t, b, w, "%RETRY%grp"); code != respSuccess || n != 1 {
+		t.Fatalf("retry topic: %d queues, code %d", n, code)
+	}
+
+	if r := w.call(codeUpdateAndCreateTopic, createTopicExt("orders", 5), nil); r.Code != respSuccess {
+		t.Fatalf("create: %d %s", r.Code, r.Remark)
+	}
+	if n, code := routeQueues(t, b, w, "orders"); code != respSuccess || n != 5 {
+		t.Fatalf("created topic: %d queues, code %d", n, code)
+	}
+	// An update grows the topic and never shrinks it.
+	w.call(codeUpdateAndCreateTopic, createTopicExt("orders", 8), nil)
+	w.call(codeUpdateAndCreateTopic, createTopicExt("orders", 2), nil)
+	if n, _ := routeQueues(t, b, w, "orders"); n != 8 {
+		t.Fatalf("after updates: %d queues, want 8", n)
+	}
+	if r := w.call(codeSendMessage, sendExt("pg", "orders", -1, ""), []byte("x")); r.Code != respSuccess {
+		t.Fatalf("send to the created topic: %d %s", r.Code, r.Remark)
+	}
+	for _, bad := range []map[string]string{createTopicExt("bad topic!", 4), createTopicExt("zero", 0), createTopicExt(ClusterName, 4)} {
+		if r := w.call(codeUpdateAndCreateTopic, bad, nil); r.Code == respSuccess {
+			t.Fatalf("create %v succeeded", bad)
 		}
 	}
 	if resp := w.call(codeGetRouteInfoByTopic, map[string]string{"topic": "bad topic!"}, nil); resp.Code != respTopicNotExist {
 		t.Fatalf("invalid topic: code %d", resp.Code)
 	}
-	if got := strings.Join(b.Topics(), ","); got != "%DLQ%grp,%RETRY%grp,orders" {
+	if got := strings.Join(b.Topics(), ","); got != "%RETRY%grp,orders,preset" {
 		t.Fatalf("topics %s", got)
+	}
+	if st := b.Stats(); st.TopicsCreated != 3 {
+		t.Fatalf("TopicsCreated %d, want 3", st.TopicsCreated)
+	}
+	if err := b.CreateTopic("direct", 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := routeQueues(t, b, w, "direct"); n != 3 {
+		t.Fatalf("CreateTopic: %d queues", n)
 	}
 	resp := w.call(codeGetBrokerClusterInfo, nil, nil)
 	if resp.Code != respSuccess || !bytes.Contains(resp.Body, []byte(b.Addr())) {
@@ -106,8 +166,24 @@ func TestRouteInfo(t *testing.T) {
 	}
 }
 
+// TestAutoCreateTopics documents the lenient option: every topic exists on
+// its first route lookup or send.
+func TestAutoCreateTopics(t *testing.T) {
+	b := NewTest(t, Config{QueuesPerTopic: 3, AutoCreateTopics: true})
+	w := dialWire(t, b)
+	if n, code := routeQueues(t, b, w, "orders"); code != respSuccess || n != 3 {
+		t.Fatalf("lookup: %d queues, code %d", n, code)
+	}
+	if r := w.call(codeSendMessage, sendExt("pg", "sent", -1, ""), []byte("x")); r.Code != respSuccess {
+		t.Fatalf("send: %d %s", r.Code, r.Remark)
+	}
+	if got := strings.Join(b.Topics(), ","); got != "orders,sent" {
+		t.Fatalf("topics %s", got)
+	}
+}
+
 func TestSendPullAndOffsets(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"wire"}})
 	w := dialWire(t, b)
 	props := "TAGS\x01red\x02UNIQ_KEY\x01ABC123\x02KEYS\x01k1 k2\x02"
 	resp := w.call(codeSendMessage, sendExt("pg", "wire", 2, props), []byte("body-1"))
@@ -138,10 +214,10 @@ func TestSendPullAndOffsets(t *testing.T) {
 		t.Fatalf("decoded %v", m)
 	}
 
-	// Offsets: nothing committed reads as 0 on an existing queue, like a
-	// broker whose queue still starts at 0.
+	// Offsets: a group that committed nothing gets QUERY_NOT_FOUND, so
+	// the client applies its ConsumeFromWhere (see TestStartPositions).
 	q := w.call(codeQueryConsumerOffset, map[string]string{"consumerGroup": "cg", "topic": "wire", "queueId": "2"}, nil)
-	if q.Code != respSuccess || q.ext("offset") != "0" {
+	if q.Code != respQueryNotFound {
 		t.Fatalf("query: %d %v", q.Code, q.ExtFields)
 	}
 	if q := w.call(codeQueryConsumerOffset, map[string]string{"consumerGroup": "cg", "topic": "nope", "queueId": "0"}, nil); q.Code != respQueryNotFound {
@@ -191,7 +267,7 @@ func TestSendPullAndOffsets(t *testing.T) {
 }
 
 func TestSendV2AndBatch(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"v2"}})
 	w := dialWire(t, b)
 	v2 := map[string]string{"a": "pg", "b": "v2", "e": "1", "f": "0", "g": "0", "h": "0",
 		"i": "UNIQ_KEY\x01U1\x02", "j": "0", "k": "false", "m": "false"}
@@ -228,7 +304,7 @@ func TestSendV2AndBatch(t *testing.T) {
 }
 
 func TestLongPollWakesOnSend(t *testing.T) {
-	b := NewTest(t, Config{LongPollMax: time.Minute})
+	b := NewTest(t, Config{LongPollMax: time.Minute, Topics: []string{"lp"}})
 	consumer, producer := dialWire(t, b), dialWire(t, b)
 	producer.call(codeGetRouteInfoByTopic, map[string]string{"topic": "lp"}, nil)
 	_, ch := consumer.start(codePullMessage, pullExt("cg", "lp", 0, 0, 30*time.Second), nil)
@@ -247,7 +323,7 @@ func TestLongPollWakesOnSend(t *testing.T) {
 }
 
 func TestLongPollTimesOut(t *testing.T) {
-	b := NewTest(t, Config{LongPollMax: 50 * time.Millisecond})
+	b := NewTest(t, Config{LongPollMax: 50 * time.Millisecond, Topics: []string{"lp"}})
 	w := dialWire(t, b)
 	w.call(codeGetRouteInfoByTopic, map[string]string{"topic": "lp"}, nil)
 	r := w.call(codePullMessage, pullExt("cg", "lp", 0, 0, 20*time.Second), nil)
@@ -257,7 +333,7 @@ func TestLongPollTimesOut(t *testing.T) {
 }
 
 func TestPullTagFilter(t *testing.T) {
-	b := NewTest(t, Config{})
+	b := NewTest(t, Config{Topics: []string{"tags"}})
 	w := dialWire(t, b)
 	for _, tag := range []string{"a", "b", "a"} {
 		w.call(codeSendMessage, sendExt("pg", "tags", 0, "TAGS\x01"+tag+"\x02"), []byte(tag))
@@ -384,7 +460,7 @@ func lockedQueues(t *testing.T, r *command) []int32 {
 }
 
 func TestOrderlyLocks(t *testing.T) {
-	b := NewTest(t, Config{LockExpiry: 200 * time.Millisecond})
+	b := NewTest(t, Config{LockExpiry: 200 * time.Millisecond, Topics: []string{"t"}})
 	w := dialWire(t, b)
 	w.call(codeGetRouteInfoByTopic, map[string]string{"topic": "t"}, nil)
 	str := func(q []int32) string { bs, _ := json.Marshal(q); return string(bs) }
@@ -443,7 +519,7 @@ func sendBackExt(group string, m *primitive.MessageExt, delayLevel, maxReconsume
 }
 
 func TestSendBackRetryAndDLQ(t *testing.T) {
-	b := NewTest(t, Config{TimeScale: 0.001})
+	b := NewTest(t, Config{TimeScale: 0.001, Topics: []string{"sb"}})
 	w := dialWire(t, b)
 	w.call(codeSendMessage, sendExt("pg", "sb", 0, "UNIQ_KEY\x01U-1\x02TAGS\x01x\x02"), []byte("payload"))
 	orig := pullOne(t, w, "sb", 0, 0)
@@ -498,7 +574,7 @@ func TestSendBackRetryAndDLQ(t *testing.T) {
 }
 
 func TestDelayedSendProtocol(t *testing.T) {
-	b := NewTest(t, Config{TimeScale: 0.01})
+	b := NewTest(t, Config{TimeScale: 0.01, Topics: []string{"later"}})
 	w := dialWire(t, b)
 	r := w.call(codeSendMessage, sendExt("pg", "later", 0, "DELAY\x013\x02"), []byte("d"))
 	if r.Code != respSuccess {
@@ -521,7 +597,7 @@ func TestDelayedSendProtocol(t *testing.T) {
 }
 
 func TestTransactionProtocol(t *testing.T) {
-	b := NewTest(t, Config{TransactionCheckInterval: 20 * time.Millisecond, MaxTransactionChecks: 5})
+	b := NewTest(t, Config{TransactionCheckInterval: 20 * time.Millisecond, MaxTransactionChecks: 5, Topics: []string{"txt"}})
 	w := dialWire(t, b)
 	w.call(codeHeartBeat, nil, heartbeatBody("producer-1", nil, []string{"tpg"}))
 	props := "TRAN_MSG\x01true\x02PGROUP\x01tpg\x02UNIQ_KEY\x01TX-1\x02"
@@ -593,4 +669,111 @@ func TestUnknownCode(t *testing.T) {
 	if r.Code != respRequestCodeNotSupported || !strings.Contains(r.Remark, "9999") {
 		t.Fatalf("unknown code: %d %q", r.Code, r.Remark)
 	}
+}
+
+// TestConsumerExpiry documents membership: a consumer whose heartbeats
+// stop for ConsumerExpiry is dropped from its group, the other members are
+// told (NOTIFY_CONSUMER_IDS_CHANGED) and its connection is dropped, its
+// held long poll answered first. The survivor then rebalances onto every
+// queue.
+func TestConsumerExpiry(t *testing.T) {
+	b := NewTest(t, Config{ConsumerExpiry: 300 * time.Millisecond, Topics: []string{"exp"}})
+	stale, live := dialWire(t, b), dialWire(t, b)
+	stale.call(codeHeartBeat, nil, heartbeatBody("stale", []string{"g"}, nil))
+	live.call(codeHeartBeat, nil, heartbeatBody("live", []string{"g"}, nil))
+	stale.nextPushed(5 * time.Second) // live joined
+	_, held := stale.start(codePullMessage, pullExt("g", "exp", 0, 0, time.Minute), nil)
+
+	// live keeps heartbeating until it hears that stale is gone.
+	var n *command
+	for deadline := time.Now().Add(10 * time.Second); n == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("no notification within 10 s")
+		}
+		live.call(codeHeartBeat, nil, heartbeatBody("live", []string{"g"}, nil))
+		select {
+		case n = <-live.pushed:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if n.Code != codeNotifyConsumerIdsChanged || n.ext("consumerGroup") != "g" {
+		t.Fatalf("notification %+v", n)
+	}
+	if got := strings.Join(consumerList(t, live, "g"), ","); got != "live" {
+		t.Fatalf("members after expiry %s", got)
+	}
+	if r := stale.wait(held, 5*time.Second); r.Code != respServiceNotAvailable {
+		t.Fatalf("held pull of the expired consumer answered %d", r.Code)
+	}
+	stale.expectClosed(5 * time.Second)
+	if st := b.Stats(); st.ConsumersExpired != 1 {
+		t.Fatalf("ConsumersExpired %d", st.ConsumersExpired)
+	}
+}
+
+// TestRetryTopicSendPastMaxGoesToDLQ documents retry routing: a plain send
+// into %RETRY%group (rocketmq-client-go's fallback when a send-back fails)
+// whose reconsumeTimes reached maxReconsumeTimes is stored in %DLQ%group,
+// as the broker's handleRetryAndDLQ does; below it, the message goes to
+// the retry topic after its delay level.
+func TestRetryTopicSendPastMaxGoesToDLQ(t *testing.T) {
+	b := NewTest(t, Config{TimeScale: 0.001})
+	w := dialWire(t, b)
+	send := func(reconsume, maxReconsume int, body string) {
+		t.Helper()
+		ext := sendExt("CID_RMQ_SYS_INNER", "%RETRY%g", 0, "DELAY\x013\x02RETRY_TOPIC\x01orders\x02")
+		ext["reconsumeTimes"] = strconv.Itoa(reconsume)
+		if maxReconsume >= 0 {
+			ext["maxReconsumeTimes"] = strconv.Itoa(maxReconsume)
+		}
+		if r := w.call(codeSendMessage, ext, []byte(body)); r.Code != respSuccess {
+			t.Fatalf("send %s: %d %s", body, r.Code, r.Remark)
+		}
+	}
+	send(2, 3, "retry")
+	send(3, 3, "dead")
+	send(15, -1, "retry-default") // the group default is 16
+	send(16, -1, "dead-default")
+	eventually(t, 5*time.Second, "the retry copies", func() bool { return len(b.RetryMessages("g")) == 2 })
+	var retried, dead []string
+	for _, m := range b.RetryMessages("g") {
+		retried = append(retried, string(m.Body))
+	}
+	for _, m := range b.DLQ("g") {
+		dead = append(dead, string(m.Body))
+		if m.GetProperty("DELAY") != "" || m.GetProperty("RETRY_TOPIC") != "orders" {
+			t.Fatalf("dead letter properties %v", m.GetProperties())
+		}
+	}
+	sort.Strings(retried) // delayed copies land in the order their timers fire
+	sort.Strings(dead)
+	if strings.Join(retried, ",") != "retry,retry-default" || strings.Join(dead, ",") != "dead,dead-default" {
+		t.Fatalf("retry %v, dead %v", retried, dead)
+	}
+	if st := b.Stats(); st.DeadLettered != 2 {
+		t.Fatalf("DeadLettered %d", st.DeadLettered)
+	}
+}
+
+// TestSettled: a group is settled once it committed every queue's end and
+// no retry is still scheduled for it.
+func TestSettled(t *testing.T) {
+	b := NewTest(t, Config{TimeScale: 0.01, Topics: []string{"st"}})
+	w := dialWire(t, b)
+	if !b.Settled("g", "st") {
+		t.Fatal("an empty topic is not settled")
+	}
+	w.call(codeSendMessage, sendExt("pg", "st", 1, ""), []byte("x"))
+	if b.Settled("g", "st") {
+		t.Fatal("settled with an unconsumed message")
+	}
+	m := pullOne(t, w, "st", 1, 0)
+	w.call(codeConsumerSendMsgBack, sendBackExt("g", m, 3, 16), nil) // due in 100 ms
+	w.send(codeUpdateConsumerOffset, map[string]string{"consumerGroup": "g", "topic": "st", "queueId": "1", "commitOffset": "1"}, nil)
+	eventually(t, 5*time.Second, "the retry copy", func() bool { return len(b.RetryMessages("g")) == 1 })
+	if b.Settled("g", "st") {
+		t.Fatal("settled with an unconsumed retry copy")
+	}
+	w.send(codeUpdateConsumerOffset, map[string]string{"consumerGroup": "g", "topic": "%RETRY%g", "queueId": "0", "commitOffset": "1"}, nil)
+	eventually(t, 5*time.Second, "settled", func() bool { return b.Settled("g", "st") })
 }

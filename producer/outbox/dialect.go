@@ -1,15 +1,12 @@
 package outbox
 
 import (
-	"embed"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
-)
 
-//go:embed schema/*.sql
-var schemaFS embed.FS
+	"github.com/idemq/idemq/internal/migrate"
+)
 
 // Dialect names, as gorm's Dialector.Name reports them.
 const (
@@ -31,9 +28,10 @@ func ValidatePrefix(prefix string) error {
 }
 
 // Schema returns the SQL that creates the outbox table and its indexes for
-// dialect ("sqlite", "postgres" or "mysql") with the given table prefix. It
-// is the same SQL that [Outbox.Migrate] runs; it is shipped in
-// producer/outbox/schema for migration tools.
+// dialect ("sqlite", "postgres" or "mysql") with the given table prefix:
+// every numbered step of the "outbox" component in order (the files
+// internal/migrate/steps/outbox/NNNN_<name>.<dialect>.sql that
+// [Outbox.Migrate] applies), for migration tools.
 func Schema(dialect, prefix string) (string, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return "", err
@@ -43,11 +41,11 @@ func Schema(dialect, prefix string) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: %q", ErrUnsupportedDialect, dialect)
 	}
-	b, err := schemaFS.ReadFile("schema/" + dialect + ".sql")
+	s, err := migrate.Schema("outbox", dialect, prefix)
 	if err != nil {
 		return "", fmt.Errorf("outbox: read schema: %w", err)
 	}
-	return strings.ReplaceAll(string(b), "${prefix}", prefix), nil
+	return s, nil
 }
 
 // sqliteTime is the text layout SQLite timestamps are stored in.

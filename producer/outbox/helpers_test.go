@@ -59,7 +59,7 @@ func setup(t *testing.T, d testenv.DB, cfg Config) *bundle {
 	if err := ob.Migrate(context.Background()); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	testenv.DropTables(t, db, ob.Table())
+	testenv.DropTables(t, db, ob.Table(), prefix+"schema_migrations")
 	return &bundle{db: db, ob: ob, dialect: d.Dialect, prefix: prefix}
 }
 

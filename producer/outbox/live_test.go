@@ -2,8 +2,8 @@
 
 // Tests through the real RocketMQ client (producer.Producer) and the
 // in-process broker (integration/rmqtest). They sit behind the rocketmq
-// build tag with the other live-client tests; a producer alone (no push
-// consumer) ran clean under -race when they were written.
+// build tag with the other live-client tests, which scripts/test runs
+// under -race.
 
 package outbox
 
@@ -34,7 +34,7 @@ func TestLiveRelayThroughBrokerPause(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := setup(t, d, Config{IDs: gen})
-		broker := rmqtest.NewTest(t, rmqtest.Config{Logger: quiet})
+		broker := rmqtest.NewTest(t, rmqtest.Config{Logger: quiet, Topics: []string{"live-orders"}})
 		p := liveProducer(t, broker, gen)
 
 		first := b.enqueueN(t, "live-orders", 20)

@@ -12,7 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
-	"github.com/idemq/idemq/internal/sqlscript"
+	"github.com/idemq/idemq/internal/migrate"
 )
 
 // Status is the state of an outbox row.
@@ -174,19 +174,14 @@ func (o *Outbox) Table() string { return o.table }
 // Dialect returns the database dialect name.
 func (o *Outbox) Dialect() string { return o.d.name }
 
-// Migrate creates the outbox table and its indexes if they do not exist,
-// running the statements of the SQL that Schema returns (the file shipped
-// in producer/outbox/schema), so that the created and the shipped schema
-// cannot differ.
+// Migrate brings the outbox table and its indexes up to date: it applies
+// the numbered steps of the "outbox" component (the SQL Schema returns)
+// that <prefix>schema_migrations does not list yet, under a lock, so that
+// processes starting together migrate once. A table created before
+// migrations were versioned is adopted by step 0001.
 func (o *Outbox) Migrate(ctx context.Context) error {
-	schema, err := Schema(o.d.name, o.table[:len(o.table)-len("outbox")])
-	if err != nil {
-		return err
-	}
-	for _, stmt := range sqlscript.Split(schema) {
-		if err := o.db.WithContext(ctx).Exec(stmt).Error; err != nil {
-			return fmt.Errorf("outbox: migrate: %w", err)
-		}
+	if _, err := migrate.Run(ctx, o.db, o.table[:len(o.table)-len("outbox")], migrate.Options{}, "outbox"); err != nil {
+		return fmt.Errorf("outbox: migrate: %w", err)
 	}
 	return nil
 }

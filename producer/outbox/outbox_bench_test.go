@@ -76,7 +76,7 @@ func benchRelays(b *testing.B, d testenv.DB, relays int) {
 	if err := ob.Migrate(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	testenv.DropTables(b, db, ob.Table())
+	testenv.DropTables(b, db, ob.Table(), ob.Table()[:len(ob.Table())-len("outbox")]+"schema_migrations")
 	bu := &bundle{db: db, ob: ob, dialect: d.Dialect, prefix: prefix}
 	var msgs []*idemq.Message
 	for i := 0; i < b.N; i++ {

@@ -1,0 +1,5 @@
+package main_test
+
+import "github.com/idemq/idemq/internal/sqlscript"
+
+func splitSQL(s string) []string { return sqlscript.Split(s) }
