@@ -28,6 +28,10 @@ type BatchFunc func(ctx context.Context, fresh []int) error
 // recorded and an error is returned. A key that appears twice in the batch
 // is a duplicate the second time.
 //
+// Failures that are not fn's are handled as in Process: a conflict reruns
+// the whole batch in place (fn included), and an unreachable database is
+// an error wrapping dedup.ErrUnavailable.
+//
 // The returned outcomes are, per request, Processed or Duplicate (Dead and
 // mismatch are not reported in batch mode; use Process for them).
 func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn BatchFunc) ([]dedup.Outcome, error) {
@@ -61,7 +65,27 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 		first[r.Key] = i
 		uniq = append(uniq, i)
 	}
+	// As in Process: a run that lost a conflict rolled back, fn included,
+	// and is run again in place.
+	for try := 0; ; try++ {
+		out, err := s.processBatchOnce(ctx, group, reqs, uniq, append([]dedup.Outcome(nil), outcomes...), fn)
+		if err == nil || !errors.Is(err, dedup.ErrConflict) {
+			return out, err
+		}
+		if try == maxConflictRetries {
+			return nil, err
+		}
+		s.conflictRetries.Add(1)
+		if berr := conflictBackoff(ctx, try); berr != nil {
+			return nil, err
+		}
+	}
+}
 
+// processBatchOnce is one run of ProcessBatch; outcomes holds the in-batch
+// duplicates already. A conflict is returned wrapped in dedup.ErrConflict.
+func (s *Store) processBatchOnce(ctx context.Context, group string, reqs []dedup.Request, uniq []int,
+	outcomes []dedup.Outcome, fn BatchFunc) ([]dedup.Outcome, error) {
 	tx := s.db.WithContext(ctx).Begin(s.cfg.TxOptions)
 	if tx.Error != nil {
 		return nil, storeError(ctx, fmt.Errorf("sqldedup: begin: %w", tx.Error))
@@ -98,11 +122,11 @@ func (s *Store) ProcessBatch(ctx context.Context, reqs []dedup.Request, fn Batch
 	failed := g.failure()
 	if ferr != nil || failed != nil {
 		tx.Rollback()
-		if ferr == nil {
-			// As in Process: a swallowed statement failure is never committed.
-			return nil, fmt.Errorf("%w (the handler returned nil; rolled back): %w", ErrStatementFailed, failed)
+		_, err, conflict := s.handlerFailure(ctx, g, ferr, failed)
+		if conflict {
+			return nil, dedup.Conflict(err)
 		}
-		return nil, ferr
+		return nil, err
 	}
 	if err := (&plainTx{tx: tx}).commit(); err != nil {
 		if errors.Is(err, ErrNotCommitted) {

@@ -7,9 +7,10 @@
 // primary key is the pair (plus one index ordered by time for cleanup, so a
 // message costs two index inserts), and decides "first time or duplicate" with an
 // insert that does nothing on conflict (ON CONFLICT DO NOTHING, or MySQL's
-// no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count. It
-// never catches a unique violation: on PostgreSQL that would abort the
-// handler's transaction.
+// no-op ON DUPLICATE KEY UPDATE) followed by its rows-affected count (on
+// MySQL/MariaDB its insert ID: see "MySQL/MariaDB DSN settings"). It never
+// catches a unique violation: on PostgreSQL that would abort the handler's
+// transaction.
 //
 // # Transactional mode
 //
@@ -57,7 +58,11 @@
 //
 // Errors that appear only while the handler reads rows (rows.Err) are not
 // seen by the store; on PostgreSQL they abort the transaction and the
-// commit check above catches them.
+// commit check above catches them. On MySQL/MariaDB a handler must not run
+// statements that commit implicitly (CREATE, ALTER, DROP or TRUNCATE of a
+// table that is not temporary, LOCK TABLES, SET autocommit = 1): the
+// server would commit the dedup row there and then, before the handler's
+// outcome is known.
 //
 // # Failures that are not the handler's
 //

@@ -405,3 +405,80 @@ func TestMySQLDeadlockInHandlerIsRetriedWhole(t *testing.T) {
 		})
 	}
 }
+
+// TestMariaDBBatchDeadlockIsRetried: as TestMariaDBDeadlockIsNotAHandlerFailure,
+// with the copies arriving in batches (ProcessBatch) next to keys of their
+// own: the deadlock victims are retried in place, no batch fails, the held
+// key is processed once and every batch's own key once.
+func TestMariaDBBatchDeadlockIsRetried(t *testing.T) {
+	for _, d := range mysqlDatabases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{})
+			admin := d.Open(t)
+			const copies = 8
+			for round := 0; round < 20 && s.ConflictRetries() == 0; round++ {
+				held := fmt.Sprintf("held-%d", round)
+				started, release := make(chan struct{}), make(chan struct{})
+				firstDone := make(chan error, 1)
+				go func() {
+					_, err := s.Process(context.Background(), dedup.Request{Group: "g", Key: held}, func(context.Context) error {
+						close(started)
+						<-release
+						return errors.New("first delivery fails")
+					})
+					firstDone <- err
+				}()
+				<-started
+				var (
+					wg        sync.WaitGroup
+					mu        sync.Mutex
+					errs      []error
+					heldRuns  int
+					ownByCopy = map[int]dedup.Outcome{}
+				)
+				for i := 0; i < copies; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						reqs := []dedup.Request{{Group: "g", Key: held}, {Group: "g", Key: fmt.Sprintf("own-%d-%d", round, i)}}
+						out, err := s.ProcessBatch(context.Background(), reqs, func(context.Context, []int) error { return nil })
+						mu.Lock()
+						defer mu.Unlock()
+						if err != nil {
+							errs = append(errs, err)
+							return
+						}
+						if out[0] == dedup.Processed {
+							heldRuns++
+						}
+						ownByCopy[i] = out[1]
+					}()
+				}
+				testenv.Eventually(t, 20*time.Second, "every batch to wait on the row lock", func() bool {
+					var n int64
+					admin.Raw("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND INFO LIKE ?",
+						"%INSERT INTO "+s.Table("dedup")+" %").Scan(&n)
+					return n >= copies
+				})
+				close(release)
+				<-firstDone
+				wg.Wait()
+				if len(errs) > 0 {
+					t.Fatalf("round %d: %d batches failed, first: %v", round, len(errs), errs[0])
+				}
+				if heldRuns != 1 {
+					t.Fatalf("round %d: the held key was processed by %d batches, want 1", round, heldRuns)
+				}
+				for i, o := range ownByCopy {
+					if o != dedup.Processed {
+						t.Fatalf("round %d: batch %d's own key %s", round, i, o)
+					}
+				}
+			}
+			if s.ConflictRetries() == 0 {
+				t.Fatal("no deadlock in 20 rounds: the test proved nothing")
+			}
+		})
+	}
+}
