@@ -1,10 +1,9 @@
 package redisdedup
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idemq/idemq/internal/promfunc"
 )
 
 // MetricsOptions names the metrics of [FastPath.RegisterMetrics].
@@ -34,34 +33,17 @@ type MetricsOptions struct {
 // fast paths under the same names needs distinguishing ConstLabels; the
 // registry's error is returned otherwise.
 func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsOptions) error {
-	if reg == nil {
-		reg = prometheus.DefaultRegisterer
-	}
 	if opts.Namespace == "" {
 		opts.Namespace = "idemq"
 	}
 	if opts.Subsystem == "" {
 		opts.Subsystem = "redis_fastpath"
 	}
-	counters := []struct {
-		name, help string
-		value      func(FastPathStats) uint64
-	}{
-		{"hits_total", "Deliveries answered Duplicate from a Redis done marker.", func(s FastPathStats) uint64 { return s.Hits }},
-		{"misses_total", "Deliveries Redis had no done marker for; the inner store decided them.", func(s FastPathStats) uint64 { return s.Misses }},
-		{"fallbacks_total", "Deliveries sent to the inner store because Redis failed, timed out or was left alone after a failure.", func(s FastPathStats) uint64 { return s.Fallbacks }},
-		{"marker_writes_total", "Done markers written to Redis.", func(s FastPathStats) uint64 { return s.MarkerWrites }},
-		{"marker_write_errors_total", "Done markers that could not be written to Redis.", func(s FastPathStats) uint64 { return s.MarkerWriteErrors }},
-	}
-	var errs []error
-	for _, c := range counters {
-		value := c.value
-		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: opts.Namespace, Subsystem: opts.Subsystem, Name: c.name, Help: c.help, ConstLabels: opts.ConstLabels,
-		}, func() float64 { return float64(value(f.Stats())) }))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("redisdedup: register %s: %w", c.name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return promfunc.Register(reg, "redisdedup", promfunc.Options{Namespace: opts.Namespace, Subsystem: opts.Subsystem, ConstLabels: opts.ConstLabels}, []promfunc.Counter{
+		{Name: "hits_total", Help: "Deliveries answered Duplicate from a Redis done marker.", Value: func() float64 { return float64(f.Stats().Hits) }},
+		{Name: "misses_total", Help: "Deliveries Redis had no done marker for; the inner store decided them.", Value: func() float64 { return float64(f.Stats().Misses) }},
+		{Name: "fallbacks_total", Help: "Deliveries sent to the inner store because Redis failed, timed out or was left alone after a failure.", Value: func() float64 { return float64(f.Stats().Fallbacks) }},
+		{Name: "marker_writes_total", Help: "Done markers written to Redis.", Value: func() float64 { return float64(f.Stats().MarkerWrites) }},
+		{Name: "marker_write_errors_total", Help: "Done markers that could not be written to Redis.", Value: func() float64 { return float64(f.Stats().MarkerWriteErrors) }},
+	})
 }

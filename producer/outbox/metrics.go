@@ -1,10 +1,9 @@
 package outbox
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idemq/idemq/internal/promfunc"
 )
 
 // MetricsOptions name the metrics of [Relay.RegisterMetrics].
@@ -34,35 +33,18 @@ type MetricsOptions struct {
 // The backlog itself (pending rows, oldest pending age) is a property of
 // the table, not of one relay: admin.Collector exports it.
 func (r *Relay) RegisterMetrics(reg prometheus.Registerer, opts MetricsOptions) error {
-	if reg == nil {
-		reg = prometheus.DefaultRegisterer
-	}
 	if opts.Namespace == "" {
 		opts.Namespace = "idemq"
 	}
 	if opts.Subsystem == "" {
 		opts.Subsystem = "outbox_relay"
 	}
-	counters := []struct {
-		name, help string
-		value      func(RelayStats) int64
-	}{
-		{"claimed_total", "Outbox rows claimed by the relay.", func(s RelayStats) int64 { return s.Claimed }},
-		{"sent_total", "Outbox rows the broker confirmed and the relay marked sent.", func(s RelayStats) int64 { return s.Sent }},
-		{"send_errors_total", "Failed sends of outbox rows, retryable or not.", func(s RelayStats) int64 { return s.Failures }},
-		{"failed_total", "Outbox rows moved to failed (permanent error or attempts exhausted), left for an operator.", func(s RelayStats) int64 { return s.Failed }},
-		{"lost_claims_total", "Outbox rows sent after another relay took the claim over.", func(s RelayStats) int64 { return s.LostClaims }},
-		{"released_total", "Claimed outbox rows handed back unsent.", func(s RelayStats) int64 { return s.Released }},
-	}
-	var errs []error
-	for _, c := range counters {
-		value := c.value
-		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: opts.Namespace, Subsystem: opts.Subsystem, Name: c.name, Help: c.help, ConstLabels: opts.ConstLabels,
-		}, func() float64 { return float64(value(r.Stats())) }))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("outbox: register %s: %w", c.name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return promfunc.Register(reg, "outbox", promfunc.Options{Namespace: opts.Namespace, Subsystem: opts.Subsystem, ConstLabels: opts.ConstLabels}, []promfunc.Counter{
+		{Name: "claimed_total", Help: "Outbox rows claimed by the relay.", Value: func() float64 { return float64(r.Stats().Claimed) }},
+		{Name: "sent_total", Help: "Outbox rows the broker confirmed and the relay marked sent.", Value: func() float64 { return float64(r.Stats().Sent) }},
+		{Name: "send_errors_total", Help: "Failed sends of outbox rows, retryable or not.", Value: func() float64 { return float64(r.Stats().Failures) }},
+		{Name: "failed_total", Help: "Outbox rows moved to failed (permanent error or attempts exhausted), left for an operator.", Value: func() float64 { return float64(r.Stats().Failed) }},
+		{Name: "lost_claims_total", Help: "Outbox rows sent after another relay took the claim over.", Value: func() float64 { return float64(r.Stats().LostClaims) }},
+		{Name: "released_total", Help: "Claimed outbox rows handed back unsent.", Value: func() float64 { return float64(r.Stats().Released) }},
+	})
 }
