@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/rocketmq-client-go/v2/rlog"
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
@@ -33,11 +32,6 @@ import (
 	"github.com/idemq/idemq/middleware"
 	"github.com/idemq/idemq/producer"
 )
-
-func TestMain(m *testing.M) {
-	rlog.SetLogLevel("error")
-	os.Exit(m.Run())
-}
 
 // quiet is a logger for the consumer and the chain; set
 // IDEMQ_TEST_LOG=1 to see their logs.
@@ -99,21 +93,6 @@ func newWorld(t *testing.T, bcfg rmqtest.Config) *world {
 		queues = rmqtest.DefaultQueuesPerTopic
 	}
 	return &world{b: b, queues: queues, p: p, db: db, store: store}
-}
-
-// chain returns the Standard chain on the world's store.
-func (w *world) chain(t *testing.T, maxAttempts int) []idemq.Middleware {
-	t.Helper()
-	mws, err := middleware.Standard(middleware.StandardConfig{
-		Store:      w.store,
-		Ledger:     w.store,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: maxAttempts},
-		Logger:     quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mws
 }
 
 // writeEffect records msg's effect in the dedup transaction.
@@ -181,7 +160,7 @@ func start(t *testing.T, w *world, cfg Config) *Consumer {
 		t.Fatalf("New: %v", err)
 	}
 	begin := time.Now()
-	if err := c.Start(); err != nil {
+	if err := c.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Logf("consumer %s (orderly=%v) Start took %v", cfg.Group, cfg.Orderly, time.Since(begin))

@@ -80,7 +80,7 @@ var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	rec := &recorder{}
-	if _, err := middleware.Metrics(rec, middleware.MetricsOptions{}); err != nil {
+	if _, err := middleware.Metrics(rec, middleware.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	db := testenv.OpenSQLite(t)
@@ -140,7 +140,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	tool := promtool(t)
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
-	mw, err := middleware.Metrics(reg, middleware.MetricsOptions{})
+	mw, err := middleware.Metrics(reg, middleware.MetricsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

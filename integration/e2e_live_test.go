@@ -81,7 +81,7 @@ func (w *bundle) effectCount(t *testing.T, key string) int64 {
 func (w *bundle) consume(t *testing.T, group, topic string, maxAttempts int, h idemq.HandlerFunc) *consumer.Consumer {
 	t.Helper()
 	chain, err := middleware.Standard(middleware.StandardConfig{Store: w.store, Ledger: w.store, Logger: quiet,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: maxAttempts}})
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: maxAttempts}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +90,12 @@ func (w *bundle) consume(t *testing.T, group, topic string, maxAttempts int, h i
 		t.Fatal(err)
 	}
 	c, err := consumer.New(consumer.Config{NameServers: []string{w.b.Addr()}, Group: group,
-		Subscriptions: []consumer.Subscription{{Topic: topic}}, Handler: h, Middleware: chain,
+		Subscriptions: []consumer.Subscription{{Topic: topic}}, Handler: h, CustomChain: chain,
 		MaxAttempts: maxAttempts, RetryPolicy: fast, StartFrom: consumer.StartFromFirst, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Start(); err != nil {
+	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Shutdown(context.Background()) })

@@ -35,7 +35,7 @@
 //     nor buried, and is returned for the transport to retry (the RocketMQ
 //     consumer retries it in place behind a consumer-wide pause).
 //   - A message that fails with idemq.Permanent, or at attempt
-//     DeadLetterOptions.MaxAttempts or later, is stored as a dead letter
+//     DeadLetterConfig.MaxAttempts or later, is stored as a dead letter
 //     with its whole message and error history, its key is marked dead so
 //     that redeliveries are duplicates, and the delivery is acknowledged.
 //     If the dead letter cannot be stored the delivery is retried instead:

@@ -66,7 +66,7 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 			b.sent.deliver = admin.ProducerSender(rp)
 
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store, Logger: quietLog,
-				DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}})
+				DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,13 +78,13 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 				return dedup.Tx(ctx).Exec("INSERT INTO "+b.prefix+"effects (k) VALUES (?)", msg.ID).Error
 			}
 			c, err := consumer.New(consumer.Config{NameServers: []string{broker.Addr()}, Group: "payments",
-				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), Middleware: chain,
+				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), CustomChain: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
 				Logger: quietLog})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Start(); err != nil {
+			if err := c.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = c.Shutdown(context.Background()) })

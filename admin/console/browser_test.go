@@ -181,7 +181,7 @@ func (b *bundle) consumerChain(t *testing.T, fixed *bool, mu *sync.Mutex) idemq.
 		t.Fatal(err)
 	}
 	chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}, Logger: quiet})
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

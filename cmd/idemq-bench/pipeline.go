@@ -125,7 +125,8 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 		Group:             "g_" + run,
 		Subscriptions:     []consumer.Subscription{{Topic: topic}},
 		Handler:           handler,
-		Middleware:        chain,
+		CustomChain:       chain,        // the Standard chain built above
+		WithoutDedup:      chain == nil, // the baseline
 		ConsumeGoroutines: c,
 		StartFrom:         consumer.StartFromFirst, // the warm-up is sent before Start
 		Logger:            lg,
@@ -140,7 +141,7 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 	if _, err := prod.SendSync(ctx, &idemq.Message{Topic: topic, Body: []byte("warm-up")}); err != nil {
 		return 0, err
 	}
-	if err := cons.Start(); err != nil {
+	if err := cons.Start(context.Background()); err != nil {
 		return 0, err
 	}
 	defer func() {

@@ -107,8 +107,8 @@ func runWorker(raw string) error {
 	policy := middleware.RetryPolicy{Initial: 20 * time.Millisecond, Max: 400 * time.Millisecond}
 	chain, err := middleware.Standard(middleware.StandardConfig{
 		Store: ds, Ledger: store, Logger: log, RetryPolicy: policy,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: cfg.MaxAttempts},
-		Dedup:      middleware.DedupOptions{MinBusyDelay: 50 * time.Millisecond},
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: cfg.MaxAttempts},
+		Dedup:      middleware.DedupConfig{MinBusyDelay: 50 * time.Millisecond},
 	})
 	if err != nil {
 		return err

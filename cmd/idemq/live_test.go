@@ -71,7 +71,7 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 			t.Cleanup(func() { p.Shutdown() })
 			store := tg.store(t)
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store, Logger: quiet,
-				DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}})
+				DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,13 +83,13 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				return dedup.Tx(ctx).Exec("INSERT INTO "+tg.prefix+"effects (k) VALUES (?)", msg.ID).Error
 			}
 			c, err := consumer.New(consumer.Config{NameServers: []string{b.Addr()}, Group: "payments",
-				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), Middleware: chain,
+				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), CustomChain: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
 				Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Start(); err != nil {
+			if err := c.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Shutdown(context.Background()) })

@@ -103,7 +103,7 @@ type payoutService struct {
 	db         *gorm.DB
 	prefix     string
 	delivered  atomic.Int64 // deliveries that reached the chain
-	duplicates atomic.Int64 // deliveries dedup acknowledged without paying
+	duplicates atomic.Int64 // duplicates counted by consumers already shut down
 	paid       atomic.Int64 // handler runs that committed a payout
 	crashes    atomic.Int64 // injected "died after commit, before ack"
 	crashOnce  sync.Map     // order id -> struct{}: crash once per chosen order
@@ -191,11 +191,11 @@ func (s *payoutService) crashAfterCommit(next idemq.Handler) idemq.Handler {
 	})
 }
 
-func orderKey(msg *idemq.Message) string {
+func orderKey(msg *idemq.Message) (string, error) {
 	if id := msg.Property("order_id"); id != "" {
-		return "order:" + id + ":redpacket"
+		return "order:" + id + ":redpacket", nil
 	}
-	return msg.ID
+	return msg.ID, nil
 }
 
 func run(ctx context.Context, o options) error {
@@ -247,30 +247,14 @@ func run(ctx context.Context, o options) error {
 	if err := store.Migrate(ctx); err != nil {
 		return err
 	}
-	var ds dedup.Store = store
+	var rdb *redis.Client
+	var fastPath redisdedup.FastPathConfig
 	if o.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: o.redis, ContextTimeoutEnabled: true})
+		rdb = redis.NewClient(&redis.Options{Addr: o.redis, ContextTimeoutEnabled: true})
 		defer rdb.Close()
 		// Markers of this run only: the example starts from empty tables.
-		prefix := fmt.Sprintf("idemq:redpacket:%d:", time.Now().UnixNano())
-		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: prefix, Logger: log}); err != nil {
-			return err
-		}
+		fastPath.KeyPrefix = fmt.Sprintf("idemq:redpacket:%d:", time.Now().UnixNano())
 	}
-	chain, err := middleware.Standard(middleware.StandardConfig{
-		Store:  ds,
-		Ledger: store,
-		Logger: log,
-		Dedup: middleware.DedupOptions{OnOutcome: func(_ context.Context, _ *idemq.Message, r dedup.Result) {
-			if r.Outcome == dedup.Duplicate {
-				svc.duplicates.Add(1)
-			}
-		}},
-	})
-	if err != nil {
-		return err
-	}
-	chain = append([]idemq.Middleware{svc.crashAfterCommit}, chain...)
 
 	// The producer's node ID is leased in the database, so two running
 	// order services never mint the same message IDs.
@@ -290,23 +274,29 @@ func run(ctx context.Context, o options) error {
 	defer prod.Shutdown()
 
 	newConsumer := func() (*consumer.Consumer, error) {
-		c, err := consumer.New(consumer.Config{
-			NameServers:       nameServers,
-			Group:             group,
-			Subscriptions:     []consumer.Subscription{{Topic: topic}},
-			Handler:           idemq.HandlerFunc(svc.pay),
-			Middleware:        chain,
+		cfg := consumer.Config{
+			NameServers:   nameServers,
+			Group:         group,
+			Subscriptions: []consumer.Subscription{{Topic: topic}},
+			Store:         store, // dedup, attempts and dead letters
+			Handler:       idemq.HandlerFunc(svc.pay),
+			// One payout per order, whichever message asks for it.
+			Dedup:             middleware.DedupConfig{KeyFunc: orderKey},
+			Middleware:        []idemq.Middleware{svc.crashAfterCommit},
 			ConsumeGoroutines: 8,
 			// The orders are sent right after Start: a new group must not
 			// skip what lands before its first rebalance.
 			StartFrom: consumer.StartFromFirst,
-			KeyFunc:   orderKey,
 			Logger:    log,
-		})
+		}
+		if rdb != nil {
+			cfg.FastPath, cfg.FastPathConfig = rdb, fastPath
+		}
+		c, err := consumer.New(cfg)
 		if err != nil {
 			return nil, err
 		}
-		return c, c.Start()
+		return c, c.Start(ctx)
 	}
 	cons, err := newConsumer()
 	if err != nil {
@@ -353,6 +343,7 @@ func run(ctx context.Context, o options) error {
 			if err != nil {
 				return fmt.Errorf("consumer shutdown: %w", err)
 			}
+			svc.duplicates.Add(cons.Stats().Duplicates) // the next consumer counts from 0
 			if cons, err = newConsumer(); err != nil {
 				return fmt.Errorf("consumer restart: %w", err)
 			}
@@ -366,7 +357,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		if n == int64(o.orders) && svc.duplicates.Load() >= int64(dupSends+regrants)+svc.crashes.Load() {
+		if n == int64(o.orders) && svc.duplicates.Load()+cons.Stats().Duplicates >= int64(dupSends+regrants)+svc.crashes.Load() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -380,6 +371,7 @@ func run(ctx context.Context, o options) error {
 	if err := cons.Shutdown(sctx); err != nil {
 		return err
 	}
+	svc.duplicates.Add(cons.Stats().Duplicates)
 	return svc.reconcile(ctx, o.orders, sends, dupSends, regrants, expected)
 }
 
