@@ -51,7 +51,7 @@ func (c *Consumer) consume(ctx context.Context, msgs ...*primitive.MessageExt) (
 		return c.refuse(ctx, len(msgs)), nil
 	}
 	defer c.leave()
-	// Belt and braces: a panic outside the chain (conversion, KeyFunc, a
+	// Belt and braces: a panic outside the chain (conversion, Config.Middleware, a
 	// chain without Recover) must not kill the process (orderly mode) or
 	// leave the batch unacknowledged until the consume timeout
 	// (concurrent mode).
