@@ -68,7 +68,9 @@ type Stats struct {
 	// are deduplicated on RocketMQ's MsgId, which a re-send of the message
 	// changes. The first one of each topic is logged at Warn level.
 	WithoutID int64
-	// InFlight is the number of callbacks running the chain right now.
+	// InFlight is the number of client callbacks running the chain right
+	// now (each holds one message, or up to BatchSize). The chain's
+	// in_flight gauge (Config.Registerer) counts messages.
 	InFlight int64
 }
 
