@@ -228,7 +228,8 @@ type Config struct {
 	// Registerer, if set, receives every metric, registered once: the
 	// chain's (middleware.Metrics, among them the in-flight gauge and the
 	// messages without an idemq ID), the fast path's and the retention
-	// janitor's. Defaults to nil: no metrics. Ignored with CustomChain.
+	// janitor's. Defaults to nil: no metrics. With CustomChain only the
+	// janitor's are registered here (the chain registers its own).
 	Registerer prometheus.Registerer
 
 	// Metrics names the chain's metrics when Registerer is set. Defaults
