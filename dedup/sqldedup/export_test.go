@@ -25,3 +25,39 @@ func (s *Store) CleanupQuery(table string, cutoff int64, limit int) (string, []a
 	}
 	return cleanupQuery(s.dialect, s.prefix, k), args
 }
+
+// MarkStatements returns how many statements lease-mode DONE marks took.
+func (s *Store) MarkStatements() int64 { return s.markStatements.Load() }
+
+// Mark is one lease-mode DONE mark: group, key, owner.
+type Mark [3]string
+
+// RunMarks runs marks as one batch and returns each one's error, in order.
+func (s *Store) RunMarks(marks []Mark) []error {
+	batch := make([]*markReq, len(marks))
+	for i, m := range marks {
+		batch[i] = &markReq{group: m[0], key: m[1], owner: m[2], reply: make(chan markReply, 1)}
+	}
+	s.runMarks(batch)
+	errs := make([]error, len(marks))
+	for i, m := range batch {
+		errs[i] = (<-m.reply).err
+	}
+	return errs
+}
+
+// TakeMarks queues marks and returns the first batch taken and what is
+// left queued.
+func TakeMarks(marks []Mark) (batch, rest []Mark) {
+	var b markBatcher
+	for _, m := range marks {
+		b.queue = append(b.queue, &markReq{group: m[0], key: m[1], owner: m[2]})
+	}
+	for _, m := range b.take() {
+		batch = append(batch, Mark{m.group, m.key, m.owner})
+	}
+	for _, m := range b.queue {
+		rest = append(rest, Mark{m.group, m.key, m.owner})
+	}
+	return batch, rest
+}

@@ -183,6 +183,10 @@ type Store struct {
 	fastBegin string
 	// conflictRetries counts transactional runs retried after a conflict.
 	conflictRetries atomic.Int64
+	// marks lets concurrent lease-mode DONE marks share a statement.
+	marks markBatcher
+	// markStatements counts the statements lease-mode marks took.
+	markStatements atomic.Int64
 }
 
 var (

@@ -1,0 +1,137 @@
+package sqldedup_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/testenv"
+)
+
+// TestLeaseMarksShareStatements runs 48 lease-mode deliveries of distinct
+// keys whose handlers all return at once, and checks that every one is
+// Processed and DONE while their marks took fewer statements than
+// deliveries.
+func TestLeaseMarksShareStatements(t *testing.T) {
+	const n = 48
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 10 * time.Second})
+			var arrived sync.WaitGroup
+			arrived.Add(n)
+			release := make(chan struct{})
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			outs := make([]dedup.Outcome, n)
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					key := fmt.Sprintf("k%02d", i)
+					res, err := s.Process(ctx, dedup.Request{Group: "g", Key: key, MessageID: key}, func(context.Context) error {
+						arrived.Done()
+						<-release
+						return nil
+					})
+					errs[i], outs[i] = err, res.Outcome
+				}()
+			}
+			arrived.Wait() // every key is claimed and its handler running
+			close(release)
+			wg.Wait()
+			for i := range errs {
+				if errs[i] != nil || outs[i] != dedup.Processed {
+					t.Fatalf("delivery %d: %v %v", i, outs[i], errs[i])
+				}
+			}
+			var done int64
+			if err := db.Raw("SELECT COUNT(*) FROM "+s.Table("dedup")+" WHERE status = 2 AND owner = ''").Scan(&done).Error; err != nil {
+				t.Fatal(err)
+			}
+			if done != n {
+				t.Errorf("%d keys DONE, want %d", done, n)
+			}
+			if st := s.MarkStatements(); st >= n {
+				t.Errorf("%d marks took %d statements; want them to share", n, st)
+			} else {
+				t.Logf("%d marks in %d statements", n, st)
+			}
+		})
+	}
+}
+
+// TestLeaseMarkBatchAnswersEachMark runs one batch of marks in which some
+// owners no longer hold their keys (taken over, released, already done)
+// and checks that exactly the holders' marks apply and the others get
+// ErrLeaseLost, on every database (MySQL runs the locking-read path).
+func TestLeaseMarkBatchAnswersEachMark(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease})
+			tbl := s.Table("dedup")
+			ins := func(key string, status int, owner string) {
+				t.Helper()
+				if err := db.Exec("INSERT INTO "+tbl+" (consumer_group, dedup_key, status, owner, lease_until, created_at, updated_at) VALUES ('g', ?, ?, ?, ?, 1, 1)",
+					key, status, owner, time.Now().Add(time.Hour).UnixMilli()).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			ins("held-1", 1, "o1")
+			ins("held-2", 1, "o2")
+			ins("taken", 1, "successor") // the mark's owner "zombie" lost it
+			ins("done", 2, "")
+			errs := s.RunMarks([]sqldedup.Mark{
+				{"g", "held-1", "o1"},
+				{"g", "taken", "zombie"},
+				{"g", "held-2", "o2"},
+				{"g", "gone", "o3"}, // released: no row
+				{"g", "done", "o4"},
+			})
+			want := []bool{true, false, true, false, false}
+			for i, err := range errs {
+				if want[i] && err != nil {
+					t.Errorf("mark %d: %v, want applied", i, err)
+				}
+				if !want[i] && !errors.Is(err, dedup.ErrLeaseLost) {
+					t.Errorf("mark %d: %v, want ErrLeaseLost", i, err)
+				}
+			}
+			var rows []struct {
+				DedupKey string
+				Status   int
+				Owner    string
+			}
+			if err := db.Raw("SELECT dedup_key, status, owner FROM " + tbl + " ORDER BY dedup_key").Scan(&rows).Error; err != nil {
+				t.Fatal(err)
+			}
+			got := fmt.Sprint(rows)
+			if wantRows := "[{done 2 } {held-1 2 } {held-2 2 } {taken 1 successor}]"; got != wantRows {
+				t.Errorf("rows = %s, want %s", got, wantRows)
+			}
+		})
+	}
+}
+
+// TestLeaseMarkBatchOneMarkPerKey checks that a zombie's mark and its
+// successor's never share a batch: the rows a batch changed are told
+// apart by key.
+func TestLeaseMarkBatchOneMarkPerKey(t *testing.T) {
+	batch, rest := sqldedup.TakeMarks([]sqldedup.Mark{
+		{"g", "k", "zombie"}, {"g", "k2", "a"}, {"g", "k", "successor"}, {"h", "k", "b"},
+	})
+	if want := []sqldedup.Mark{{"g", "k", "zombie"}, {"g", "k2", "a"}, {"h", "k", "b"}}; !slices.Equal(batch, want) {
+		t.Errorf("batch = %v, want %v", batch, want)
+	}
+	if want := []sqldedup.Mark{{"g", "k", "successor"}}; !slices.Equal(rest, want) {
+		t.Errorf("rest = %v, want %v", rest, want)
+	}
+}
