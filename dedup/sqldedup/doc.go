@@ -135,6 +135,19 @@
 // over (a zombie) can neither mark nor release its successor's claim. A
 // claim whose lease ran out is taken over by the next delivery.
 //
+// A message costs lease mode two statements of its own besides the
+// handler's work: the claim, which on PostgreSQL and SQLite also returns
+// the fencing token (RETURNING; MySQL/MariaDB read it with one more
+// SELECT), and the DONE mark. Marks of concurrent deliveries share one
+// statement: while one mark statement runs, the marks that arrive queue,
+// and the next statement carries them all (at most 64, one per key), each
+// still compare-and-set on its own owner token and answered on its own
+// (applied, or dedup.ErrLeaseLost). A lone mark runs at once, so batching
+// adds no wait; under load it saves a commit per message. On MySQL/MariaDB,
+// which has no UPDATE ... RETURNING, a batch locks the rows its owners
+// still hold (SELECT ... FOR UPDATE) and marks exactly those in the same
+// transaction.
+//
 // # Attempts, dead letters and retention
 //
 // Store also implements dedup.Ledger: attempts and dead letters live in
