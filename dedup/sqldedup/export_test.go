@@ -61,3 +61,6 @@ func TakeMarks(marks []Mark) (batch, rest []Mark) {
 	}
 	return batch, rest
 }
+
+// FailMarkBatches makes every shared mark statement fail with err.
+func (s *Store) FailMarkBatches(err error) { s.failMarkBatch = func() error { return err } }

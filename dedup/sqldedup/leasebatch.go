@@ -102,26 +102,32 @@ func (b *markBatcher) take() []*markReq {
 func (s *Store) runMarks(batch []*markReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.markStatements.Add(1)
-	if len(batch) == 1 {
-		m := batch[0]
+	if len(batch) > 1 {
+		s.markStatements.Add(1)
+		applied, err := s.markMany(ctx, batch)
+		if err == nil {
+			for _, m := range batch {
+				if applied[m.owner] {
+					m.reply <- markReply{}
+				} else {
+					m.reply <- markReply{err: lostMark(m)}
+				}
+			}
+			return
+		}
+		// The shared statement failed (a deadlock, a lock wait, a lost
+		// connection): nothing of it applied. Mark one by one, so that
+		// one failure costs one delivery its mark, not the whole batch.
+		s.cfg.Logger.Warn("sqldedup: a batch of lease marks failed; marking one by one",
+			"marks", len(batch), "err", err)
+	}
+	for _, m := range batch {
+		s.markStatements.Add(1)
 		r := s.db.WithContext(ctx).Exec(s.sql.markDone, m.group, m.key, m.owner)
 		switch {
 		case r.Error != nil:
 			m.reply <- markReply{err: fmt.Errorf("sqldedup: mark done: %w", r.Error)}
 		case r.RowsAffected == 0:
-			m.reply <- markReply{err: lostMark(m)}
-		default:
-			m.reply <- markReply{}
-		}
-		return
-	}
-	applied, err := s.markMany(ctx, batch)
-	for _, m := range batch {
-		switch {
-		case err != nil:
-			m.reply <- markReply{err: fmt.Errorf("sqldedup: mark done (batch of %d): %w", len(batch), err)}
-		case !applied[m.owner]:
 			m.reply <- markReply{err: lostMark(m)}
 		default:
 			m.reply <- markReply{}
@@ -137,6 +143,11 @@ func lostMark(m *markReq) error {
 // returns the owner tokens whose rows it marked. Owner tokens are unique to
 // one claim, so they name the marks.
 func (s *Store) markMany(ctx context.Context, batch []*markReq) (map[string]bool, error) {
+	if s.failMarkBatch != nil {
+		if err := s.failMarkBatch(); err != nil {
+			return nil, err
+		}
+	}
 	var where strings.Builder
 	args := make([]any, 0, 3*len(batch))
 	where.WriteString(" WHERE status = 1 AND (")

@@ -53,7 +53,7 @@ func TestLeaseMarksShareStatements(t *testing.T) {
 				}
 			}
 			var done int64
-			if err := db.Raw("SELECT COUNT(*) FROM "+s.Table("dedup")+" WHERE status = 2 AND owner = ''").Scan(&done).Error; err != nil {
+			if err := db.Raw("SELECT COUNT(*) FROM " + s.Table("dedup") + " WHERE status = 2 AND owner = ''").Scan(&done).Error; err != nil {
 				t.Fatal(err)
 			}
 			if done != n {
@@ -116,6 +116,33 @@ func TestLeaseMarkBatchAnswersEachMark(t *testing.T) {
 			got := fmt.Sprint(rows)
 			if wantRows := "[{done 2 } {held-1 2 } {held-2 2 } {taken 1 successor}]"; got != wantRows {
 				t.Errorf("rows = %s, want %s", got, wantRows)
+			}
+		})
+	}
+}
+
+// TestLeaseMarkBatchFailureMarksOneByOne makes the shared statement of a
+// batch fail and checks that every mark is then run on its own, with its
+// own answer, so one failure does not cost the whole batch its marks.
+func TestLeaseMarkBatchFailureMarksOneByOne(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease})
+			for _, k := range []string{"a", "b"} {
+				if err := db.Exec("INSERT INTO "+s.Table("dedup")+" (consumer_group, dedup_key, status, owner, lease_until, created_at, updated_at) VALUES ('g', ?, 1, ?, ?, 1, 1)",
+					k, "o-"+k, time.Now().Add(time.Hour).UnixMilli()).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.FailMarkBatches(errors.New("injected: deadlock"))
+			before := s.MarkStatements()
+			errs := s.RunMarks([]sqldedup.Mark{{"g", "a", "o-a"}, {"g", "b", "o-b"}, {"g", "c", "o-c"}})
+			if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], dedup.ErrLeaseLost) {
+				t.Errorf("marks = %v; want applied, applied, ErrLeaseLost", errs)
+			}
+			if n := s.MarkStatements() - before; n != 4 {
+				t.Errorf("%d statements, want 4 (the failed batch, then one per mark)", n)
 			}
 		})
 	}

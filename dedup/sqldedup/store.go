@@ -187,6 +187,8 @@ type Store struct {
 	marks markBatcher
 	// markStatements counts the statements lease-mode marks took.
 	markStatements atomic.Int64
+	// failMarkBatch, set by tests, fails a shared mark statement.
+	failMarkBatch func() error
 }
 
 var (
