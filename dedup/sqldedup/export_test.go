@@ -64,3 +64,18 @@ func TakeMarks(marks []Mark) (batch, rest []Mark) {
 
 // FailMarkBatches makes every shared mark statement fail with err.
 func (s *Store) FailMarkBatches(err error) { s.failMarkBatch = func() error { return err } }
+
+// MarkBatchQuery returns the statement that finds the rows of a batch of
+// marks (the UPDATE ... RETURNING, or MySQL's locking SELECT) and its
+// arguments.
+func (s *Store) MarkBatchQuery(marks []Mark) (string, []any) {
+	batch := make([]*markReq, len(marks))
+	for i, m := range marks {
+		batch[i] = &markReq{group: m[0], key: m[1], owner: m[2]}
+	}
+	where, args := markWhere(batch)
+	if s.dialect == "mysql" {
+		return s.markLockQuery(where), args
+	}
+	return s.sql.markDoneSet + where + " RETURNING consumer_group, dedup_key", args
+}

@@ -2,6 +2,7 @@ package sqldedup
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"sync"
@@ -148,6 +149,47 @@ func (s *Store) markMany(ctx context.Context, batch []*markReq) (map[string]bool
 			return nil, err
 		}
 	}
+	where, args := markWhere(batch)
+	if s.dialect != "mysql" {
+		// RETURNING gives the rows the UPDATE changed (with the owner
+		// already cleared): their keys name the marks.
+		var keys []struct{ ConsumerGroup, DedupKey string }
+		if err := s.db.WithContext(ctx).Raw(s.sql.markDoneSet+where+" RETURNING consumer_group, dedup_key", args...).Scan(&keys).Error; err != nil {
+			return nil, err
+		}
+		return appliedOwners(batch, keys), nil
+	}
+	// MySQL has no UPDATE ... RETURNING: lock the rows this batch still
+	// holds, then mark exactly those, in one READ COMMITTED transaction
+	// through the primary key (markLockQuery), which locks those rows
+	// and no gaps: claims of neighbouring keys never wait for it.
+	var keys []struct{ ConsumerGroup, DedupKey string }
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(s.markLockQuery(where), args...).Scan(&keys).Error; err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		r := tx.Exec(s.markUpdateMySQL(where), args...)
+		if r.Error != nil {
+			return r.Error
+		}
+		if r.RowsAffected != int64(len(keys)) {
+			return fmt.Errorf("marked %d rows, locked %d", r.RowsAffected, len(keys))
+		}
+		return nil
+	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, err
+	}
+	return appliedOwners(batch, keys), nil
+}
+
+// markWhere is the WHERE clause that selects the rows a batch of marks
+// still holds, and its arguments: one equality on the primary key and the
+// owner per mark.
+func markWhere(batch []*markReq) (string, []any) {
 	var where strings.Builder
 	args := make([]any, 0, 3*len(batch))
 	where.WriteString(" WHERE status = 1 AND (")
@@ -159,38 +201,21 @@ func (s *Store) markMany(ctx context.Context, batch []*markReq) (map[string]bool
 		args = append(args, m.group, m.key, m.owner)
 	}
 	where.WriteString(")")
-	if s.dialect != "mysql" {
-		// RETURNING gives the rows the UPDATE changed (with the owner
-		// already cleared): their keys name the marks.
-		var keys []struct{ ConsumerGroup, DedupKey string }
-		if err := s.db.WithContext(ctx).Raw(s.sql.markDoneSet+where.String()+" RETURNING consumer_group, dedup_key", args...).Scan(&keys).Error; err != nil {
-			return nil, err
-		}
-		return appliedOwners(batch, keys), nil
-	}
-	// MySQL has no UPDATE ... RETURNING: lock the rows this batch still
-	// holds, then mark exactly those, in one transaction.
-	var keys []struct{ ConsumerGroup, DedupKey string }
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Raw("SELECT consumer_group, dedup_key FROM "+s.prefix+"dedup"+where.String()+" FOR UPDATE", args...).Scan(&keys).Error; err != nil {
-			return err
-		}
-		if len(keys) == 0 {
-			return nil
-		}
-		r := tx.Exec(s.sql.markDoneSet+where.String(), args...)
-		if r.Error != nil {
-			return r.Error
-		}
-		if r.RowsAffected != int64(len(keys)) {
-			return fmt.Errorf("marked %d rows, locked %d", r.RowsAffected, len(keys))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return appliedOwners(batch, keys), nil
+	return where.String(), args
+}
+
+// markLockQuery locks the rows a batch of marks still holds (MySQL). The
+// primary key is forced: the optimizer would otherwise pick the
+// (status, created_at) index, whose status = 1 range holds every claim
+// in flight, and lock them all.
+func (s *Store) markLockQuery(where string) string {
+	return "SELECT consumer_group, dedup_key FROM " + s.prefix + "dedup FORCE INDEX (PRIMARY)" + where + " FOR UPDATE"
+}
+
+// markUpdateMySQL marks the rows markLockQuery locked, through the
+// primary key too.
+func (s *Store) markUpdateMySQL(where string) string {
+	return "UPDATE " + s.prefix + "dedup FORCE INDEX (PRIMARY) SET status = 2, owner = '', lease_until = 0, updated_at = " + s.sql.now + where
 }
 
 // appliedOwners maps the (group, key) rows a batch marked to the owners

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/benchwork"
 	"github.com/idemq/idemq/internal/testenv"
 )
 
@@ -143,6 +145,45 @@ func TestLeaseMarkBatchFailureMarksOneByOne(t *testing.T) {
 			}
 			if n := s.MarkStatements() - before; n != 4 {
 				t.Errorf("%d statements, want 4 (the failed batch, then one per mark)", n)
+			}
+		})
+	}
+}
+
+// TestLeaseMarkBatchUsesPrimaryKey checks that a batch of marks finds its
+// rows through the primary key on a table of 20,000 rows: a scan would
+// make every batch cost the whole table.
+func TestLeaseMarkBatchUsesPrimaryKey(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease})
+			now := time.Now().UnixMilli()
+			if err := benchwork.FillDedup(ctx, db, s.Table("dedup"), "g", 0, 20000, now-3600_000, now); err != nil {
+				t.Fatal(err)
+			}
+			analyze := map[string]string{"postgres": "ANALYZE ", "mysql": "ANALYZE TABLE ", "sqlite": "ANALYZE "}[d.Dialect]
+			if err := db.Exec(analyze + s.Table("dedup")).Error; err != nil {
+				t.Fatal(err)
+			}
+			var marks []sqldedup.Mark
+			for i := 0; i < 8; i++ {
+				marks = append(marks, sqldedup.Mark{"g", fmt.Sprintf("k%d", i*977), fmt.Sprintf("o%d", i)})
+			}
+			q, args := s.MarkBatchQuery(marks)
+			plan := explain(t, db, d.Dialect, q, args...)
+			var ok bool
+			switch d.Dialect {
+			case "postgres":
+				ok = strings.Contains(plan, s.Table("dedup")+"_pkey") && !strings.Contains(plan, "Seq Scan")
+			case "mysql":
+				ok = strings.Contains(plan, "key=PRIMARY") && strings.Contains(plan, "type=range")
+			default:
+				ok = strings.Contains(plan, "SEARCH") && !strings.Contains(plan, "SCAN "+s.Table("dedup"))
+			}
+			if !ok {
+				t.Errorf("a batch of marks does not find its rows by primary key:\n%s", plan)
 			}
 		})
 	}
