@@ -34,30 +34,33 @@ type Mark [3]string
 
 // RunMarks runs marks as one batch and returns each one's error, in order.
 func (s *Store) RunMarks(marks []Mark) []error {
-	batch := make([]*markReq, len(marks))
-	for i, m := range marks {
-		batch[i] = &markReq{group: m[0], key: m[1], owner: m[2], reply: make(chan markReply, 1)}
-	}
+	batch := markCalls(marks)
 	s.runMarks(batch)
 	errs := make([]error, len(marks))
 	for i, m := range batch {
-		errs[i] = (<-m.reply).err
+		errs[i] = (<-m.reply).a
 	}
 	return errs
+}
+
+func markCalls(marks []Mark) []*markCall {
+	batch := make([]*markCall, len(marks))
+	for i, m := range marks {
+		batch[i] = &markCall{q: mark{m[0], m[1], m[2]}, key: [2]string{m[0], m[1]}, reply: make(chan answer[error], 1)}
+	}
+	return batch
 }
 
 // TakeMarks queues marks and returns the first batch taken and what is
 // left queued.
 func TakeMarks(marks []Mark) (batch, rest []Mark) {
-	var b markBatcher
-	for _, m := range marks {
-		b.queue = append(b.queue, &markReq{group: m[0], key: m[1], owner: m[2]})
+	var c combiner[mark, error]
+	c.queue = markCalls(marks)
+	for _, m := range c.take() {
+		batch = append(batch, Mark{m.q.group, m.q.key, m.q.owner})
 	}
-	for _, m := range b.take() {
-		batch = append(batch, Mark{m.group, m.key, m.owner})
-	}
-	for _, m := range b.queue {
-		rest = append(rest, Mark{m.group, m.key, m.owner})
+	for _, m := range c.queue {
+		rest = append(rest, Mark{m.q.group, m.q.key, m.q.owner})
 	}
 	return batch, rest
 }
@@ -69,11 +72,7 @@ func (s *Store) FailMarkBatches(err error) { s.failMarkBatch = func() error { re
 // marks (the UPDATE ... RETURNING, or MySQL's locking SELECT) and its
 // arguments.
 func (s *Store) MarkBatchQuery(marks []Mark) (string, []any) {
-	batch := make([]*markReq, len(marks))
-	for i, m := range marks {
-		batch[i] = &markReq{group: m[0], key: m[1], owner: m[2]}
-	}
-	where, args := markWhere(batch)
+	where, args := markWhere(markCalls(marks))
 	if s.dialect == "mysql" {
 		return s.markLockQuery(where), args
 	}

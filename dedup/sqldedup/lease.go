@@ -48,7 +48,7 @@ func (s *Store) processLease(ctx context.Context, req dedup.Request, fn dedup.Fu
 	// Mark with a context that outlives a cancelled delivery: the effect
 	// happened, record it.
 	// Concurrent marks share a statement (leasebatch.go).
-	if err := s.marks.mark(s, req.Group, req.Key, owner); err != nil {
+	if err := s.markDone(req.Group, req.Key, owner); err != nil {
 		return dedup.Result{}, err
 	}
 	return dedup.Result{Outcome: dedup.Processed}, nil

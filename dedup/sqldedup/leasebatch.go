@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -13,94 +12,23 @@ import (
 	"github.com/idemq/idemq/dedup"
 )
 
-// maxMarkBatch is the most lease-mode DONE marks one statement carries.
-const maxMarkBatch = 64
+// mark is a lease-mode DONE mark: owner's claim on (group, key).
+type mark struct{ group, key, owner string }
 
-// markBatcher lets the DONE marks of concurrent lease-mode deliveries share
-// one statement (and one commit). There is no goroutine of its own: the
-// first caller that finds no batch running becomes the leader and runs the
-// marks queued so far, its own among them; marks that arrive meanwhile
-// queue, and when the leader's batch ends it hands the lead to the first of
-// them. A lone mark therefore runs at once, as a single statement, and under
-// load each statement carries the marks that queued during the previous
-// one. Every mark keeps its own answer: applied (the row was this owner's
-// PROCESSING row and is now DONE) or lost (dedup.ErrLeaseLost), exactly as
-// the single statement answers it.
-type markBatcher struct {
-	mu      sync.Mutex
-	running bool
-	queue   []*markReq
-}
+// markCall is a queued mark; its answer is nil, an error wrapping
+// dedup.ErrLeaseLost, or the statement's error.
+type markCall = call[mark, error]
 
-type markReq struct {
-	group, key, owner string
-	// reply carries the mark's result, or nil with lead set: run the queue.
-	reply chan markReply
-}
-
-type markReply struct {
-	err  error
-	lead bool
-}
-
-// mark marks (group, key) DONE if owner still holds it, and returns nil,
-// an error wrapping dedup.ErrLeaseLost if it does not, or the statement's
-// error.
-func (b *markBatcher) mark(s *Store, group, key, owner string) error {
-	m := &markReq{group: group, key: key, owner: owner, reply: make(chan markReply, 1)}
-	b.mu.Lock()
-	b.queue = append(b.queue, m)
-	if b.running {
-		b.mu.Unlock()
-		r := <-m.reply
-		if !r.lead {
-			return r.err
-		}
-		b.mu.Lock() // lead: the queue holds m
-	}
-	b.running = true
-	batch := b.take()
-	b.mu.Unlock()
-
-	s.runMarks(batch)
-
-	b.mu.Lock()
-	if len(b.queue) > 0 {
-		b.queue[0].reply <- markReply{lead: true}
-	} else {
-		b.running = false
-		b.queue = nil
-	}
-	b.mu.Unlock()
-	r := <-m.reply
-	return r.err
-}
-
-// take removes the next batch from the queue: up to maxMarkBatch marks, at
-// most one per key (a zombie owner's mark and its successor's may queue
-// together; the rows a batch changed are told apart by key), in queue
-// order. b.mu is held.
-func (b *markBatcher) take() []*markReq {
-	batch := make([]*markReq, 0, min(len(b.queue), maxMarkBatch))
-	seen := make(map[[2]string]bool, cap(batch))
-	rest := b.queue[:0]
-	for _, m := range b.queue {
-		k := [2]string{m.group, m.key}
-		if len(batch) == maxMarkBatch || seen[k] {
-			rest = append(rest, m)
-			continue
-		}
-		seen[k] = true
-		batch = append(batch, m)
-	}
-	clear(b.queue[len(rest):])
-	b.queue = rest
-	return batch
+// markDone marks (group, key) DONE if owner still holds it. Marks of
+// concurrent deliveries share a statement (combiner); each keeps its own
+// answer, exactly as the single statement gives it.
+func (s *Store) markDone(group, key, owner string) error {
+	return s.marks.do([2]string{group, key}, mark{group, key, owner}, s.runMarks)
 }
 
 // runMarks runs a batch of marks and answers each. Its context outlives
 // the deliveries: their effects happened, record them.
-func (s *Store) runMarks(batch []*markReq) {
+func (s *Store) runMarks(batch []*markCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if len(batch) > 1 {
@@ -108,10 +36,10 @@ func (s *Store) runMarks(batch []*markReq) {
 		applied, err := s.markMany(ctx, batch)
 		if err == nil {
 			for _, m := range batch {
-				if applied[m.owner] {
-					m.reply <- markReply{}
+				if applied[m.q.owner] {
+					m.reply <- answer[error]{}
 				} else {
-					m.reply <- markReply{err: lostMark(m)}
+					m.reply <- answer[error]{a: lostMark(m.q)}
 				}
 			}
 			return
@@ -124,26 +52,26 @@ func (s *Store) runMarks(batch []*markReq) {
 	}
 	for _, m := range batch {
 		s.markStatements.Add(1)
-		r := s.db.WithContext(ctx).Exec(s.sql.markDone, m.group, m.key, m.owner)
+		r := s.db.WithContext(ctx).Exec(s.sql.markDone, m.q.group, m.q.key, m.q.owner)
 		switch {
 		case r.Error != nil:
-			m.reply <- markReply{err: fmt.Errorf("sqldedup: mark done: %w", r.Error)}
+			m.reply <- answer[error]{a: fmt.Errorf("sqldedup: mark done: %w", r.Error)}
 		case r.RowsAffected == 0:
-			m.reply <- markReply{err: lostMark(m)}
+			m.reply <- answer[error]{a: lostMark(m.q)}
 		default:
-			m.reply <- markReply{}
+			m.reply <- answer[error]{}
 		}
 	}
 }
 
-func lostMark(m *markReq) error {
+func lostMark(m mark) error {
 	return fmt.Errorf("sqldedup: mark done of %s/%s: %w", m.group, m.key, dedup.ErrLeaseLost)
 }
 
 // markMany marks a batch DONE in one statement (and one transaction) and
 // returns the owner tokens whose rows it marked. Owner tokens are unique to
 // one claim, so they name the marks.
-func (s *Store) markMany(ctx context.Context, batch []*markReq) (map[string]bool, error) {
+func (s *Store) markMany(ctx context.Context, batch []*markCall) (map[string]bool, error) {
 	if s.failMarkBatch != nil {
 		if err := s.failMarkBatch(); err != nil {
 			return nil, err
@@ -189,7 +117,7 @@ func (s *Store) markMany(ctx context.Context, batch []*markReq) (map[string]bool
 // markWhere is the WHERE clause that selects the rows a batch of marks
 // still holds, and its arguments: one equality on the primary key and the
 // owner per mark.
-func markWhere(batch []*markReq) (string, []any) {
+func markWhere(batch []*markCall) (string, []any) {
 	var where strings.Builder
 	args := make([]any, 0, 3*len(batch))
 	where.WriteString(" WHERE status = 1 AND (")
@@ -198,7 +126,7 @@ func markWhere(batch []*markReq) (string, []any) {
 			where.WriteString(" OR ")
 		}
 		where.WriteString("(consumer_group = ? AND dedup_key = ? AND owner = ?)")
-		args = append(args, m.group, m.key, m.owner)
+		args = append(args, m.q.group, m.q.key, m.q.owner)
 	}
 	where.WriteString(")")
 	return where.String(), args
@@ -219,12 +147,11 @@ func (s *Store) markUpdateMySQL(where string) string {
 }
 
 // appliedOwners maps the (group, key) rows a batch marked to the owners
-// of its marks. A batch never holds two marks of one key: a key has one
-// owner at a time, and that owner marks once.
-func appliedOwners(batch []*markReq, keys []struct{ ConsumerGroup, DedupKey string }) map[string]bool {
+// of its marks. A batch holds at most one mark per key (combiner.take).
+func appliedOwners(batch []*markCall, keys []struct{ ConsumerGroup, DedupKey string }) map[string]bool {
 	byKey := make(map[[2]string]string, len(batch))
 	for _, m := range batch {
-		byKey[[2]string{m.group, m.key}] = m.owner
+		byKey[m.key] = m.q.owner
 	}
 	applied := make(map[string]bool, len(keys))
 	for _, k := range keys {

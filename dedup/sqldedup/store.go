@@ -184,7 +184,7 @@ type Store struct {
 	// conflictRetries counts transactional runs retried after a conflict.
 	conflictRetries atomic.Int64
 	// marks lets concurrent lease-mode DONE marks share a statement.
-	marks markBatcher
+	marks combiner[mark, error]
 	// markStatements counts the statements lease-mode marks took.
 	markStatements atomic.Int64
 	// failMarkBatch, set by tests, fails a shared mark statement.
