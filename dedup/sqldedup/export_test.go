@@ -1,5 +1,11 @@
 package sqldedup
 
+import (
+	"slices"
+
+	"github.com/idemq/idemq/dedup"
+)
+
 // WithoutFastBegin returns cfg with the one-round-trip begin turned off, so
 // that tests run both transaction paths.
 func WithoutFastBegin(cfg Config) Config {
@@ -77,4 +83,36 @@ func (s *Store) MarkBatchQuery(marks []Mark) (string, []any) {
 		return s.markLockQuery(where), args
 	}
 	return s.sql.markDoneSet + where + " RETURNING consumer_group, dedup_key", args
+}
+
+// ClaimStatements returns how many statements lease-mode claims by insert
+// took where they can share one (PostgreSQL, SQLite).
+func (s *Store) ClaimStatements() int64 { return s.claimStatements.Load() }
+
+// FailClaimBatches makes every shared claim statement fail with err.
+func (s *Store) FailClaimBatches(err error) { s.failClaimBatch = func() error { return err } }
+
+// ClaimResult is what a claim by insert answered.
+type ClaimResult struct {
+	Claimed bool
+	Fence   uint64
+	Err     error
+}
+
+// RunClaims runs claims of keys (group "g") for owners as one batch and
+// returns each one's answer, in order.
+func (s *Store) RunClaims(keys, owners []string) []ClaimResult {
+	batch := make([]*claimCall, len(keys))
+	for i, k := range keys {
+		batch[i] = &claimCall{q: claimQ{req: dedup.Request{Group: "g", Key: k, MessageID: k}, owner: owners[i], leaseMS: 60000},
+			key: [2]string{"g", k}, reply: make(chan answer[claimA], 1)}
+	}
+	calls := slices.Clone(batch) // runClaims sorts its batch
+	s.runClaims(batch)
+	out := make([]ClaimResult, len(keys))
+	for i, c := range calls {
+		a := (<-c.reply).a
+		out[i] = ClaimResult{a.claimed, a.fence, a.err}
+	}
+	return out
 }

@@ -83,9 +83,24 @@ func (s *Store) keeper(req dedup.Request, owner string, leaseMS int64) dedup.Lea
 // (Duplicate or Busy).
 func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, time.Time, uint64, dedup.Result, error) {
 	db := s.db.WithContext(ctx)
+	if err := ctx.Err(); err != nil {
+		// A shared claim does not watch the delivery's context: do not
+		// queue one for a delivery that is already over.
+		return false, time.Time{}, 0, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", err)
+	}
 	for try := 0; try < 3; try++ {
-		sentAt := time.Now()
-		claimed, fence, err := s.insertClaim(ctx, req, owner, leaseMS)
+		var (
+			sentAt  time.Time
+			claimed bool
+			fence   uint64
+			err     error
+		)
+		if s.sql.claimHead != "" {
+			claimed, fence, sentAt, err = s.insertClaimShared(req, owner, leaseMS)
+		} else {
+			sentAt = time.Now()
+			claimed, fence, err = s.insertClaim(ctx, req, owner, leaseMS)
+		}
 		if err != nil {
 			return false, time.Time{}, 0, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -160,4 +161,96 @@ func appliedOwners(batch []*markCall, keys []struct{ ConsumerGroup, DedupKey str
 		}
 	}
 	return applied
+}
+
+// claimQ is a lease-mode claim by insert: a new PROCESSING row for owner.
+type claimQ struct {
+	req     dedup.Request
+	owner   string
+	leaseMS int64
+}
+
+// claimA answers a claimQ: whether the row was inserted, its fencing
+// token, and when the statement that inserted it was sent (the lease
+// counts from then).
+type claimA struct {
+	claimed bool
+	fence   uint64
+	sentAt  time.Time
+	err     error
+}
+
+type claimCall = call[claimQ, claimA]
+
+// insertClaimShared inserts owner's PROCESSING row for req's key where
+// the dialect returns the claimed rows (PostgreSQL, SQLite): claims of
+// concurrent deliveries share one multi-row INSERT ... ON CONFLICT DO
+// NOTHING RETURNING (combiner), each answered on its own. A key already
+// present is answered "not claimed", exactly as the single insert answers
+// it; the caller goes on to take over or read the row.
+func (s *Store) insertClaimShared(req dedup.Request, owner string, leaseMS int64) (bool, uint64, time.Time, error) {
+	a := s.claims.do([2]string{req.Group, req.Key}, claimQ{req, owner, leaseMS}, s.runClaims)
+	return a.claimed, a.fence, a.sentAt, a.err
+}
+
+// runClaims runs a batch of claims and answers each. The rows go in key
+// order, so two batches (of two processes) that share keys lock them in
+// the same order and cannot deadlock.
+func (s *Store) runClaims(batch []*claimCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if len(batch) > 1 {
+		slices.SortFunc(batch, func(a, b *claimCall) int {
+			if c := strings.Compare(a.key[0], b.key[0]); c != 0 {
+				return c
+			}
+			return strings.Compare(a.key[1], b.key[1])
+		})
+		var q strings.Builder
+		q.WriteString(s.sql.claimHead)
+		args := make([]any, 0, 6*len(batch))
+		for i, c := range batch {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString(s.sql.claimRow)
+			args = append(args, c.q.req.Group, c.q.req.Key, c.q.owner, c.q.leaseMS, c.q.req.MessageID, c.q.req.Fingerprint)
+		}
+		q.WriteString(s.sql.claimTail)
+		var rows []struct {
+			ConsumerGroup, DedupKey string
+			Fence                   uint64
+		}
+		s.claimStatements.Add(1)
+		sentAt := time.Now()
+		var err error
+		if s.failClaimBatch != nil {
+			err = s.failClaimBatch()
+		}
+		if err == nil {
+			err = s.db.WithContext(ctx).Raw(q.String(), args...).Scan(&rows).Error
+		}
+		if err == nil {
+			fences := make(map[[2]string]uint64, len(rows))
+			for _, r := range rows {
+				fences[[2]string{r.ConsumerGroup, r.DedupKey}] = r.Fence
+			}
+			for _, c := range batch {
+				f := fences[c.key]
+				c.reply <- answer[claimA]{a: claimA{claimed: f != 0, fence: f, sentAt: sentAt}}
+			}
+			return
+		}
+		// Nothing of the shared statement applied: claim one by one, so
+		// that a row the database refuses costs its own delivery only.
+		s.cfg.Logger.Warn("sqldedup: a batch of lease claims failed; claiming one by one",
+			"claims", len(batch), "err", err)
+	}
+	for _, c := range batch {
+		s.claimStatements.Add(1)
+		sentAt := time.Now()
+		args := []any{c.q.req.Group, c.q.req.Key, c.q.owner, c.q.leaseMS, c.q.req.MessageID, c.q.req.Fingerprint}
+		ok, fence, err := s.returnFence(ctx, s.sql.insertClaimRet, args)
+		c.reply <- answer[claimA]{a: claimA{claimed: ok, fence: fence, sentAt: sentAt, err: err}}
+	}
 }

@@ -17,8 +17,9 @@ import (
 )
 
 // TestLeaseMarksShareStatements runs 48 lease-mode deliveries of distinct
-// keys whose handlers all return at once, and checks that every one is
-// Processed and DONE while their marks took fewer statements than
+// keys, started together, whose handlers all return at once, and checks
+// that every one is Processed and DONE while their marks (and, on
+// PostgreSQL and SQLite, their claims) took fewer statements than
 // deliveries.
 func TestLeaseMarksShareStatements(t *testing.T) {
 	const n = 48
@@ -65,6 +66,13 @@ func TestLeaseMarksShareStatements(t *testing.T) {
 				t.Errorf("%d marks took %d statements; want them to share", n, st)
 			} else {
 				t.Logf("%d marks in %d statements", n, st)
+			}
+			// The claims started together too: where the dialect returns
+			// the rows a multi-row insert claimed, they share statements.
+			if st := s.ClaimStatements(); d.Dialect != "mysql" && (st >= n || st == 0) {
+				t.Errorf("%d claims took %d shared-path statements; want them to share", n, st)
+			} else {
+				t.Logf("%d claims in %d statements", n, st)
 			}
 		})
 	}
@@ -184,6 +192,58 @@ func TestLeaseMarkBatchUsesPrimaryKey(t *testing.T) {
 			}
 			if !ok {
 				t.Errorf("a batch of marks does not find its rows by primary key:\n%s", plan)
+			}
+		})
+	}
+}
+
+// TestLeaseClaimBatchAnswersEachClaim runs one shared claim statement over
+// new keys and keys already present (done, held by another owner), then
+// the same with the shared statement failing, and checks each claim's
+// answer and the rows: new keys claimed by their own owner with a fencing
+// token, present keys untouched. MySQL claims one by one always.
+func TestLeaseClaimBatchAnswersEachClaim(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		if d.Dialect == "mysql" {
+			continue
+		}
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease})
+			tbl := s.Table("dedup")
+			if err := db.Exec("INSERT INTO "+tbl+" (consumer_group, dedup_key, status, owner, lease_until, fence, created_at, updated_at) VALUES ('g', 'done', 2, '', 0, 5, 1, 1), ('g', 'held', 1, 'other', ?, 7, 1, 1)",
+				time.Now().Add(time.Hour).UnixMilli()).Error; err != nil {
+				t.Fatal(err)
+			}
+			check := func(t *testing.T, suffix string) {
+				keys := []string{"new-b" + suffix, "done", "new-a" + suffix, "held"}
+				owners := []string{"ob" + suffix, "od" + suffix, "oa" + suffix, "oh" + suffix}
+				got := s.RunClaims(keys, owners)
+				for i, want := range []bool{true, false, true, false} {
+					if got[i].Err != nil || got[i].Claimed != want || (want && got[i].Fence == 0) {
+						t.Errorf("claim of %s: %+v, want claimed=%v with a fence", keys[i], got[i], want)
+					}
+				}
+				var rows []struct {
+					DedupKey, Owner string
+					Status          int
+					Fence           uint64
+				}
+				if err := db.Raw("SELECT dedup_key, owner, status, fence FROM "+tbl+" WHERE dedup_key IN (?, ?, 'done', 'held') ORDER BY dedup_key",
+					"new-a"+suffix, "new-b"+suffix).Scan(&rows).Error; err != nil {
+					t.Fatal(err)
+				}
+				want := fmt.Sprintf("[{done  2 5} {held other 1 7} {new-a%s oa%s 1 %d} {new-b%s ob%s 1 %d}]", suffix, suffix, got[2].Fence, suffix, suffix, got[0].Fence)
+				if g := fmt.Sprint(rows); g != want {
+					t.Errorf("rows = %s, want %s", g, want)
+				}
+			}
+			t.Run("shared", func(t *testing.T) { check(t, "1") })
+			s.FailClaimBatches(errors.New("injected: deadlock"))
+			before := s.ClaimStatements()
+			t.Run("fallback", func(t *testing.T) { check(t, "2") })
+			if n := s.ClaimStatements() - before; n != 5 {
+				t.Errorf("%d statements, want 5 (the failed batch, then one per claim)", n)
 			}
 		})
 	}

@@ -20,6 +20,10 @@ type queries struct {
 	// token with selectFence).
 	insertClaimRet string
 	takeoverRet    string
+	// claimHead and claimRow build a multi-row insertClaim returning each
+	// claimed row's key and fencing token (leasebatch.go); "" where
+	// insertClaimRet is.
+	claimHead, claimRow, claimTail string
 	// markDoneSet is markDone's SET and table, for a batch of marks
 	// (leasebatch.go).
 	markDoneSet string
@@ -78,6 +82,9 @@ func buildQueries(dialect, prefix string) queries {
 	q.markDoneSet = "UPDATE " + t + " SET status = 2, owner = '', lease_until = 0, updated_at = " + now
 	q.markDone = q.markDoneSet + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	if dialect != "mysql" {
+		q.claimHead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES "
+		q.claimRow = "(?, ?, 1, ?, " + now + " + ?, ?, ?, " + q.nowUS + ", " + now + ", " + now + ")"
+		q.claimTail = onConflictNothing + " RETURNING consumer_group, dedup_key, fence"
 		q.insertClaimRet = q.insertClaim + " RETURNING fence"
 		q.takeoverRet = q.takeover + " RETURNING fence"
 	}
