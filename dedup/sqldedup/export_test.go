@@ -74,14 +74,10 @@ func TakeMarks(marks []Mark) (batch, rest []Mark) {
 // FailMarkBatches makes every shared mark statement fail with err.
 func (s *Store) FailMarkBatches(err error) { s.failMarkBatch = func() error { return err } }
 
-// MarkBatchQuery returns the statement that finds the rows of a batch of
-// marks (the UPDATE ... RETURNING, or MySQL's locking SELECT) and its
-// arguments.
+// MarkBatchQuery returns the UPDATE ... RETURNING of a batch of marks and
+// its arguments.
 func (s *Store) MarkBatchQuery(marks []Mark) (string, []any) {
 	where, args := markWhere(markCalls(marks))
-	if s.dialect == "mysql" {
-		return s.markLockQuery(where), args
-	}
 	return s.sql.markDoneSet + where + " RETURNING consumer_group, dedup_key", args
 }
 
