@@ -1,13 +1,13 @@
 package producer
 
 import (
+	"github.com/idemq/idemq/internal/tableprefix"
+	"github.com/idemq/idemq/internal/token"
+
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,13 +23,11 @@ const DefaultTablePrefix = "idemq_"
 // DefaultKeyPrefix is the Redis key prefix used when none is configured.
 const DefaultKeyPrefix = "idemq:"
 
-var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
-
 // ValidateTablePrefix reports whether prefix may start a table name: a
 // lower-case letter, then up to 30 lower-case letters, digits or
 // underscores.
 func ValidateTablePrefix(prefix string) error {
-	if !prefixRE.MatchString(prefix) {
+	if !tableprefix.Valid(prefix) {
 		return fmt.Errorf("producer: invalid table prefix %q: want ^[a-z][a-z0-9_]{0,30}$", prefix)
 	}
 	return nil
@@ -163,11 +161,11 @@ type NodeLease struct {
 }
 
 func newOwnerToken() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("producer: owner token: %w", err)
+	t, err := token.New()
+	if err != nil {
+		return "", fmt.Errorf("producer: %w", err)
 	}
-	return hex.EncodeToString(b[:]), nil
+	return t, nil
 }
 
 func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*NodeLease, error) {

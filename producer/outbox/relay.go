@@ -2,12 +2,9 @@ package outbox
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
 	"os"
 	"sort"
@@ -20,6 +17,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/backoff"
+	"github.com/idemq/idemq/internal/token"
 )
 
 // Sender sends one message synchronously and returns the broker's message
@@ -98,17 +97,12 @@ func (b Backoff) validate() error {
 // (1-based): Initial*Multiplier^(attempts-1), capped at Max, then jittered.
 // r returns a uniform number in [0, 1).
 func (b Backoff) Delay(attempts int, r func() float64) time.Duration {
-	if attempts < 1 {
-		attempts = 1
-	}
-	d := float64(b.Initial) * math.Pow(b.Multiplier, float64(attempts-1))
-	if d > float64(b.Max) || math.IsInf(d, 0) || math.IsNaN(d) {
-		d = float64(b.Max)
-	}
-	if b.Jitter > 0 && r != nil {
-		d *= 1 + b.Jitter*(2*r()-1)
-	}
-	return time.Duration(d)
+	return backoff.Exponential{
+		Initial:    b.Initial,
+		Max:        b.Max,
+		Multiplier: b.Multiplier,
+		Jitter:     b.Jitter,
+	}.Delay(attempts, r)
 }
 
 // Hooks observe a relay, for metrics and tests. Every field is optional;
@@ -171,9 +165,7 @@ type RelayConfig struct {
 func (c RelayConfig) withDefaults() RelayConfig {
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		var b [3]byte
-		_, _ = rand.Read(b[:])
-		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), token.Short(3))
 		if len(c.ID) > maxRelayIDLen {
 			c.ID = c.ID[len(c.ID)-maxRelayIDLen:]
 		}
