@@ -20,6 +20,7 @@ import (
 	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -75,8 +76,8 @@ func Example() {
 		panic(err)
 	}
 
-	ids, _ := producer.NewIDGenerator(producer.FixedNode(1), producer.IDConfig{})
-	p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: quiet})
+	ids, _ := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
+	p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: ids, Logger: quiet})
 	if err != nil {
 		panic(err)
 	}

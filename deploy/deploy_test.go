@@ -102,7 +102,7 @@ func exported(t *testing.T) map[string]bool {
 	if err := fp.RegisterMetrics(rec, redisdedup.MetricsOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err := fp.RegisterMetrics(reg, redisdedup.MetricsOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,18 @@
 package producer
 
 import (
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/glebarez/sqlite"
-	"github.com/idemq/idemq/internal/testenv"
-	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 // The database tests run on SQLite always and on PostgreSQL, MariaDB and
@@ -87,15 +88,9 @@ func sqliteOpener() func(t *testing.T) *gorm.DB {
 	}
 }
 
-// tablePrefix returns a prefix unique to the test and drops its tables
-// when the test ends.
-func tablePrefix(t *testing.T, db *gorm.DB) string {
-	t.Helper()
-	p := testenv.TablePrefix(t)
-	testenv.DropTables(t, db, p+"node_leases", p+"tx_records", p+"schema_migrations")
-	return p
-}
+var quietLog = slog.New(slog.DiscardHandler)
 
-func newRedis(t *testing.T) *redis.Client { return testenv.NewRedis(t) }
+// failingIDs is an ID source that fails with err.
+type failingIDs struct{ err error }
 
-func keyPrefix(t *testing.T) string { return testenv.KeyPrefix(t) }
+func (f failingIDs) NextID() (string, error) { return "", f.err }

@@ -14,6 +14,7 @@ import (
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/internal/nameserver"
+	"github.com/idemq/idemq/msgid"
 )
 
 // Defaults of Config.
@@ -39,11 +40,6 @@ var (
 	// reserved property name, separators inside names, values or keys.
 	ErrInvalidMessage = errors.New("producer: invalid message")
 )
-
-// IDSource issues message IDs. *IDGenerator implements it.
-type IDSource interface {
-	NextID() (string, error)
-}
 
 // Config configures a Producer.
 type Config struct {
@@ -73,9 +69,9 @@ type Config struct {
 	// rocketmq-client-go applies per attempt. A value above SendTimeout is
 	// lowered to it. Defaults to DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
-	// IDs issues the message IDs. Required: use an *IDGenerator on a
-	// leased or explicitly configured node.
-	IDs IDSource
+	// IDSource issues the message IDs. Required: use a *msgid.Generator
+	// on a leased or explicitly configured node.
+	IDSource msgid.Source
 	// AsyncConcurrency bounds the sends SendAsync runs at once; further
 	// calls wait for a slot. Defaults to DefaultAsyncConcurrency.
 	AsyncConcurrency int
@@ -94,8 +90,8 @@ func (c *Config) defaults(kind string) error {
 	if len(c.NameServers) == 0 {
 		return errors.New("producer: Config.NameServers is empty")
 	}
-	if c.IDs == nil {
-		return errors.New("producer: Config.IDs is required (an *IDGenerator on a leased or configured node)")
+	if c.IDSource == nil {
+		return errors.New("producer: Config.IDSource is required (a *msgid.Generator on a leased or configured node)")
 	}
 	if c.Group == "" {
 		c.Group = DefaultGroup
@@ -222,7 +218,7 @@ func (p *Producer) end() { p.gate.leave() }
 // Stamp writes to msg, so one message must not be stamped or sent from two
 // goroutines at once.
 func (p *Producer) Stamp(msg *idemq.Message) error {
-	return stamp(p.cfg.IDs, msg)
+	return stamp(p.cfg.IDSource, msg)
 }
 
 // resolveNameServers turns host:port into IP:port, as the client demands.

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/msgid"
 )
 
 func TestMain(m *testing.M) {
@@ -35,12 +37,12 @@ func newTestProducer(t testing.TB, b *rmqtest.Broker, cfg Config) *Producer {
 	if cfg.NameServers == nil {
 		cfg.NameServers = []string{b.Addr()}
 	}
-	if cfg.IDs == nil {
-		g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	if cfg.IDSource == nil {
+		g, err := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.IDs = g
+		cfg.IDSource = g
 	}
 	if cfg.Retries == 0 {
 		cfg.Retries = -1
@@ -87,7 +89,7 @@ func TestSendSyncConfirmAndStamp(t *testing.T) {
 	if msg.ID == "" || res.MessageID != msg.ID {
 		t.Fatalf("msg.ID %q, result %q", msg.ID, res.MessageID)
 	}
-	if _, node, _, err := ParseID(msg.ID); err != nil || node != testNode {
+	if _, node, _, err := msgid.Parse(msg.ID); err != nil || node != testNode {
 		t.Errorf("ID %q: node %d, err %v; want a snowflake on node %d", msg.ID, node, err, testNode)
 	}
 	if res.OffsetMsgID == "" || res.MsgID == "" || res.Topic != "orders" || res.BrokerName != rmqtest.BrokerName {
@@ -158,7 +160,7 @@ func TestResendKeepsID(t *testing.T) {
 }
 
 func TestStampRules(t *testing.T) {
-	g, err := NewIDGenerator(FixedNode(1), IDConfig{})
+	g, err := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,11 +186,8 @@ func TestStampRules(t *testing.T) {
 		}
 	}
 	// An ID source failure is reported, not papered over.
-	lost := &stubSource{node: 1}
-	lg, _ := NewIDGenerator(lost, IDConfig{})
-	lost.err = ErrNodeLeaseLost
 	m = &idemq.Message{Topic: "t"}
-	if err := stamp(lg, m); !errors.Is(err, ErrNodeLeaseLost) || m.ID != "" {
+	if err := stamp(failingIDs{msgid.ErrNodeLeaseLost}, m); !errors.Is(err, msgid.ErrNodeLeaseLost) || m.ID != "" {
 		t.Errorf("lost lease: err %v, ID %q", err, m.ID)
 	}
 }
@@ -235,18 +234,18 @@ func TestInvalidMessagesAreRefused(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	g, _ := NewIDGenerator(FixedNode(1), IDConfig{})
+	g, _ := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 		want string
 	}{
-		{"no name servers", Config{IDs: g}, "NameServers"},
-		{"no IDs", Config{NameServers: []string{"127.0.0.1:9876"}}, "IDs"},
-		{"no port", Config{IDs: g, NameServers: []string{"127.0.0.1"}}, "name server"},
-		{"bad port", Config{IDs: g, NameServers: []string{"127.0.0.1:99999"}}, "bad port"},
-		{"unresolvable", Config{IDs: g, NameServers: []string{"no-such-host.invalid:9876"}}, "resolve"},
-		{"retries", Config{IDs: g, NameServers: []string{"127.0.0.1:9876"}, Retries: -2}, "Retries"},
+		{"no name servers", Config{IDSource: g}, "NameServers"},
+		{"no IDSource", Config{NameServers: []string{"127.0.0.1:9876"}}, "IDSource"},
+		{"no port", Config{IDSource: g, NameServers: []string{"127.0.0.1"}}, "name server"},
+		{"bad port", Config{IDSource: g, NameServers: []string{"127.0.0.1:99999"}}, "bad port"},
+		{"unresolvable", Config{IDSource: g, NameServers: []string{"no-such-host.invalid:9876"}}, "resolve"},
+		{"retries", Config{IDSource: g, NameServers: []string{"127.0.0.1:9876"}, Retries: -2}, "Retries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
@@ -605,25 +604,25 @@ func TestHungAttemptIsRetried(t *testing.T) {
 }
 
 func TestAttemptTimeoutDefaults(t *testing.T) {
-	g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	g, err := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{NameServers: []string{"127.0.0.1:1"}, IDs: g}
+	cfg := Config{NameServers: []string{"127.0.0.1:1"}, IDSource: g}
 	if err := cfg.defaults("producer"); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.AttemptTimeout != DefaultAttemptTimeout || cfg.SendTimeout != DefaultSendTimeout {
 		t.Fatalf("defaults: attempt %s, total %s", cfg.AttemptTimeout, cfg.SendTimeout)
 	}
-	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, SendTimeout: time.Second, AttemptTimeout: time.Minute}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDSource: g, SendTimeout: time.Second, AttemptTimeout: time.Minute}
 	if err := cfg.defaults("producer"); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.AttemptTimeout != time.Second {
 		t.Fatalf("AttemptTimeout above SendTimeout kept as %s", cfg.AttemptTimeout)
 	}
-	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, AttemptTimeout: -1}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDSource: g, AttemptTimeout: -1}
 	if err := cfg.defaults("producer"); err == nil {
 		t.Fatal("negative AttemptTimeout accepted")
 	}

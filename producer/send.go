@@ -17,6 +17,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/internal/remoting"
 	"github.com/idemq/idemq/internal/rmqprops"
+	"github.com/idemq/idemq/msgid"
 )
 
 // MaxDelayLevel is the highest RocketMQ delay level (2h on the default
@@ -89,7 +90,7 @@ func invalid(format string, args ...any) error {
 func hasSeparator(s string) bool { return strings.ContainsAny(s, "\x01\x02") }
 
 // stamp gives msg its ID (see Producer.Stamp).
-func stamp(ids IDSource, msg *idemq.Message) error {
+func stamp(ids msgid.Source, msg *idemq.Message) error {
 	if msg == nil {
 		return idemq.Permanent(fmt.Errorf("%w: nil message", ErrInvalidMessage))
 	}

@@ -11,6 +11,7 @@ import (
 	rocketmq "github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/msgid"
 	"gorm.io/gorm"
 )
 
@@ -177,7 +178,7 @@ func (p *TransactionProducer) Shutdown() error {
 
 // Stamp gives msg its idemq message ID, as Producer.Stamp does.
 func (p *TransactionProducer) Stamp(msg *idemq.Message) error {
-	return stamp(p.cfg.IDs, msg)
+	return stamp(p.cfg.IDSource, msg)
 }
 
 // SendInTx stamps msg, sends it as a half message and, once the broker has
@@ -328,7 +329,7 @@ func (p *TransactionProducer) check(m *primitive.MessageExt) primitive.LocalTran
 	}
 	born := time.UnixMilli(m.BornTimestamp)
 	if m.BornTimestamp <= 0 {
-		if at, _, _, err := ParseID(id); err == nil {
+		if at, _, _, err := msgid.Parse(id); err == nil {
 			born = at
 		} else {
 			born = p.now()

@@ -21,10 +21,12 @@ import (
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"gorm.io/gorm"
+
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
-	"gorm.io/gorm"
+	"github.com/idemq/idemq/msgid"
 )
 
 type txBundle struct {
@@ -49,12 +51,12 @@ func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
 
 func (b *txBundle) producer(t *testing.T, group string, grace time.Duration) *TransactionProducer {
 	t.Helper()
-	g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	g, err := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := NewTransactionProducer(TxConfig{
-		Config:      Config{NameServers: []string{b.broker.Addr()}, Group: group, IDs: g, Retries: -1, Logger: quietLog},
+		Config:      Config{NameServers: []string{b.broker.Addr()}, Group: group, IDSource: g, Retries: -1, Logger: quietLog},
 		DB:          b.db,
 		TablePrefix: b.prefix,
 		Migrate:     true,
@@ -356,4 +358,13 @@ func TestLivePurgeTxRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tablePrefix returns a prefix unique to the test and drops its tables
+// when the test ends.
+func tablePrefix(t *testing.T, db *gorm.DB) string {
+	t.Helper()
+	p := testenv.TablePrefix(t)
+	testenv.DropTables(t, db, p+"node_leases", p+"tx_records", p+"schema_migrations")
+	return p
 }

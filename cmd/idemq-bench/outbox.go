@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -72,10 +73,10 @@ func outboxMain(args []string) {
 	}
 }
 
-func runRelays(db *gorm.DB, prod *producer.Producer, ids outbox.IDs, relays, n int) (float64, error) {
+func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, n int) (float64, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("obench%d_%d_", relays, time.Now().UnixNano()%1e6)
-	ob, err := outbox.New(db, outbox.Config{IDs: ids, TablePrefix: prefix})
+	ob, err := outbox.New(db, outbox.Config{IDSource: ids, TablePrefix: prefix})
 	if err != nil {
 		return 0, err
 	}

@@ -56,6 +56,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -307,11 +308,11 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		return err
 	}
 
-	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 	if err != nil {
 		return err
 	}
-	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDs: ids, Logger: log})
+	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDSource: ids, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@
 //	})
 //	// optional, for low latency: relay.SendNow(ctx, msg.ID) or relay.Notify()
 //
-// Enqueue stamps a snowflake message ID on the message (from Config.IDs)
+// Enqueue stamps a snowflake message ID on the message (from Config.IDSource)
 // unless it has one. The ID is unique in the table, is carried in the
 // idemq.PropertyMessageID property of every send, and survives every
 // re-send and redrive, so consumers deduplicate on it.

@@ -348,7 +348,7 @@ func TestBadRowsFailAtOnceAndDoNotBlock(t *testing.T) {
 		)
 		// The relay's outbox allows smaller bodies than the one that
 		// enqueued (a lowered limit, or a row written by hand).
-		small, err := New(b.db, Config{IDs: &seqIDs{}, TablePrefix: b.prefix, MaxBodySize: 32, Logger: quiet})
+		small, err := New(b.db, Config{IDSource: &seqIDs{}, TablePrefix: b.prefix, MaxBodySize: 32, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}

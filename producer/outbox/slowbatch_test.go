@@ -168,7 +168,7 @@ func TestRelayStopsBeforeAnUnextendedClaimExpires(t *testing.T) {
 		b.enqueueN(t, "orders", rows)
 		proxy := testenv.NewProxy(t, target)
 		via := openVia(t, d.Dialect, dsnVia(t, proxy.Addr()))
-		ob, err := New(via, Config{TablePrefix: b.prefix, IDs: &seqIDs{}, Logger: quiet})
+		ob, err := New(via, Config{TablePrefix: b.prefix, IDSource: &seqIDs{}, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
