@@ -81,7 +81,10 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	defer p.Shutdown()
+	if err := p.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer p.Shutdown(context.Background())
 	paid := &idemq.Message{Topic: "orders", Tags: "paid", Body: []byte("order-42")}
 	for range 2 { // the second send keeps the ID stamped by the first
 		if _, err := p.SendSync(ctx, paid); err != nil {

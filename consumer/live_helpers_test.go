@@ -79,7 +79,10 @@ func newWorld(t *testing.T, bcfg rmqtest.Config) *world {
 	if err != nil {
 		t.Fatalf("producer: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 
 	db := testenv.OpenSQLite(t)
 	store, err := sqldedup.New(db, sqldedup.Config{Logger: quiet()})

@@ -54,7 +54,10 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
 	db := testenv.OpenSQLite(t)
 	store, err := sqldedup.New(db, sqldedup.Config{Logger: quiet})
 	if err != nil {

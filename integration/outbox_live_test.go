@@ -145,7 +145,10 @@ func TestLiveOutboxBrokerRejectsOversizedBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
 	w := setup(t)
 	ob := newOutbox(t, w, outbox.Config{IDSource: ids, TablePrefix: "obig_"})
 	// Random bytes: the client compresses bodies over 4 KiB, and a

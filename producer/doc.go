@@ -16,8 +16,12 @@
 //
 // # Sending
 //
-// [New] creates a [Producer] and starts its client (there is no separate
-// Start); [Producer.Shutdown] stops it. Sends: [Producer.SendSync] (waits for
+// A [Producer] has the lifecycle of every long-lived idemq value: [New]
+// checks the configuration and touches no network, [Producer.Start]
+// connects (idempotent; after Shutdown it returns [ErrClosed]), and
+// [Producer.Shutdown] waits for the sends in flight, up to its context,
+// and stops the client (idempotent). Sends before Start return
+// [ErrNotStarted]. Sends: [Producer.SendSync] (waits for
 // the broker; a status other than SEND_OK is an error wrapping
 // [ErrSendNotOK], though the message may be stored), [Producer.Send] (the
 // outbox relay's Sender), [Producer.SendAsync] (SendSync in a bounded pool of
@@ -32,10 +36,11 @@
 // Each attempt of a send is bounded by Config.AttemptTimeout (the client's
 // per-attempt WithSendMsgTimeout, 3 s by default), the whole send by
 // Config.SendTimeout (10 s): an attempt the broker never answers is
-// abandoned and retried (Config.Retries) while time is left. A send that
-// fails with the client's "route info not found" says instead which it is:
-// no name server answers, or the topic does not exist (create topics
-// first, with package topics or mqadmin updateTopic).
+// abandoned and retried (Config.Retries) while time is left. Start fails
+// with "no name server answers" when none does. A send that fails with the
+// client's "route info not found" says instead which it is: no name server
+// answers, or the topic does not exist (create topics first, with package
+// topics or mqadmin updateTopic).
 //
 // At least once, not exactly once: a send whose reply is lost is reported as
 // failed although the broker stored the message, and a retry stores a second

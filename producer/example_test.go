@@ -33,7 +33,10 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	defer p.Shutdown()
+	if err := p.Start(context.Background()); err != nil {
+		panic(err)
+	}
+	defer p.Shutdown(context.Background())
 
 	msg := &idemq.Message{Topic: "orders", Tags: "created", Body: []byte(`{"order":123}`)}
 	ctx := context.Background()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/msgid"
 )
 
@@ -54,7 +55,10 @@ func newTestProducer(t testing.TB, b *rmqtest.Broker, cfg Config) *Producer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p
 }
 
@@ -244,7 +248,6 @@ func TestConfigValidation(t *testing.T) {
 		{"no IDSource", Config{NameServers: []string{"127.0.0.1:9876"}}, "IDSource"},
 		{"no port", Config{IDSource: g, NameServers: []string{"127.0.0.1"}}, "name server"},
 		{"bad port", Config{IDSource: g, NameServers: []string{"127.0.0.1:99999"}}, "bad port"},
-		{"unresolvable", Config{IDSource: g, NameServers: []string{"no-such-host.invalid:9876"}}, "resolve"},
 		{"retries", Config{IDSource: g, NameServers: []string{"127.0.0.1:9876"}, Retries: -2}, "Retries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,6 +256,61 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+	// New touches no network: a name that does not resolve is found by
+	// Start.
+	p, err := New(Config{IDSource: g, NameServers: []string{"no-such-host.invalid:9876"}, Logger: quietLog})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := p.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "resolve") {
+		t.Fatalf("Start with an unresolvable name server = %v, want a resolve error", err)
+	}
+}
+
+// A Producer has the lifecycle of every long-lived idemq value: sends
+// wait for Start, Start is idempotent, Shutdown is idempotent and works
+// without Start, and nothing starts again after it.
+func TestProducerLifecycle(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"life"}})
+	g, _ := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
+	ctx := context.Background()
+	cfg := Config{NameServers: []string{b.Addr()}, Group: "pg-life", IDSource: g, Retries: -1, Logger: quietLog}
+
+	unstarted, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unstarted.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown without Start: %v", err)
+	}
+	if err := unstarted.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+	}
+
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.SendSync(ctx, &idemq.Message{Topic: "life"}); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("send before Start = %v, want ErrNotStarted", err)
+	}
+	for range 2 {
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.SendSync(ctx, &idemq.Message{Topic: "life", Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+	}
+	if n := len(b.Messages("life")); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
 	}
 }
 
@@ -485,7 +543,7 @@ func TestSendAsyncDroppedBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-ran
-	if err := p.Shutdown(); err != nil {
+	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -493,10 +551,10 @@ func TestSendAsyncDroppedBroker(t *testing.T) {
 func TestShutdownRefusesSends(t *testing.T) {
 	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"t"}})
 	p := newTestProducer(t, b, Config{Group: "pg-shutdown"})
-	if err := p.Shutdown(); err != nil {
+	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Shutdown(); err != nil {
+	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
 	}
 	msg := &idemq.Message{Topic: "t"}
@@ -641,13 +699,28 @@ func TestSendExplainsRouteErrors(t *testing.T) {
 		t.Fatalf("a missing topic may be created later; got a permanent error: %v", err)
 	}
 
+	// A name server that does not answer at Start is named at Start, not
+	// left for the first send.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	down := newTestProducer(t, b, Config{Group: "pg-explain-down", NameServers: []string{addr}, SendTimeout: 5 * time.Second})
+	g, _ := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
+	closed, err := New(Config{NameServers: []string{addr}, Group: "pg-explain-closed", IDSource: g, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = closed.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no name server answers") || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Start against a closed port = %v, want \"no name server answers\" naming %s", err, addr)
+	}
+
+	// A name server that goes away after Start is named by the send.
+	proxy := testenv.NewProxy(t, b.Addr())
+	down := newTestProducer(t, b, Config{Group: "pg-explain-down", NameServers: []string{proxy.Addr()}, SendTimeout: 5 * time.Second})
+	proxy.Cut()
 	_, err = down.SendSync(context.Background(), &idemq.Message{Topic: "t"})
 	if err == nil || !strings.Contains(err.Error(), "no name server answers") {
 		t.Fatalf("unreachable name server: %v", err)

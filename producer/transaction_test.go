@@ -65,7 +65,10 @@ func (b *txBundle) producer(t *testing.T, group string, grace time.Duration) *Tr
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p
 }
 
@@ -203,7 +206,7 @@ func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
 			if n := len(b.broker.Messages("tx-orders")); n != 0 {
 				t.Fatalf("message delivered before any commit (%d)", n)
 			}
-			if err := a.Shutdown(); err != nil {
+			if err := a.Shutdown(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			// The restarted process. rocketmq-client-go learns broker

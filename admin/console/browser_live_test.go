@@ -56,14 +56,20 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = p.Shutdown() })
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 			// The console redrives through a producer of its own that
 			// issues no IDs: the message keeps its ID.
 			rp, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: admin.NoIDs{}, Group: "console_redrive", Logger: quietLog})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = rp.Shutdown() })
+			if err := rp.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rp.Shutdown(context.Background()) })
 			b.sent.deliver = admin.ProducerSender(rp)
 
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store, Logger: quietLog,

@@ -45,7 +45,10 @@ func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *msgid.Generator
 	if err != nil {
 		log.Fatal(err)
 	}
-	return broker, ids, prod, func() { prod.Shutdown(); broker.Close() }
+	if err := prod.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	return broker, ids, prod, func() { prod.Shutdown(context.Background()); broker.Close() }
 }
 
 // pipelineMain measures producer -> test broker -> consumer -> handler,

@@ -69,7 +69,10 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { p.Shutdown() })
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Shutdown(context.Background()) })
 			store := tg.store(t)
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store, Logger: quiet,
 				DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}})

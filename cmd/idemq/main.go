@@ -263,6 +263,9 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 		if err != nil {
 			return nil, fmt.Errorf("redrive producer: %w", err)
 		}
+		if err := p.Start(ctx); err != nil {
+			return nil, fmt.Errorf("redrive producer: %w", err)
+		}
 		a.prod = p
 		cfg.Sender = admin.ProducerSender(p)
 	}
@@ -276,7 +279,7 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 
 func (a *app) close() {
 	if a.prod != nil {
-		_ = a.prod.Shutdown()
+		_ = a.prod.Shutdown(context.Background())
 	}
 	if a.closeDB != nil {
 		a.closeDB()

@@ -316,7 +316,10 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	if err != nil {
 		return err
 	}
-	defer prod.Shutdown()
+	if err := prod.Start(ctx); err != nil {
+		return err
+	}
+	defer prod.Shutdown(context.Background())
 
 	sends := 0
 	for i := 1; i <= users; i++ {

@@ -291,7 +291,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	defer prod.Shutdown()
+	if err := prod.Start(ctx); err != nil {
+		return err
+	}
+	defer prod.Shutdown(context.Background())
 
 	newConsumer := func() (*consumer.Consumer, error) {
 		c, err := consumer.New(consumer.Config{

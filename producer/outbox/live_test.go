@@ -24,7 +24,10 @@ func liveProducer(t *testing.T, b *rmqtest.Broker, ids msgid.Source) *producer.P
 	if err != nil {
 		t.Fatalf("producer.New: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("producer.New: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p
 }
 
