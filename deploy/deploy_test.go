@@ -110,7 +110,7 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.RegisterMetrics(rec, outbox.MetricsOptions{}); err != nil {
+	if err := relay.RegisterMetrics(rec, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	adm, err := admin.New(db, admin.Config{})
@@ -178,7 +178,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.RegisterMetrics(reg, outbox.MetricsOptions{}); err != nil {
+	if err := relay.RegisterMetrics(reg, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	reg.MustRegister(adm.Collector(admin.CollectorOptions{}))

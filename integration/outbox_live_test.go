@@ -94,9 +94,10 @@ func TestLiveOutboxResendIsAbsorbedByDedup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go relay.Run(ctx)
+	if err := relay.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Shutdown(context.Background())
 
 	eventually(t, 30*time.Second, "every row sent", func() bool {
 		st, err := ob.Stats(context.Background())

@@ -22,7 +22,7 @@ import (
 
 // MaxDelayLevel is the highest RocketMQ delay level (2h on the default
 // ladder 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).
-const MaxDelayLevel = 18
+const MaxDelayLevel = rmqprops.MaxDelayLevel
 
 // SendResult is the broker's confirmation of a send.
 type SendResult struct {

@@ -98,17 +98,23 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, n
 			return 0, err
 		}
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	start := time.Now()
-	var wg sync.WaitGroup
+	var started []*outbox.Relay
+	stop := func() {
+		for _, r := range started {
+			_ = r.Shutdown(context.WithoutCancel(ctx))
+		}
+	}
+	defer stop()
 	for i := 0; i < relays; i++ {
 		r, err := outbox.NewRelay(ob, prod, outbox.RelayConfig{ID: fmt.Sprintf("bench-%d", i), PollInterval: 5 * time.Millisecond})
 		if err != nil {
 			return 0, err
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); r.Run(rctx) }()
+		if err := r.Start(ctx); err != nil {
+			return 0, err
+		}
+		started = append(started, r)
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -128,7 +134,7 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, n
 		time.Sleep(10 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	cancel()
-	wg.Wait()
+	stop()
+	started = nil
 	return float64(n) / elapsed.Seconds(), nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/rmqprops"
 	"github.com/idemq/idemq/msgid"
 )
 
@@ -50,14 +51,13 @@ const (
 	// PropertyShardingKey selects the message queue; with Config.Ordered,
 	// rows of one sharding key are sent in enqueue order.
 	PropertyShardingKey = "SHARDING_KEY"
-	// PropertyDelayLevel is RocketMQ's delay level (0 none, 1..MaxDelayLevel).
+	// PropertyDelayLevel is RocketMQ's delay level (0 none,
+	// 1..producer.MaxDelayLevel).
 	PropertyDelayLevel = "DELAY"
 )
 
 // Limits enforced by Enqueue; they match the column sizes of the schema.
 const (
-	// MaxDelayLevel is the highest delay level of RocketMQ's default ladder.
-	MaxDelayLevel = 18
 	// DefaultMaxBodySize is RocketMQ's default maximum message size.
 	DefaultMaxBodySize = 4 * 1024 * 1024
 	maxIDLen           = 128
@@ -86,6 +86,8 @@ var (
 	ErrNilTx = errors.New("outbox: nil transaction")
 	// ErrEmptyFilter is returned by Redrive when no selector is set.
 	ErrEmptyFilter = errors.New("outbox: redrive filter selects nothing; set MessageIDs, Topic or All")
+	// ErrClosed is returned by a Relay's Start after Shutdown.
+	ErrClosed = errors.New("outbox: relay shut down")
 	// ErrNotFound is returned by Get for a message ID not in the outbox.
 	ErrNotFound = errors.New("outbox: message not found")
 )
@@ -254,8 +256,8 @@ func (o *Outbox) prepare(msg *idemq.Message) (*sendRow, error) {
 	delay := 0
 	if s := msg.Property(PropertyDelayLevel); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || n > MaxDelayLevel {
-			return nil, fmt.Errorf("%w: delay level %q is not an integer in 0..%d", ErrInvalidMessage, s, MaxDelayLevel)
+		if err != nil || n < 0 || n > rmqprops.MaxDelayLevel {
+			return nil, fmt.Errorf("%w: delay level %q is not an integer in 0..%d", ErrInvalidMessage, s, rmqprops.MaxDelayLevel)
 		}
 		delay = n
 	}

@@ -97,7 +97,7 @@ func benchRelays(b *testing.B, d testenv.DB, relays int) {
 			b.Fatal(err)
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = r.Run(ctx) }()
+		go func() { defer wg.Done(); r.run(ctx) }()
 	}
 	for s.n.Load() < int64(b.N) {
 		time.Sleep(time.Millisecond)
