@@ -66,7 +66,8 @@
 // Both SQL tables are created and upgraded by versioned migration steps
 // when asked (Migrate; the `idemq migrate` command runs the same steps), or
 // from the plain SQL that [Schema] returns. Table names take a
-// prefix matching ^[a-z][a-z0-9_]{0,30}$. [SetClientLogger] routes the
-// client library's logs into log/slog; call it once, before creating
-// clients.
+// prefix matching ^[a-z][a-z0-9_]{0,30}$. The client library's
+// logs go to log/slog (slog.Default(), or the logger given to
+// [SetClientLogger]), with its many Info lines at Debug:
+// [SetClientInfoLevel](slog.LevelInfo) brings them back.
 package producer

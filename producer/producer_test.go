@@ -9,10 +9,12 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/apache/rocketmq-client-go/v2/rlog"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
@@ -725,4 +727,57 @@ func TestSendExplainsRouteErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no name server answers") {
 		t.Fatalf("unreachable name server: %v", err)
 	}
+}
+
+// countHandler counts the records of the RocketMQ client at or above
+// Info, slog's default level.
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h countHandler) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "component" && a.Value.String() == "rocketmq-client" {
+			h.n.Add(1)
+			return false
+		}
+		return true
+	})
+	return nil
+}
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countHandler) WithGroup(string) slog.Handler      { return h }
+
+// The client writes dozens of Info lines for a few messages; by default
+// they are at Debug, and a handler at Info (slog's default) sees none.
+// SetClientInfoLevel brings them back.
+func TestClientLogsQuietByDefault(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"quiet"}})
+	var n atomic.Int64
+	SetClientLogger(slog.New(countHandler{&n}))
+	t.Cleanup(func() { SetClientLogger(quietLog); SetClientInfoLevel(slog.LevelDebug) })
+	rlog.SetLogLevel("info") // the client's own filter, as in production
+	t.Cleanup(func() { rlog.SetLogLevel(os.Getenv("ROCKETMQ_GO_LOG_LEVEL")) })
+
+	send3 := func(group string) {
+		p := newTestProducer(t, b, Config{Group: group})
+		for range 3 {
+			if _, err := p.SendSync(context.Background(), &idemq.Message{Topic: "quiet", Body: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send3("pg-quiet")
+	if got := n.Load(); got != 0 {
+		t.Fatalf("%d client lines at Info or above for 3 sends, want 0", got)
+	}
+
+	SetClientInfoLevel(slog.LevelInfo)
+	send3("pg-loud")
+	if got := n.Load(); got < 3 {
+		t.Fatalf("%d client lines at Info after SetClientInfoLevel(Info), want several", got)
+	}
+	t.Logf("the client wrote %d Info lines for 3 sends", n.Load())
 }
