@@ -559,7 +559,7 @@ func TestNodeLeaseRefusesBeyondReservation(t *testing.T) {
 
 // Close records the exact high-water mark; the next holder starts after it
 // even when the previous holder's clock ran ahead.
-func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
+func TestNodeLeaseShutdownHandsOverHighWater(t *testing.T) {
 	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
 		ctx := context.Background()
 		cfg := NodeLeaseConfig{MinNode: 8, NodeCount: 1, TTL: 5 * time.Second}
