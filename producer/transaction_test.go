@@ -220,6 +220,11 @@ func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
 			waitFor(t, "the check-back to commit", func() bool {
 				return len(findByID(b.broker.Messages("tx-orders"), msg.ID)) == 1
 			})
+			// The second message's commit notice is one-way: SendInTx
+			// returns before the broker has applied it.
+			waitFor(t, "the second message's commit", func() bool {
+				return len(findByID(b.broker.Messages("tx-orders"), next.ID)) == 1
+			})
 			st := b.broker.Stats()
 			if st.TransactionChecks < 1 || st.Commits != 2 || st.Rollbacks != 0 {
 				t.Errorf("stats %+v: want a check and two commits", st)
