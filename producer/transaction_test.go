@@ -36,9 +36,9 @@ type txBundle struct {
 	orders string // a business table: id (PK), note
 }
 
-func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
+func setupTx(t *testing.T, k testenv.DB, bcfg rmqtest.Config) *txBundle {
 	t.Helper()
-	db := k.open(t)
+	db := k.Open(t)
 	prefix := tablePrefix(t, db)
 	orders := prefix + "orders"
 	testenv.DropTables(t, db, orders)
@@ -104,8 +104,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestLiveSendInTxCommit(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-commit", 0)
 			msg := &idemq.Message{Topic: "tx-orders", Body: []byte("order-1 paid")}
@@ -143,8 +143,8 @@ func TestLiveSendInTxCommit(t *testing.T) {
 }
 
 func TestLiveSendInTxRollback(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-rollback", 0)
 			errDeclined := errors.New("card declined")
@@ -191,8 +191,8 @@ func TestLiveSendInTxRollback(t *testing.T) {
 // producer "crashes" before END_TRANSACTION). Another producer of the group
 // settles the half message from the record, with no user code.
 func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{TransactionCheckInterval: 200 * time.Millisecond})
 			a := b.producer(t, "txg-crash", 0)
 			a.loseEnd = func(string) bool { return true }
@@ -239,7 +239,7 @@ func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
 // The producer dies after the half send, before its local transaction: no
 // record ever appears, and after CheckGrace the check-back rolls back.
 func TestLiveSendInTxCheckBackRollsBackWithoutRecord(t *testing.T) {
-	b := setupTx(t, databases()[0], rmqtest.Config{TransactionCheckInterval: 100 * time.Millisecond})
+	b := setupTx(t, testenv.Databases()[0], rmqtest.Config{TransactionCheckInterval: 100 * time.Millisecond})
 	p := b.producer(t, "txg-norecord", 300*time.Millisecond)
 	p.crashBefore = func(string) bool { return true }
 	ran := false
@@ -261,8 +261,8 @@ func TestLiveSendInTxCheckBackRollsBackWithoutRecord(t *testing.T) {
 
 // The check-back's decision table, with a controlled clock.
 func TestLiveCheckLocalTransactionDecisions(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-check", time.Minute)
 			now := time.Now()
@@ -303,7 +303,7 @@ func TestLiveCheckLocalTransactionDecisions(t *testing.T) {
 				t.Errorf("panicking execute: %v, want unknown", got)
 			}
 			// A database error is "unknown", never a rollback.
-			down := k.open(t)
+			down := k.Open(t)
 			sqlDB, _ := down.DB()
 			_ = sqlDB.Close()
 			p.db = down
@@ -317,7 +317,7 @@ func TestLiveCheckLocalTransactionDecisions(t *testing.T) {
 // A local transaction that outlives CheckGrace/2 is rolled back, so a
 // record can never appear after a check-back decided to roll back.
 func TestLiveSendInTxTooSlowRollsBack(t *testing.T) {
-	b := setupTx(t, databases()[0], rmqtest.Config{})
+	b := setupTx(t, testenv.Databases()[0], rmqtest.Config{})
 	p := b.producer(t, "txg-slow", time.Minute)
 	var mu sync.Mutex
 	now := time.Now()
@@ -338,8 +338,8 @@ func TestLiveSendInTxTooSlowRollsBack(t *testing.T) {
 }
 
 func TestLivePurgeTxRecords(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-purge", 0)
 			now := time.Now().UTC()

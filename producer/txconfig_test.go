@@ -4,13 +4,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/msgid"
 )
 
 func TestTxConfigValidation(t *testing.T) {
 	g, _ := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
 	base := Config{NameServers: []string{"127.0.0.1:9876"}, IDSource: g}
-	db := databases()[0].open(t)
+	db := testenv.OpenSQLite(t)
 	for _, tc := range []struct {
 		name string
 		cfg  TxConfig
