@@ -27,7 +27,8 @@ type Gate struct {
 }
 
 // New returns a Gate whose Enter and Start return closed after Shutdown
-// began, and whose Enter returns notStarted before Start succeeded.
+// began, and whose Enter returns notStarted before Start succeeded; with a
+// nil notStarted, Enter admits calls before Start too.
 func New(closed, notStarted error) *Gate {
 	return &Gate{
 		closedErr:     closed,
@@ -77,15 +78,15 @@ func (g *Gate) Started() bool {
 	return g.started
 }
 
-// Enter admits a call while the gate is started and not closed; Leave must
-// follow an admitted call.
+// Enter admits a call while the gate is started (or New was given no
+// notStarted error) and not closed; Leave must follow an admitted call.
 func (g *Gate) Enter() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
 	case g.closed:
 		return g.closedErr
-	case !g.started:
+	case !g.started && g.notStartedErr != nil:
 		return g.notStartedErr
 	}
 	g.inFlight++

@@ -93,3 +93,24 @@ func TestFailedStartCanBeRetried(t *testing.T) {
 		t.Fatal("not Started after a successful start")
 	}
 }
+
+// Without a notStarted error, calls are admitted before Start, and
+// Shutdown waits for them too.
+func TestAdmitBeforeStart(t *testing.T) {
+	g := New(errClosed, nil)
+	if err := g.Enter(); err != nil {
+		t.Fatalf("Enter before Start: %v", err)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := g.Shutdown(short, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a call in flight: %v, want DeadlineExceeded", err)
+	}
+	g.Leave()
+	if err := g.Shutdown(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Enter(); !errors.Is(err, errClosed) {
+		t.Fatalf("Enter after Shutdown: %v, want errClosed", err)
+	}
+}

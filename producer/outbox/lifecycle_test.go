@@ -37,6 +37,12 @@ func TestRelayLifecycle(t *testing.T) {
 		if err := r.Start(ctx); !errors.Is(err, ErrClosed) {
 			t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
 		}
+		if _, err := r.RunOnce(ctx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("RunOnce after Shutdown = %v, want ErrClosed", err)
+		}
+		if _, err := r.SendNow(ctx, ids...); !errors.Is(err, ErrClosed) {
+			t.Fatalf("SendNow after Shutdown = %v, want ErrClosed", err)
+		}
 		if n := s.callCount(); n != 1 {
 			t.Fatalf("sender called %d times, want 1", n)
 		}

@@ -86,7 +86,8 @@ var (
 	ErrNilTx = errors.New("outbox: nil transaction")
 	// ErrEmptyFilter is returned by Redrive when no selector is set.
 	ErrEmptyFilter = errors.New("outbox: redrive filter selects nothing; set MessageIDs, Topic or All")
-	// ErrClosed is returned by a Relay's Start after Shutdown.
+	// ErrClosed is returned by a Relay's Start, RunOnce and SendNow after
+	// Shutdown.
 	ErrClosed = errors.New("outbox: relay shut down")
 	// ErrNotFound is returned by Get for a message ID not in the outbox.
 	ErrNotFound = errors.New("outbox: message not found")

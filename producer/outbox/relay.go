@@ -15,7 +15,7 @@ import (
 //
 // NewRelay builds a Relay and checks its configuration; Start starts its
 // loop; Shutdown stops it. RunOnce and SendNow work with or without the
-// loop.
+// loop, until Shutdown.
 type Relay struct {
 	ob     *Outbox
 	sender Sender
@@ -118,7 +118,7 @@ func (r *Relay) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		n, err := r.RunOnce(ctx)
+		n, err := r.runOnce(ctx)
 		wait := r.cfg.PollInterval
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -153,9 +153,20 @@ func (r *Relay) run(ctx context.Context) {
 }
 
 // RunOnce claims one batch of due rows, sends each, and records the
-// outcomes. It returns the number of rows claimed. Send failures are
-// recorded on the rows, not returned; the error is a database error.
+// outcomes, with or without Start. It returns the number of rows claimed.
+// Send failures are recorded on the rows, not returned; the error is a
+// database error, or ErrClosed after Shutdown (which waits for RunOnce
+// calls in flight).
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
+	if err := r.gate.Enter(); err != nil {
+		return 0, err
+	}
+	defer r.gate.Leave()
+	return r.runOnce(ctx)
+}
+
+// runOnce is RunOnce for the relay's own loop.
+func (r *Relay) runOnce(ctx context.Context) (int, error) {
 	c, err := r.claim(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -169,8 +180,13 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 // sent. Call it after the enqueuing transaction committed, for low
 // latency; rows it skips or fails to send are left to the relays, as
 // usual. It claims like a relay, so a row is never sent by both in the
-// normal case.
+// normal case. It works with or without Start, and returns ErrClosed after
+// Shutdown (which waits for SendNow calls in flight).
 func (r *Relay) SendNow(ctx context.Context, messageIDs ...string) (int, error) {
+	if err := r.gate.Enter(); err != nil {
+		return 0, err
+	}
+	defer r.gate.Leave()
 	if len(messageIDs) == 0 {
 		return 0, nil
 	}

@@ -34,11 +34,12 @@ type RelayConfig struct {
 	MaxAttempts int
 	// Backoff spaces the retries of a row.
 	Backoff Backoff
-	// Retention is how long sent rows are kept before Run deletes them;
-	// negative keeps them forever. Defaults to 7 days.
+	// Retention is how long sent rows are kept before the relay's loop
+	// (see Relay.Start) deletes them; negative keeps them forever.
+	// Defaults to 7 days.
 	Retention time.Duration
-	// CleanupInterval is how often Run deletes expired sent rows. Defaults
-	// to 10 minutes.
+	// CleanupInterval is how often the relay's loop deletes expired sent
+	// rows. Defaults to 10 minutes.
 	CleanupInterval time.Duration
 	// CleanupBatch is the most rows one cleanup statement deletes. Defaults
 	// to 1000.
