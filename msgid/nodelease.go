@@ -238,7 +238,7 @@ func (l *NodeLease) start(ctx context.Context) error {
 	return nil
 }
 
-// NodeID returns the leased node ID.
+// NodeID returns the leased node ID (0 before Start).
 func (l *NodeLease) NodeID() int64 { return l.node }
 
 // HighWater returns the previous holder's highest issued timestamp (Unix
