@@ -203,6 +203,7 @@ func (p *Producer) Start(ctx context.Context) error {
 			return fmt.Errorf("producer: new client: %w", err)
 		}
 		if err := client.Start(); err != nil {
+			_ = client.Shutdown()
 			return fmt.Errorf("producer: start client (group %q, instance %q): %w", p.cfg.Group, p.cfg.InstanceName, err)
 		}
 		p.cfg.NameServers = ns // resolved, for the checks after a failed send

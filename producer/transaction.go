@@ -167,6 +167,7 @@ func (p *TransactionProducer) Start(ctx context.Context) error {
 		p.cfg.NameServers = ns // resolved, for the checks after a failed send
 		p.client = client
 		if err := client.Start(); err != nil {
+			_ = client.Shutdown()
 			return fmt.Errorf("producer: start transaction client (group %q, instance %q): %w", p.cfg.Group, p.cfg.InstanceName, err)
 		}
 		return nil
