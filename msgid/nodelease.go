@@ -163,14 +163,6 @@ type NodeLease struct {
 	done chan struct{}
 }
 
-func newOwnerToken() (string, error) {
-	t, err := token.New()
-	if err != nil {
-		return "", fmt.Errorf("msgid: %w", err)
-	}
-	return t, nil
-}
-
 func newLease(b leaseBackend, cfg NodeLeaseConfig, prepare func(context.Context) error) *NodeLease {
 	return &NodeLease{
 		backend: b,
@@ -200,9 +192,9 @@ func (l *NodeLease) start(ctx context.Context) error {
 			return err
 		}
 	}
-	owner, err := newOwnerToken()
+	owner, err := token.New()
 	if err != nil {
-		return err
+		return fmt.Errorf("msgid: %w", err)
 	}
 	base := time.Now()
 	reserve := cfg.clock().UnixMilli() + cfg.TTL.Milliseconds()
