@@ -24,6 +24,7 @@ import (
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/dedup/sqldedup/sqlitedb"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -78,12 +79,15 @@ func Example() {
 		panic(err)
 	}
 
-	ids, _ := producer.NewIDGenerator(producer.FixedNode(1), producer.IDConfig{})
-	p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: quiet})
+	ids, _ := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
+	p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: ids, Logger: quiet})
 	if err != nil {
 		panic(err)
 	}
-	defer p.Shutdown()
+	if err := p.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer p.Shutdown(context.Background())
 	paid := &idemq.Message{Topic: "orders", Tags: "paid", Body: []byte("order-42")}
 	for range 2 { // the second send keeps the ID stamped by the first
 		if _, err := p.SendSync(ctx, paid); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
@@ -59,20 +60,23 @@ type world struct {
 func newWorld(t *testing.T, bcfg rmqtest.Config) *world {
 	t.Helper()
 	b := rmqtest.NewTest(t, bcfg)
-	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := producer.New(producer.Config{
 		NameServers: []string{b.Addr()},
 		Group:       "pg_" + t.Name(),
-		IDs:         ids,
+		IDSource:    ids,
 		Logger:      quiet(),
 	})
 	if err != nil {
 		t.Fatalf("producer: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 
 	db := testenv.OpenSQLite(t)
 	store, err := sqldedup.New(db, sqldedup.Config{Logger: quiet()})

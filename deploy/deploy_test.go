@@ -102,7 +102,7 @@ func exported(t *testing.T) map[string]bool {
 	if err := fp.RegisterMetrics(rec, redisdedup.MetricsOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.RegisterMetrics(rec, outbox.MetricsOptions{}); err != nil {
+	if err := relay.RegisterMetrics(rec, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	adm, err := admin.New(db, admin.Config{})
@@ -170,7 +170,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err := fp.RegisterMetrics(reg, redisdedup.MetricsOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.RegisterMetrics(reg, outbox.MetricsOptions{}); err != nil {
+	if err := relay.RegisterMetrics(reg, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	reg.MustRegister(adm.Collector(admin.CollectorOptions{}))

@@ -92,7 +92,7 @@ func TestConsoleScreenshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The outbox: a backlog and two failed rows.
-	ob, err := outbox.New(b.db, outbox.Config{IDs: &seqOutboxIDs{}, TablePrefix: b.prefix, Logger: quiet})
+	ob, err := outbox.New(b.db, outbox.Config{IDSource: &seqOutboxIDs{}, TablePrefix: b.prefix, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

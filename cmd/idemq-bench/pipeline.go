@@ -21,6 +21,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/benchwork"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
@@ -31,20 +32,23 @@ func quietLogger() *slog.Logger {
 
 // startBroker starts an in-process test broker and a producer on it whose
 // IDs come from the given snowflake node; stop shuts both down.
-func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *producer.IDGenerator, *producer.Producer, func()) {
+func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *msgid.Generator, *producer.Producer, func()) {
 	broker, err := rmqtest.New(rmqtest.Config{Logger: lg})
 	if err != nil {
 		log.Fatal(err)
 	}
-	ids, err := producer.NewIDGenerator(producer.FixedNode(node), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(node), msgid.GeneratorConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: lg})
+	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: ids, Logger: lg})
 	if err != nil {
 		log.Fatal(err)
 	}
-	return broker, ids, prod, func() { prod.Shutdown(); broker.Close() }
+	if err := prod.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	return broker, ids, prod, func() { prod.Shutdown(context.Background()); broker.Close() }
 }
 
 // pipelineMain measures the consumer's whole path (test broker ->

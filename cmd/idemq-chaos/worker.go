@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/gob"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,7 @@ import (
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/dbopen"
+	"github.com/idemq/idemq/internal/token"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -372,8 +371,4 @@ func (w *worker) handleLease(ctx context.Context, msg *idemq.Message, info *deli
 	return nil
 }
 
-func newRunID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newRunID() string { return token.Short(8) }

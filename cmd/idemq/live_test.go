@@ -25,6 +25,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -60,15 +61,18 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"payouts"}})
-			ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+			ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDs: ids, Logger: quiet})
+			p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDSource: ids, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { p.Shutdown() })
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Shutdown(context.Background()) })
 			store := tg.store(t)
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store, Logger: quiet,
 				DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}})
@@ -151,7 +155,7 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 			// The outbox: a row fails permanently at the relay, the
 			// operator redrives it from the command, a relay sends it and it
 			// arrives once.
-			ob, err := outbox.New(tg.db, outbox.Config{IDs: ids, TablePrefix: tg.prefix, Logger: quiet})
+			ob, err := outbox.New(tg.db, outbox.Config{IDSource: ids, TablePrefix: tg.prefix, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}

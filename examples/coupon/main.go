@@ -54,6 +54,7 @@ import (
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/dbopen"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -294,15 +295,18 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		return err
 	}
 
-	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 	if err != nil {
 		return err
 	}
-	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDs: ids, Logger: log})
+	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDSource: ids, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer prod.Shutdown()
+	if err := prod.Start(ctx); err != nil {
+		return err
+	}
+	defer prod.Shutdown(context.Background())
 
 	sends := 0
 	for i := 1; i <= users; i++ {

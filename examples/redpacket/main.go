@@ -52,6 +52,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -259,20 +260,26 @@ func run(ctx context.Context, o options) error {
 
 	// The producer's node ID is leased in the database, so two running
 	// order services never mint the same message IDs.
-	lease, err := producer.NewSQLNodeLease(ctx, db, producer.NodeLeaseConfig{TablePrefix: "redpacket_", Migrate: true})
+	lease, err := msgid.NewSQLNodeLease(db, msgid.NodeLeaseConfig{TablePrefix: "redpacket_", Migrate: true})
 	if err != nil {
 		return err
 	}
-	defer lease.Close()
-	ids, err := producer.NewIDGenerator(lease, producer.IDConfig{})
+	if err := lease.Start(ctx); err != nil {
+		return err
+	}
+	defer lease.Shutdown(context.WithoutCancel(ctx))
+	ids, err := msgid.NewGenerator(lease, msgid.GeneratorConfig{})
 	if err != nil {
 		return err
 	}
-	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "order_service", IDs: ids, Logger: log})
+	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "order_service", IDSource: ids, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer prod.Shutdown()
+	if err := prod.Start(ctx); err != nil {
+		return err
+	}
+	defer prod.Shutdown(context.Background())
 
 	newConsumer := func() (*consumer.Consumer, error) {
 		cfg := consumer.Config{
