@@ -312,8 +312,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Logger receives the consumer's own logs. Defaults to slog.Default().
-	// The client library logs through its rlog package (see
-	// producer.SetClientLogger).
+	// The client library logs through its rlog package, which idemq
+	// routes into log/slog with its Info lines at Debug (see
+	// producer.SetClientLogger and producer.SetClientInfoLevel).
 	Logger *slog.Logger
 }
 

@@ -16,6 +16,9 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/redisdedup"
+	// The client's Info lines go to slog at Debug (see
+	// producer.SetClientLogger), in consumer-only programs too.
+	_ "github.com/idemq/idemq/internal/clientlog"
 	"github.com/idemq/idemq/internal/remoting"
 	"github.com/idemq/idemq/middleware"
 )
