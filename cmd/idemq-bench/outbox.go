@@ -25,14 +25,20 @@ func outboxMain(args []string) {
 	dbs := fs.String("db", "sqlite,postgres,mysql", "databases")
 	n := fs.Int("n", 5000, "rows per run")
 	d := fs.Duration("d", 3*time.Second, "duration of the raw send measurement")
+	rounds := fs.Int("rounds", 5, "rounds (medians of rates and of within-round ratios reported)")
 	fs.Parse(args)
 	log.SetFlags(0)
 	lg := quietLogger()
 	producer.SetClientLogger(lg)
 
-	_, ids, prod, stop := startBroker(lg, 2)
+	broker, ids, prod, stop := startBroker(lg, 2)
 	defer stop()
 	ctx := context.Background()
+	for _, t := range []string{"raw", "outbox_bench"} {
+		if err := broker.CreateTopic(t, 0); err != nil {
+			log.Fatal(err)
+		}
+	}
 
 	raw := func(workers int) float64 {
 		var sent atomic.Int64
@@ -54,28 +60,51 @@ func outboxMain(args []string) {
 		wg.Wait()
 		return float64(sent.Load()) / time.Since(start).Seconds()
 	}
-	raw1, raw4 := raw(1), raw(4)
-	fmt.Printf("idemq-bench outbox: %d rows per run; raw producer sends to the test broker: %.0f/s (1 sender), %.0f/s (4 senders)\n\n", *n, raw1, raw4)
-	fmt.Printf("%-9s %8s %11s %11s %11s %11s\n", "db", "relays", "rows/s", "vs raw-1", "vs raw-4", "")
+	fmt.Printf("idemq-bench outbox: %d rows per run, %d rounds, load %s\n", *n, *rounds, loadAvg())
+	fmt.Printf("raw = the producer's own send rate to the test broker with as many senders as relays (1 or 4 goroutines);\n")
+	fmt.Printf("seq = one relay sending one row after another (SendWindow 1); relay = SendWindow %d (the default)\n\n", outbox.DefaultSendWindow)
+	fmt.Printf("%-9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "db", "raw-1", "seq-1", "relay-1", "relay/raw", "raw-4", "relay-4", "relay/raw", "relay/seq")
+	var summary []string
 	for _, name := range strings.Split(*dbs, ",") {
-		db, err := open(strings.TrimSpace(name))
+		name = strings.TrimSpace(name)
+		db, err := open(name)
 		if err != nil {
 			fmt.Printf("%-9s skipped: %v\n", name, err)
 			continue
 		}
-		for _, relays := range []int{1, 4} {
-			v, err := runRelays(db, prod, ids, relays, *n)
-			if err != nil {
-				log.Fatalf("%s, %d relays: %v", name, relays, err)
+		res := result{}
+		for r := 0; r < *rounds; r++ {
+			res["raw1"] = append(res["raw1"], raw(1))
+			for _, c := range []struct {
+				k              string
+				relays, window int
+			}{{"seq1", 1, 1}, {"relay1", 1, 0}, {"relay4", 4, 0}} {
+				v, err := runRelays(db, prod, ids, c.relays, c.window, *n)
+				if err != nil {
+					log.Fatalf("%s, %s: %v", name, c.k, err)
+				}
+				res[c.k] = append(res[c.k], v)
 			}
-			fmt.Printf("%-9s %8d %11.0f %11.2f %11.2f\n", name, relays, v, v/raw1, v/raw4)
+			res["raw4"] = append(res["raw4"], raw(4))
 		}
+		fmt.Printf("%-9s %9s %9s %9s %9s %9s %9s %9s %9s\n", name, res.rate("raw1"), res.rate("seq1"), res.rate("relay1"), res.ratio("relay1", "raw1", ""),
+			res.rate("raw4"), res.rate("relay4"), res.ratio("relay4", "raw4", ""), res.ratio("relay1", "seq1", "x"))
+		summary = append(summary, fmt.Sprintf("summary relay/raw %s: 1=%s 4=%s (seq/raw 1=%s)", name,
+			res.ratio("relay1", "raw1", ""), res.ratio("relay4", "raw4", ""), res.ratio("seq1", "raw1", "")))
+	}
+	fmt.Println()
+	for _, l := range summary {
+		fmt.Println(l)
 	}
 }
 
-func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, n int) (float64, error) {
+// runRelays fills a new outbox table with n rows, then drains it with the
+// given number of relays (window: their SendWindow, 0 for the default) and
+// returns rows/s from their start to the last row marked sent.
+func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, window, n int) (float64, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("obench%d_%d_", relays, time.Now().UnixNano()%1e6)
+	defer db.Exec("DROP TABLE IF EXISTS " + prefix + "outbox")
 	ob, err := outbox.New(db, outbox.Config{IDSource: ids, TablePrefix: prefix})
 	if err != nil {
 		return 0, err
@@ -107,7 +136,7 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, n
 	}
 	defer stop()
 	for i := 0; i < relays; i++ {
-		r, err := outbox.NewRelay(ob, prod, outbox.RelayConfig{ID: fmt.Sprintf("bench-%d", i), PollInterval: 5 * time.Millisecond})
+		r, err := outbox.NewRelay(ob, prod, outbox.RelayConfig{ID: fmt.Sprintf("bench-%d", i), PollInterval: 5 * time.Millisecond, SendWindow: window})
 		if err != nil {
 			return 0, err
 		}

@@ -98,8 +98,14 @@
 //     for the same key concurrently may commit out of id order, so
 //     serialize them (for example by locking the aggregate's row) if their
 //     order matters.
-//   - A relay sends the rows of a batch one after another; run several
-//     relays for more throughput. The broker's confirmation latency bounds
-//     one relay's rate.
+//   - A relay keeps up to RelayConfig.SendWindow sends of a batch in flight
+//     (8 by default), taking the rows in id order, and marks confirmed rows
+//     beside them, several per statement; the broker's confirmation latency
+//     divided by the window bounds one relay's rate. Without ordered mode,
+//     rows of one batch may reach the broker out of id order (no order is
+//     promised there); ordered mode claims one row per sharding key at a
+//     time, so a window never reorders a key. When the batch must stop (its
+//     claim could no longer outlast a send, or Shutdown), the sends in
+//     flight finish and the rows not started are released.
 //   - MySQL DSNs need parseTime=true; timestamps are stored as UTC.
 package outbox

@@ -3,18 +3,21 @@ package outbox
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// process sends claimed rows in order and records each outcome. While it
-// sends, a second goroutine (the batch's tender) marks confirmed rows as
-// they come, several in one statement when they come faster than a mark
-// takes, and extends the claim of the rows still held every Visibility/3,
-// so a live relay's slow batch never becomes due to another relay. A relay
-// that dies leaves its unmarked rows to be re-sent after the deadline, with
-// the same message IDs. process stops early, releasing the rest, when ctx
-// is done or the claim as last confirmed would not outlast the next send.
-// It returns the number of rows the broker confirmed.
+// process sends claimed rows, up to SendWindow at once, taking them in
+// order, and records each outcome. While it sends, a second goroutine (the
+// batch's tender) marks confirmed rows as they come, several in one
+// statement when they come faster than a mark takes, and extends the claim
+// of the rows still held every Visibility/3, so a live relay's slow batch
+// never becomes due to another relay. A relay that dies leaves its
+// unmarked rows to be re-sent after the deadline, with the same message
+// IDs. process stops starting sends, releasing the rows not yet started,
+// when ctx is done or the claim as last confirmed would not outlast the
+// next send; the sends in flight finish. It returns the number of rows the
+// broker confirmed.
 func (r *Relay) process(ctx context.Context, c claimed) int {
 	if len(c.rows) == 0 {
 		return 0
@@ -26,30 +29,58 @@ func (r *Relay) process(ctx context.Context, c claimed) int {
 		defer close(tended)
 		b.tend(ctx, finished)
 	}()
-	confirmed := 0
-	for i := range c.rows {
-		row := &c.rows[i]
+	var (
+		mu        sync.Mutex
+		next      int // the next row to start
+		confirmed atomic.Int64
+	)
+	// take returns the next row to send, or nil when none is left; when
+	// the batch must stop it releases the rows not yet started.
+	take := func() *sendRow {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= len(c.rows) {
+			return nil
+		}
 		if ctx.Err() != nil || !b.outlasts(r.cfg.SendTimeout) {
-			b.forget(c.rows[i:]...)
-			r.release(ctx, c.rows[i:], c.token)
-			break
+			rest := c.rows[next:]
+			next = len(c.rows)
+			b.forget(rest...)
+			r.release(ctx, rest, c.token)
+			return nil
 		}
-		id, ok := r.handle(ctx, row, c.token)
-		if !ok {
-			// handle recorded the failure or released the row.
-			b.forget(*row)
-			continue
-		}
-		confirmed++
-		if r.skipMark != nil && r.skipMark(row.MessageID) {
-			b.forget(*row) // a test's relay "dying" between send and mark
-			continue
-		}
-		b.confirm(sentRow{row: row, brokerID: id})
+		next++
+		return &c.rows[next-1]
 	}
+	send := func() {
+		for row := take(); row != nil; row = take() {
+			id, ok := r.handle(ctx, row, c.token)
+			if !ok {
+				// handle recorded the failure or released the row.
+				b.forget(*row)
+				continue
+			}
+			confirmed.Add(1)
+			if r.skipMark != nil && r.skipMark(row.MessageID) {
+				b.forget(*row) // a test's relay "dying" between send and mark
+				continue
+			}
+			b.confirm(sentRow{row: row, brokerID: id})
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 1; w < min(r.cfg.SendWindow, len(c.rows)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send()
+		}()
+	}
+	send()
+	wg.Wait()
 	close(finished)
 	<-tended
-	return confirmed
+	return int(confirmed.Load())
 }
 
 // batch is the state one claim shares between the sending goroutine and

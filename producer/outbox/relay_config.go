@@ -29,6 +29,13 @@ type RelayConfig struct {
 	Visibility time.Duration
 	// SendTimeout bounds one Send. Defaults to 15 seconds.
 	SendTimeout time.Duration
+	// SendWindow is the most rows of a batch the relay sends at once:
+	// each send waits for the broker's confirmation, so a window of sends
+	// in flight keeps the broker busy while earlier sends are confirmed
+	// and marked. Ordered mode claims at most one row per sharding key at
+	// a time, so a window never reorders a key. 1 sends one row after
+	// another. Defaults to DefaultSendWindow (8).
+	SendWindow int
 	// MaxAttempts is the number of failed sends after which a row is
 	// failed. Defaults to 20 (about an hour with the default backoff).
 	MaxAttempts int
@@ -81,11 +88,20 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	if c.CleanupBatch == 0 {
 		c.CleanupBatch = 1000
 	}
+	if c.SendWindow == 0 {
+		c.SendWindow = DefaultSendWindow
+	}
 	c.Backoff = c.Backoff.withDefaults()
 	return c
 }
 
 const maxRelayIDLen = 160
+
+// DefaultSendWindow is the default of RelayConfig.SendWindow.
+const DefaultSendWindow = 8
+
+// MaxSendWindow bounds RelayConfig.SendWindow.
+const MaxSendWindow = 256
 
 func (c RelayConfig) validate() error {
 	switch {
@@ -105,6 +121,8 @@ func (c RelayConfig) validate() error {
 		return errors.New("outbox: negative CleanupInterval")
 	case c.CleanupBatch < 1:
 		return fmt.Errorf("outbox: CleanupBatch %d is below 1", c.CleanupBatch)
+	case c.SendWindow < 1 || c.SendWindow > MaxSendWindow:
+		return fmt.Errorf("outbox: SendWindow %d is not within 1 to %d", c.SendWindow, MaxSendWindow)
 	}
 	return c.Backoff.validate()
 }

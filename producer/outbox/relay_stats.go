@@ -35,6 +35,9 @@ func (r *Relay) Stats() RelayStats {
 // on the goroutine that marks the batch's confirmed rows, which may be
 // concurrent with them. Users watch a relay through Stats, the Prometheus
 // collector (Relay.RegisterMetrics) and its slog logs.
+//
+// Hooks are called from the goroutines that send a batch (up to
+// SendWindow at once), so they may run concurrently.
 type relayHooks struct {
 	// Claimed is called after the relay claimed rows, with their message
 	// IDs, before it sends them.

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,7 +118,8 @@ func TestConfirmedRowsAreMarkedAsTheyCome(t *testing.T) {
 			}
 			return nil
 		}}
-		r := newRelay(t, b.ob, s, RelayConfig{BatchSize: 3})
+		// One send at a time, so that the third call is the third row.
+		r := newRelay(t, b.ob, s, RelayConfig{BatchSize: 3, SendWindow: 1})
 		done := make(chan error, 1)
 		go func() {
 			_, err := r.RunOnce(context.Background())
@@ -144,9 +146,15 @@ func TestConfirmedRowsAreMarkedAsTheyCome(t *testing.T) {
 // database right after it claimed a batch, so that its claim can no longer
 // be extended: the relay goes on sending only while a send cannot outlast
 // the claim, counted from before the claiming statement was sent, and
-// starts no send after that. (PostgreSQL and MariaDB: SQLite has no link
-// to cut.)
+// starts no send after that, whether it sends one row at a time or a
+// window of them. (PostgreSQL and MariaDB: SQLite has no link to cut.)
 func TestRelayStopsBeforeAnUnextendedClaimExpires(t *testing.T) {
+	for _, window := range []int{1, 4} {
+		t.Run(fmt.Sprintf("window%d", window), func(t *testing.T) { testRelayStopsBeforeClaimExpires(t, window) })
+	}
+}
+
+func testRelayStopsBeforeClaimExpires(t *testing.T, window int) {
 	forEachDB(t, func(t *testing.T, d testenv.DB) {
 		var dsnVia func(testing.TB, string) string
 		var target string
@@ -159,7 +167,7 @@ func TestRelayStopsBeforeAnUnextendedClaimExpires(t *testing.T) {
 			t.Skip("SQLite has no network link to cut")
 		}
 		const (
-			rows        = 20
+			rows        = 40
 			visibility  = 900 * time.Millisecond
 			sendTimeout = 200 * time.Millisecond
 			sendTime    = 100 * time.Millisecond
@@ -190,7 +198,7 @@ func TestRelayStopsBeforeAnUnextendedClaimExpires(t *testing.T) {
 				return "", ctx.Err()
 			}
 		})
-		r := newRelay(t, ob, s, RelayConfig{BatchSize: rows, Visibility: visibility, SendTimeout: sendTimeout})
+		r := newRelay(t, ob, s, RelayConfig{BatchSize: rows, Visibility: visibility, SendTimeout: sendTimeout, SendWindow: window})
 		before := time.Now() // no later than the claiming statement was sent
 		if n, err := r.RunOnce(context.Background()); err != nil || n != rows {
 			t.Fatalf("RunOnce: %d, %v; want %d claimed", n, err, rows)
@@ -233,4 +241,37 @@ func openVia(t *testing.T, dialect, dsn string) *gorm.DB {
 	}
 	t.Cleanup(func() { _ = sqlDB.Close() })
 	return db
+}
+
+// TestRelaySendWindowBoundsSendsInFlight sends a batch through a slow
+// sender and checks that the relay keeps exactly SendWindow sends in flight
+// (so the broker's round trips overlap) and never more, and that every row
+// ends sent.
+func TestRelaySendWindowBoundsSendsInFlight(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testenv.DB) {
+		const rows, window = 24, 4
+		b := setup(t, d, Config{})
+		ids := b.enqueueN(t, "orders", rows)
+		var inFlight, most atomic.Int64
+		s := SenderFunc(func(ctx context.Context, msg *idemq.Message) (string, error) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond)
+			return "ok", nil
+		})
+		r := newRelay(t, b.ob, s, RelayConfig{BatchSize: rows, SendWindow: window})
+		if n, err := r.RunOnce(context.Background()); err != nil || n != rows {
+			t.Fatalf("RunOnce: %d, %v; want %d", n, err, rows)
+		}
+		if got := most.Load(); got != window {
+			t.Errorf("at most %d sends in flight, want SendWindow = %d", got, window)
+		}
+		for _, id := range ids {
+			if e := b.get(t, id); e.Status != StatusSent {
+				t.Errorf("row %s is %v after RunOnce, want sent", id, e.Status)
+			}
+		}
+	})
 }
