@@ -85,7 +85,7 @@ func TestRedriveThroughFastPathNeedsNoClearDead(t *testing.T) {
 				}
 
 				// Redrive through admin; no ClearDead, no Forget.
-				res, err := b.admin.RedriveDead(ctx, admin.DeadFilter{Group: group, Key: key}, admin.ActionOptions{})
+				res, err := b.admin.RedriveDead(ctx, admin.DeadFilter{Group: group, Key: key}, admin.ActionConfig{})
 				if err != nil || res.Done != 1 {
 					t.Fatalf("redrive = %+v, %v", res, err)
 				}
