@@ -224,7 +224,7 @@ func waitForRoute(ctx context.Context, addr, topic string, names []string) error
 	}
 }
 
-// Options is the former name of [Config].
-//
-// Deprecated: use Config; idemq names every configuration struct Config.
+// Options is the former name of [Config], kept so that callers written
+// before the rename build. New code uses Config: idemq names every
+// configuration struct Config.
 type Options = Config
