@@ -50,12 +50,12 @@
 //
 // A dead-lettered key never has a marker: a delivery that failed wrote
 // none, and the Duplicate answers its redeliveries get (Result.Dead) write
-// none either. So a redrive of a dead letter (admin.RedriveDead, `idemq dead
-// redrive`, or the store's dedup.Ledger Redrive), which clears the dead mark and
-// the attempts in the database and re-publishes the message with its
-// message ID, is delivered to the handler through the fast path as it is:
-// no [FastPath.ClearDead] or [FastPath.Forget] is needed, and none is
-// called by admin.
+// none either. So a redrive of a dead letter (admin.RedriveDead, `idemq
+// dead redrive`, or the Redrive of the store's dedup.Ledger), which clears
+// the dead mark and the attempts in the database and re-publishes the
+// message with its message ID, is delivered to the handler through the
+// fast path as it is: no [FastPath.ClearDead] or [FastPath.Forget] is
+// needed, and admin calls neither.
 //
 // A marker can be stale only for a key that was processed: call
 // [FastPath.Forget] if an operator deliberately makes a done key new again
