@@ -17,9 +17,11 @@
 //	              written in the background: MarkerQueue)
 //	f  fast       fresh messages through the Redis fast path (fast/b: its cost
 //	              over transactional dedup)
-//	g  lease      the same transaction run by a handler under sqldedup's lease
-//	              mode (claim, the handler's own transaction, mark done; g/a)
-//	h  rlease     the same under redisdedup's Redis-only lease store (h/a)
+//	g  lease      lease mode (sqldedup.Lease) around the same business
+//	              transaction run as the handler's own (claim, the
+//	              transaction, mark done): lease/a is its cost
+//	h  rlease     the same under redisdedup's Redis-only lease store:
+//	              rlease/a is its cost
 //
 // The last lines are one summary per database at c=8 (or the last
 // concurrency measured): b/a, b/a', dupdb and dupredis msgs/s, fast/b,
@@ -265,6 +267,12 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 	if err != nil {
 		return nil, err
 	}
+	// Lease mode on the same tables: the claim, the handler's own
+	// transaction, the mark.
+	leaseStore, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix, Mode: sqldedup.Lease})
+	if err != nil {
+		return nil, err
+	}
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
 	// Keys grow with the sequence, as snowflake message IDs (the default
 	// dedup key) grow with time.
@@ -280,12 +288,6 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		if err := w.Batch(ctx, store, "bench", dupKeys[i:i+256]); err != nil {
 			return nil, err
 		}
-	}
-	// Lease mode on the same tables: the handler runs the bare transaction
-	// on its own, between the claim and the mark.
-	leaseStore, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix, Mode: sqldedup.Lease})
-	if err != nil {
-		return nil, err
 	}
 	var rlease *redisdedup.LeaseStore
 	var fast *redisdedup.FastPath

@@ -47,14 +47,26 @@ func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *producer.IDGene
 	return broker, ids, prod, func() { prod.Shutdown(); broker.Close() }
 }
 
-// pipelineMain measures producer -> test broker -> consumer -> handler,
-// bare and behind the Standard chain with transactional dedup.
+// pipelineMain measures the consumer's whole path (test broker ->
+// rocketmq-client-go push consumer -> chain -> handler) three ways, on
+// messages already stored in the topic, so the producer's rate does not
+// bound it:
+//
+//	empty  no chain, a handler that does nothing: the consumer's own ceiling
+//	bare   no chain, the payout transaction (no dedup)
+//	dedup  the Standard chain with transactional dedup around the same payout
+//
+// Each round runs the three cases in a rotated order; msgs/s is the median
+// over rounds and each ratio the median of the ratios within a round. The
+// rate counts from the first message handled to the last, so the client's
+// start and first rebalance are not in it.
 func pipelineMain(args []string) {
 	fs := flag.NewFlagSet("pipeline", flag.ExitOnError)
 	dbName := fs.String("db", "sqlite", "database")
-	n := fs.Int("n", 5000, "messages per run")
+	n := fs.Int("n", 5000, "messages per case")
 	c := fs.Int("c", 8, "consumer goroutines")
-	senders := fs.Int("senders", 4, "producer goroutines")
+	senders := fs.Int("senders", 4, "producer goroutines filling the topic")
+	rounds := fs.Int("rounds", 3, "rounds (medians reported)")
 	fs.Parse(args)
 	log.SetFlags(0)
 	lg := quietLogger()
@@ -67,20 +79,33 @@ func pipelineMain(args []string) {
 	broker, _, prod, stop := startBroker(lg, 1)
 	defer stop()
 
-	fmt.Printf("idemq-bench pipeline: %s, %d messages, %d senders, %d consumer goroutines\n", *dbName, *n, *senders, *c)
-	bare, err := runPipeline(db, prod, broker, "bare", *n, *c, *senders, lg)
-	if err != nil {
-		log.Fatal(err)
+	fmt.Printf("idemq-bench pipeline: %s, %d messages per case, %d consumer goroutines, %d rounds, load %s\n", *dbName, *n, *c, *rounds, loadAvg())
+	cases := []string{"empty", "bare", "dedup"}
+	res := result{}
+	for r := 0; r < *rounds; r++ {
+		for i := range cases {
+			mode := cases[(i+r)%len(cases)]
+			rate, err := runPipeline(db, prod, broker, mode, *n, *c, *senders, lg)
+			if err != nil {
+				log.Fatal(err)
+			}
+			res[mode] = append(res[mode], rate)
+		}
 	}
-	withDedup, err := runPipeline(db, prod, broker, "dedup", *n, *c, *senders, lg)
-	if err != nil {
-		log.Fatal(err)
+	fmt.Printf("%-40s %9s %8s\n", "path", "msgs/s", "ratio")
+	fmt.Printf("%-40s %9s\n", "empty handler, no chain (the ceiling)", res.rate("empty"))
+	fmt.Printf("%-40s %9s %8s\n", "payout tx, no chain (bare)", res.rate("bare"), res.ratio("bare", "empty", "")+"/empty")
+	fmt.Printf("%-40s %9s %8s %s\n", "Standard chain + dedup + payout", res.rate("dedup"), res.ratio("dedup", "empty", "")+"/empty", res.ratio("dedup", "bare", "")+"/bare")
+	if *rounds > 1 {
+		fmt.Printf("dedup/bare by round: %s\n", res.rounds("dedup", "bare"))
 	}
-	fmt.Printf("%-28s %9s\n", "path", "msgs/s")
-	fmt.Printf("%-28s %9.0f\n", "without dedup (bare tx)", bare)
-	fmt.Printf("%-28s %9.0f  ratio %.2f\n", "with Standard chain + dedup", withDedup, withDedup/bare)
+	fmt.Printf("summary pipeline %s c=%d: empty=%s/s bare/empty=%s dedup/empty=%s dedup/bare=%s\n", *dbName, *c,
+		res.rate("empty"), res.ratio("bare", "empty", ""), res.ratio("dedup", "empty", ""), res.ratio("dedup", "bare", ""))
 }
 
+// runPipeline fills a new topic with n messages, then consumes them with a
+// new group in the given mode and returns msgs/s from the first message
+// handled to the last.
 func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, mode string, n, c, senders int, lg *slog.Logger) (float64, error) {
 	ctx := context.Background()
 	run := fmt.Sprintf("%s%d", mode, time.Now().UnixNano()%1e9)
@@ -90,17 +115,31 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 		return 0, err
 	}
 	var handled atomic.Int64
+	var first, last atomic.Int64 // Unix ns
+	done := func() {
+		now := time.Now().UnixNano()
+		if handled.Add(1) == 1 {
+			first.Store(now)
+		}
+		last.Store(now)
+	}
 	var handler idemq.Handler
 	var chain []idemq.Middleware
-	if mode == "bare" {
+	switch mode {
+	case "empty":
+		handler = idemq.HandlerFunc(func(context.Context, *idemq.Message) error {
+			done()
+			return nil
+		})
+	case "bare":
 		handler = idemq.HandlerFunc(func(ctx context.Context, m *idemq.Message) error {
 			if err := w.Bare(ctx, m.ID); err != nil {
 				return err
 			}
-			handled.Add(1)
+			done()
 			return nil
 		})
-	} else {
+	default:
 		store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
 		if err != nil {
 			return 0, err
@@ -115,43 +154,15 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 			if err := w.Pay(dedup.Tx(ctx), m.ID, int64(len(m.ID))%benchwork.Wallets, 1); err != nil {
 				return err
 			}
-			handled.Add(1)
+			done()
 			return nil
 		})
 	}
 	topic := "pipe_" + run
-	cons, err := consumer.New(consumer.Config{
-		NameServers:       []string{broker.Addr()},
-		Group:             "g_" + run,
-		Subscriptions:     []consumer.Subscription{{Topic: topic}},
-		Handler:           handler,
-		Middleware:        chain,
-		ConsumeGoroutines: c,
-		StartFrom:         consumer.StartFromFirst, // the warm-up is sent before Start
-		Logger:            lg,
-	})
-	if err != nil {
-		return 0, err
-	}
-	// Create the topic before the consumer subscribes, as an operator would.
+	// Create the topic and fill it before the consumer subscribes.
 	if err := broker.CreateTopic(topic, 0); err != nil {
 		return 0, err
 	}
-	if _, err := prod.SendSync(ctx, &idemq.Message{Topic: topic, Body: []byte("warm-up")}); err != nil {
-		return 0, err
-	}
-	if err := cons.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		cons.Shutdown(sctx)
-	}()
-	for handled.Load() < 1 { // the warm-up message
-		time.Sleep(10 * time.Millisecond)
-	}
-	start := time.Now()
 	var wg sync.WaitGroup
 	var sendErr atomic.Value
 	per := n / senders
@@ -172,7 +183,28 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 	if err, _ := sendErr.Load().(error); err != nil {
 		return 0, err
 	}
-	want := int64(per*senders) + 1
+	want := int64(per * senders)
+	cons, err := consumer.New(consumer.Config{
+		NameServers:       []string{broker.Addr()},
+		Group:             "g_" + run,
+		Subscriptions:     []consumer.Subscription{{Topic: topic}},
+		Handler:           handler,
+		Middleware:        chain,
+		ConsumeGoroutines: c,
+		StartFrom:         consumer.StartFromFirst, // the topic is filled before Start
+		Logger:            lg,
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := cons.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		cons.Shutdown(sctx)
+	}()
 	deadline := time.Now().Add(5 * time.Minute)
 	for handled.Load() < want {
 		if time.Now().After(deadline) {
@@ -180,5 +212,9 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return float64(want-1) / time.Since(start).Seconds(), nil
+	took := time.Duration(last.Load() - first.Load())
+	if took <= 0 {
+		return 0, fmt.Errorf("%s: no time measured", mode)
+	}
+	return float64(want-1) / took.Seconds(), nil
 }

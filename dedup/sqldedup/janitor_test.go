@@ -165,3 +165,56 @@ idemq_dedup_cleanup_retention_seconds 1.5
 		})
 	}
 }
+
+// TestJanitorMaxRateCapsDeletes fills a table with expired done keys and
+// checks that a pass with MaxRate set deletes them all, no faster than the
+// cap: the pause after each batch is stretched to keep under it.
+func TestJanitorMaxRateCapsDeletes(t *testing.T) {
+	const (
+		rows    = 1000
+		batch   = 50
+		maxRate = 500 // rows per second: the pass must take about 2 s
+	)
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{CleanupBatch: batch})
+			now, err := s.Now(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			expired := now.Add(-s.Retention().Keep - time.Hour).UnixMilli()
+			for i := 0; i < rows; i += 100 {
+				var vals []string
+				var args []any
+				for k := i; k < i+100; k++ {
+					vals = append(vals, "('g', ?, 2, ?, ?)")
+					args = append(args, fmt.Sprintf("old-%05d", k), expired, expired)
+				}
+				if err := db.Exec("INSERT INTO "+s.Table("dedup")+" (consumer_group, dedup_key, status, created_at, updated_at) VALUES "+
+					strings.Join(vals, ", "), args...).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			j, err := sqldedup.NewJanitor(s, sqldedup.JanitorConfig{MaxRate: maxRate, BatchPause: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			w, err := j.Pass(ctx)
+			took := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Dedup != rows {
+				t.Fatalf("pass deleted %d rows, want %d", w.Dedup, rows)
+			}
+			// The last batch needs no pause after it: (rows-batch)/maxRate.
+			if floor := time.Duration(rows-batch) * time.Second / maxRate; took < floor {
+				t.Errorf("pass deleted %d rows in %s: %.0f rows/s, above MaxRate %d (want at least %s)",
+					rows, took, float64(rows)/took.Seconds(), maxRate, floor)
+			}
+		})
+	}
+}

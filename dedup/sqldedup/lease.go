@@ -15,7 +15,7 @@ func (s *Store) processLease(ctx context.Context, req dedup.Request, fn dedup.Fu
 	owner := newOwnerToken()
 	leaseMS := s.cfg.LeaseDuration.Milliseconds()
 
-	claimed, sentAt, res, err := s.claim(ctx, req, owner, leaseMS)
+	claimed, sentAt, fence, res, err := s.claim(ctx, req, owner, leaseMS)
 	if err != nil || !claimed {
 		return res, err
 	}
@@ -27,9 +27,10 @@ func (s *Store) processLease(ctx context.Context, req dedup.Request, fn dedup.Fu
 			s.release(req, owner)
 		}
 	}()
-	var fence uint64
-	if err := s.db.WithContext(ctx).Raw(s.sql.selectFence, req.Group, req.Key, owner).Scan(&fence).Error; err != nil {
-		return dedup.Result{}, fmt.Errorf("sqldedup: read fencing token: %w", err)
+	if fence == 0 {
+		if err := s.db.WithContext(ctx).Raw(s.sql.selectFence, req.Group, req.Key, owner).Scan(&fence).Error; err != nil {
+			return dedup.Result{}, fmt.Errorf("sqldedup: read fencing token: %w", err)
+		}
 	}
 
 	ferr, lost := s.keeper(req, owner, leaseMS).Run(ctx, sentAt, fence, fn)
@@ -46,14 +47,9 @@ func (s *Store) processLease(ctx context.Context, req dedup.Request, fn dedup.Fu
 	}
 	// Mark with a context that outlives a cancelled delivery: the effect
 	// happened, record it.
-	mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer mcancel()
-	r := s.db.WithContext(mctx).Exec(s.sql.markDone, req.Group, req.Key, owner)
-	if r.Error != nil {
-		return dedup.Result{}, fmt.Errorf("sqldedup: mark done: %w", r.Error)
-	}
-	if r.RowsAffected == 0 {
-		return dedup.Result{}, fmt.Errorf("sqldedup: mark done of %s/%s: %w", req.Group, req.Key, dedup.ErrLeaseLost)
+	// Concurrent marks share a statement (leasebatch.go).
+	if err := s.markDone(req.Group, req.Key, owner); err != nil {
+		return dedup.Result{}, err
 	}
 	return dedup.Result{Outcome: dedup.Processed}, nil
 }
@@ -81,31 +77,48 @@ func (s *Store) keeper(req dedup.Request, owner string, leaseMS int64) dedup.Lea
 }
 
 // claim inserts a PROCESSING row or takes over an expired one. It returns
-// when the claiming statement was sent (the lease starts no earlier). When
-// it does not claim, res says why (Duplicate or Busy).
-func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, time.Time, dedup.Result, error) {
+// when the claiming statement was sent (the lease starts no earlier) and,
+// where the dialect returns it with the claim, the new fencing token (0
+// otherwise: the caller reads it). When it does not claim, res says why
+// (Duplicate or Busy).
+func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, time.Time, uint64, dedup.Result, error) {
 	db := s.db.WithContext(ctx)
+	if err := ctx.Err(); err != nil {
+		// A shared claim does not watch the delivery's context: do not
+		// queue one for a delivery that is already over.
+		return false, time.Time{}, 0, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", err)
+	}
 	for try := 0; try < 3; try++ {
-		sentAt := time.Now()
-		claimed, err := s.insertClaim(ctx, req, owner, leaseMS)
+		var (
+			sentAt  time.Time
+			claimed bool
+			fence   uint64
+			err     error
+		)
+		if s.sql.claimHead != "" {
+			claimed, fence, sentAt, err = s.insertClaimShared(req, owner, leaseMS)
+		} else {
+			sentAt = time.Now()
+			claimed, fence, err = s.insertClaim(ctx, req, owner, leaseMS)
+		}
 		if err != nil {
-			return false, time.Time{}, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", err)
+			return false, time.Time{}, 0, dedup.Result{}, fmt.Errorf("sqldedup: claim: %w", err)
 		}
 		if claimed {
-			return true, sentAt, dedup.Result{}, nil
+			return true, sentAt, fence, dedup.Result{}, nil
 		}
 		sentAt = time.Now()
-		r := db.Exec(s.sql.takeover, owner, leaseMS, req.MessageID, req.Fingerprint, req.Group, req.Key)
-		if r.Error != nil {
-			return false, time.Time{}, dedup.Result{}, fmt.Errorf("sqldedup: take over expired lease: %w", r.Error)
+		claimed, fence, err = s.takeOver(ctx, req, owner, leaseMS)
+		if err != nil {
+			return false, time.Time{}, 0, dedup.Result{}, fmt.Errorf("sqldedup: take over expired lease: %w", err)
 		}
-		if r.RowsAffected == 1 {
-			return true, sentAt, dedup.Result{}, nil
+		if claimed {
+			return true, sentAt, fence, dedup.Result{}, nil
 		}
 		var st rowState
 		q := db.Raw(s.sql.selectRow, req.Group, req.Key).Scan(&st)
 		if q.Error != nil {
-			return false, time.Time{}, dedup.Result{}, fmt.Errorf("sqldedup: read dedup row: %w", q.Error)
+			return false, time.Time{}, 0, dedup.Result{}, fmt.Errorf("sqldedup: read dedup row: %w", q.Error)
 		}
 		if q.RowsAffected == 0 {
 			continue // released meanwhile: try to claim again
@@ -113,31 +126,60 @@ func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leas
 		if st.Status == statusProcessing && st.Remaining <= 0 {
 			continue // expired meanwhile: try to take over again
 		}
-		return false, time.Time{}, s.stateResult(req, st), nil
+		return false, time.Time{}, 0, s.stateResult(req, st), nil
 	}
-	return false, time.Time{}, dedup.Result{Outcome: dedup.Busy}, nil
+	return false, time.Time{}, 0, dedup.Result{Outcome: dedup.Busy}, nil
+}
+
+// takeOver takes an expired PROCESSING row over for owner and reports
+// whether it did, with the new fencing token where the dialect returns it.
+func (s *Store) takeOver(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, uint64, error) {
+	args := []any{owner, leaseMS, req.MessageID, req.Fingerprint, req.Group, req.Key}
+	if s.sql.takeoverRet != "" {
+		return s.returnFence(ctx, s.sql.takeoverRet, args)
+	}
+	r := s.db.WithContext(ctx).Exec(s.sql.takeover, args...)
+	return r.Error == nil && r.RowsAffected == 1, 0, r.Error
+}
+
+// returnFence runs a claiming statement that returns the new row's
+// fencing token, and reports whether it claimed (it returned a row).
+func (s *Store) returnFence(ctx context.Context, q string, args []any) (bool, uint64, error) {
+	var fences []uint64
+	if err := s.db.WithContext(ctx).Raw(q, args...).Scan(&fences).Error; err != nil {
+		return false, 0, err
+	}
+	if len(fences) != 1 || fences[0] == 0 {
+		return false, 0, nil
+	}
+	return true, fences[0], nil
 }
 
 // insertClaim inserts a PROCESSING row for owner and reports whether it
-// did. On MySQL the answer is the insert ID (see Store.inserted), because
+// did, with the new fencing token where the dialect returns it. On MySQL
+// the answer is the insert ID (see Store.inserted), because
 // rows affected by the duplicate branch depend on the DSN's
 // clientFoundRows; the claim's UPDATEs (takeover, renew, mark, release)
 // match only rows they change, so either count tells the truth there.
-func (s *Store) insertClaim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, error) {
+func (s *Store) insertClaim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, uint64, error) {
 	args := []any{req.Group, req.Key, owner, leaseMS, req.MessageID, req.Fingerprint}
+	if s.sql.insertClaimRet != "" {
+		return s.returnFence(ctx, s.sql.insertClaimRet, args)
+	}
 	if s.dialect == "mysql" {
 		sqlDB, err := s.db.DB()
 		if err != nil {
-			return false, err
+			return false, 0, err
 		}
 		res, err := sqlDB.ExecContext(ctx, s.sql.insertClaim, args...)
 		if err != nil {
-			return false, err
+			return false, 0, err
 		}
-		return s.inserted(res)
+		ok, err := s.inserted(res)
+		return ok, 0, err
 	}
 	r := s.db.WithContext(ctx).Exec(s.sql.insertClaim, args...)
-	return r.RowsAffected == 1, r.Error
+	return r.RowsAffected == 1, 0, r.Error
 }
 
 // release deletes the claim if this owner still holds it.

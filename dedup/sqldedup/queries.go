@@ -18,11 +18,24 @@ type queries struct {
 	insertClaim      string // group, key, owner, lease ms, message_id, fingerprint
 	takeover         string // owner, lease ms, message_id, fingerprint, group, key
 	selectFence      string // group, key, owner -> fence
-	renew            string // lease ms, group, key, owner
-	markDone         string // group, key, owner
-	release          string // group, key, owner
-	insertDead       string // group, key, message_id
-	clearDead        string // group, key
+	// insertClaimRet and takeoverRet are insertClaim and takeover
+	// returning the new fencing token, where the dialect has RETURNING
+	// on both (PostgreSQL, SQLite); "" elsewhere (a claim then reads its
+	// token with selectFence).
+	insertClaimRet string
+	takeoverRet    string
+	// claimHead and claimRow build a multi-row insertClaim returning each
+	// claimed row's key and fencing token (leasebatch.go); "" where
+	// insertClaimRet is.
+	claimHead, claimRow, claimTail string
+	// markDoneSet is markDone's SET and table, for a batch of marks
+	// (leasebatch.go).
+	markDoneSet string
+	renew       string // lease ms, group, key, owner
+	markDone    string // group, key, owner
+	release     string // group, key, owner
+	insertDead  string // group, key, message_id
+	clearDead   string // group, key
 }
 
 func buildQueries(dialect, prefix string) queries {
@@ -70,7 +83,15 @@ func buildQueries(dialect, prefix string) queries {
 	q.takeover = "UPDATE " + t + " SET owner = ?, lease_until = " + now + " + ?, message_id = ?, fingerprint = ?, fence = " + greatest + "(fence + 1, " + q.nowUS + "), updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND lease_until < " + now
 	q.selectFence = "SELECT fence FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.renew = "UPDATE " + t + " SET lease_until = " + now + " + ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
-	q.markDone = "UPDATE " + t + " SET status = 2, owner = '', lease_until = 0, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
+	q.markDoneSet = "UPDATE " + t + " SET status = 2, owner = '', lease_until = 0, updated_at = " + now
+	q.markDone = q.markDoneSet + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
+	if dialect != "mysql" {
+		q.claimHead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES "
+		q.claimRow = "(?, ?, 1, ?, " + now + " + ?, ?, ?, " + q.nowUS + ", " + now + ", " + now + ")"
+		q.claimTail = onConflictNothing + " RETURNING consumer_group, dedup_key, fence"
+		q.insertClaimRet = q.insertClaim + " RETURNING fence"
+		q.takeoverRet = q.takeover + " RETURNING fence"
+	}
 	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, created_at, updated_at) VALUES (?, ?, 3, ?, " + now + ", " + now + ")" + onConflictNothing
 	q.clearDead = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 3"

@@ -173,6 +173,19 @@ type Store struct {
 	fastBegin string
 	// conflictRetries counts transactional runs retried after a conflict.
 	conflictRetries atomic.Int64
+	// marks lets concurrent lease-mode DONE marks share a statement.
+	marks combiner[mark, error]
+	// claims lets concurrent lease-mode claims share a statement.
+	claims combiner[claimQ, claimA]
+	// claimStatements counts the statements lease-mode claims by insert
+	// took where they can share one.
+	claimStatements atomic.Int64
+	// markStatements counts the statements lease-mode marks took.
+	markStatements atomic.Int64
+	// failMarkBatch, set by tests, fails a shared mark statement.
+	failMarkBatch func() error
+	// failClaimBatch, set by tests, fails a shared claim statement.
+	failClaimBatch func() error
 }
 
 var (
