@@ -20,7 +20,8 @@ type Middleware func(Handler) Handler
 
 // Chain wraps h with mws so that mws[0] is the outermost: a message passes
 // through mws[0], then mws[1], and so on, then h. Chain returns
-// [ErrNilHandler] if h or any middleware is nil.
+// [ErrNilHandler] if h is nil or a middleware returns a nil handler, and
+// [ErrNilMiddleware] if a middleware is nil.
 func Chain(h Handler, mws ...Middleware) (Handler, error) {
 	if isNilHandler(h) {
 		return nil, ErrNilHandler

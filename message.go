@@ -25,16 +25,22 @@ type Message struct {
 	// the transport's own message ID (RocketMQ's UNIQ_KEY), which does not
 	// survive a re-send of a newly built message.
 	ID string
-	// Key is the dedup key. It is ID unless a key extractor maps the
-	// message to a business key such as "order:123:redpacket".
+	// Key is the dedup key, set by the Dedup middleware before the
+	// handler runs: the business key a key extractor (middleware
+	// DedupConfig.KeyFunc) maps the message to, such as
+	// "order:123:redpacket", and otherwise ID. A chain without Dedup
+	// leaves it empty; DedupKey returns the key either way.
 	Key string
 	// Group is the consumer group the message is delivered to. Dedup rows
 	// are scoped by group: two groups never share them.
 	Group string
-	// Topic, Tags and Keys are the transport's routing fields.
+	// Topic and Tags are the transport's routing fields.
 	Topic string
 	Tags  string
-	Keys  []string
+	// Keys are the transport's message keys (RocketMQ's KEYS property),
+	// an index operators query the broker by. They are not the dedup key
+	// (see Key): idemq's producer adds the message ID to them.
+	Keys []string
 	// Body is the payload.
 	Body []byte
 	// Properties are the user properties of the message.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/tableprefix"
 	"github.com/idemq/idemq/producer/outbox"
 )
 
@@ -78,8 +78,6 @@ var (
 	ErrUnsupportedDialect = errors.New("admin: unsupported database dialect")
 )
 
-var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
-
 // New returns an Admin over db, a SQLite, PostgreSQL or MySQL/MariaDB
 // connection (MySQL DSNs need parseTime=true). It does not create tables:
 // call Migrate.
@@ -90,7 +88,7 @@ func New(db *gorm.DB, cfg Config) (*Admin, error) {
 	if cfg.TablePrefix == "" {
 		cfg.TablePrefix = "idemq_"
 	}
-	if !prefixPattern.MatchString(cfg.TablePrefix) {
+	if !tableprefix.Valid(cfg.TablePrefix) {
 		return nil, fmt.Errorf("admin: invalid table prefix %q (want ^[a-z][a-z0-9_]{0,30}$)", cfg.TablePrefix)
 	}
 	if cfg.DefaultActor == "" {

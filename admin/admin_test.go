@@ -541,7 +541,7 @@ func TestRedriveDeadThroughOutbox(t *testing.T) {
 	for _, d := range testenv.Databases() {
 		t.Run(d.Name, func(t *testing.T) {
 			b := setup(t, d)
-			ob, err := outbox.New(b.db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: b.prefix, MaxBodySize: 12})
+			ob, err := outbox.New(b.db, outbox.Config{IDSource: admin.NoIDs{}, TablePrefix: b.prefix, MaxBodySize: 12})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -645,7 +645,7 @@ func TestTruncatedDeadLetterIsNotRedriven(t *testing.T) {
 			if err != nil || !dl.Truncated || dl.BodySize != int64(len(big)) || dl.BodySHA256 == "" || len(dl.Body) != dedup.MaxDeadLetterBody {
 				t.Fatalf("dead letter = truncated %v size %d sha %q kept %d, %v", dl.Truncated, dl.BodySize, dl.BodySHA256, len(dl.Body), err)
 			}
-			ob, err := outbox.New(b.db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: b.prefix})
+			ob, err := outbox.New(b.db, outbox.Config{IDSource: admin.NoIDs{}, TablePrefix: b.prefix})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -105,7 +105,7 @@ func (b *bundle) bury(t *testing.T, group, topic, key, reason string) int64 {
 // newOutbox returns an outbox over the bundle's tables.
 func (b *bundle) newOutbox(t *testing.T) *outbox.Outbox {
 	t.Helper()
-	ob, err := outbox.New(b.db, outbox.Config{IDs: &seqIDs{}, TablePrefix: b.prefix})
+	ob, err := outbox.New(b.db, outbox.Config{IDSource: &seqIDs{}, TablePrefix: b.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// NodeLease is one snowflake node ID of the SQL node-lease table.
+// NodeLease is one snowflake node ID of the SQL node-lease table (the
+// table of msgid.NewSQLNodeLease).
 type NodeLease struct {
 	NodeID int64  `json:"node_id"`
 	Owner  string `json:"owner"`

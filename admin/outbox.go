@@ -123,7 +123,7 @@ func (a *Admin) outbox(ctx context.Context) (*outbox.Outbox, error) {
 	if !a.hasTable(ctx, "outbox") {
 		return nil, fmt.Errorf("%w: %s", ErrNoTable, a.table("outbox"))
 	}
-	ob, err := outbox.New(a.db, outbox.Config{IDs: refuseIDs{}, TablePrefix: a.prefix, Logger: a.cfg.Logger})
+	ob, err := outbox.New(a.db, outbox.Config{IDSource: refuseIDs{}, TablePrefix: a.prefix, Logger: a.cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}

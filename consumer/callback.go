@@ -51,7 +51,7 @@ func (c *Consumer) consume(ctx context.Context, msgs ...*primitive.MessageExt) (
 		return c.refuse(ctx, len(msgs)), nil
 	}
 	defer c.leave()
-	// Belt and braces: a panic outside the chain (conversion, KeyFunc, a
+	// Belt and braces: a panic outside the chain (conversion, Config.Middleware, a
 	// chain without Recover) must not kill the process (orderly mode) or
 	// leave the batch unacknowledged until the consume timeout
 	// (concurrent mode).
@@ -111,6 +111,8 @@ func (c *Consumer) process(ctx context.Context, ext *primitive.MessageExt) outco
 	stop := context.AfterFunc(c.baseCtx, cancel)
 	defer stop()
 
+	c.noteWithoutID(ctx, ext)
+	hctx, outcomeOf := middleware.TrackOutcome(hctx)
 	msg, err := c.run(hctx, ext)
 	// A store that could not decide (down, or a conflict it gave up on) is
 	// not the message's fault: retry it here, after a consumer-wide pause,
@@ -148,6 +150,14 @@ func (c *Consumer) process(ctx context.Context, ext *primitive.MessageExt) outco
 		return outcome{verdict: retry, delay: c.cfg.RetryPolicy.Next(attempt, err)}
 	case err == nil:
 		c.stats.succeeded.Add(1)
+		switch outcomeOf(nil) {
+		case middleware.OutcomeDuplicate:
+			c.stats.duplicates.Add(1)
+		case middleware.OutcomeDeadLetter:
+			c.stats.deadLetters.Add(1)
+		default:
+			c.stats.processed.Add(1)
+		}
 		return outcome{verdict: ack}
 	case idemq.IsPermanent(err) && !dedup.IsInfrastructure(err):
 		// No dead-letter destination buried it (the DeadLetter middleware
@@ -170,7 +180,7 @@ func (c *Consumer) process(ctx context.Context, ext *primitive.MessageExt) outco
 	}
 }
 
-// run converts ext, applies KeyFunc and calls the chain. A panic anywhere
+// run converts ext and calls the chain. A panic anywhere
 // in it becomes a *middleware.PanicError.
 func (c *Consumer) run(ctx context.Context, ext *primitive.MessageExt) (msg *idemq.Message, err error) {
 	defer func() {
@@ -181,11 +191,6 @@ func (c *Consumer) run(ctx context.Context, ext *primitive.MessageExt) (msg *ide
 	msg = ToMessage(ext, c.cfg.Group)
 	if msg == nil {
 		return nil, idemq.Permanent(errors.New("consumer: nil message from the client"))
-	}
-	if c.cfg.KeyFunc != nil {
-		if k := c.cfg.KeyFunc(msg); k != "" {
-			msg.Key = k
-		}
 	}
 	return msg, c.handler.Handle(ctx, msg)
 }
@@ -287,4 +292,26 @@ func waitPause(ctx context.Context, d time.Duration, stopping func() bool) bool 
 			return false
 		}
 	}
+}
+
+// noteWithoutID counts a message that lacks the idemq ID property and warns
+// once per topic: its dedup key falls back to RocketMQ's MsgId, which a
+// re-send changes, unless Config.Dedup.KeyFunc gives it a business key.
+func (c *Consumer) noteWithoutID(ctx context.Context, ext *primitive.MessageExt) {
+	if ext == nil || ext.GetProperty(idemq.PropertyMessageID) != "" {
+		return
+	}
+	c.stats.withoutID.Add(1)
+	if _, warned := c.warnedTopics.LoadOrStore(ext.Topic, true); warned {
+		return
+	}
+	if c.cfg.Dedup.KeyFunc != nil {
+		c.log.InfoContext(ctx, "messages without an idemq message ID on this topic; Dedup.KeyFunc gives them their key",
+			slog.String("topic", ext.Topic), slog.String("msg_id", ext.MsgId))
+		return
+	}
+	c.log.WarnContext(ctx, "message without an idemq message ID (sent by a producer that is not idemq's): "+
+		"it is deduplicated on RocketMQ's MsgId, which a re-send of the message changes, so a re-sent copy runs the handler again; "+
+		"set Config.Dedup.KeyFunc to a business key (logged once per topic, counted in Stats.WithoutID)",
+		slog.String("topic", ext.Topic), slog.String("msg_id", ext.MsgId))
 }

@@ -31,8 +31,11 @@ func newTestConsumer(t *testing.T, h idemq.HandlerFunc, edit func(*Config)) *Con
 		Group:         "g1",
 		Subscriptions: []Subscription{{Topic: "orders"}},
 		Handler:       h,
-		RetryPolicy:   noJitter,
-		Logger:        slog.New(slog.DiscardHandler),
+		// The chain is Config.Middleware alone: these tests are of the
+		// consumer's mapping of results, not of the chain.
+		CustomChain: []idemq.Middleware{passThrough},
+		RetryPolicy: noJitter,
+		Logger:      slog.New(slog.DiscardHandler),
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -44,6 +47,9 @@ func newTestConsumer(t *testing.T, h idemq.HandlerFunc, edit func(*Config)) *Con
 	t.Cleanup(func() { _ = c.Shutdown(context.Background()) })
 	return c
 }
+
+// passThrough is a middleware that does nothing.
+func passThrough(next idemq.Handler) idemq.Handler { return next }
 
 // concurrentCtx is the context the client builds for a concurrent callback.
 func concurrentCtx(msgs []*primitive.MessageExt) (context.Context, *primitive.ConsumeConcurrentlyContext) {
@@ -84,7 +90,7 @@ func TestConcurrentResultMapping(t *testing.T) {
 		{
 			name:      "nil acknowledges",
 			want:      rmq.ConsumeSuccess,
-			wantStats: Stats{Delivered: 1, Succeeded: 1},
+			wantStats: Stats{Delivered: 1, Succeeded: 1, Processed: 1},
 		},
 		{
 			name:      "error on attempt 1 retries after 1s",
@@ -280,18 +286,20 @@ func TestBatch(t *testing.T) {
 		}
 	})
 
-	t.Run("each message gets its own ID and KeyFunc key", func(t *testing.T) {
+	t.Run("each message gets its own ID and Dedup.KeyFunc key", func(t *testing.T) {
 		var keys []string
 		c := newTestConsumer(t, func(_ context.Context, msg *idemq.Message) error {
-			keys = append(keys, msg.DedupKey())
+			keys = append(keys, msg.Key)
 			return nil
 		}, func(cfg *Config) {
 			cfg.BatchSize = 5
-			cfg.KeyFunc = func(msg *idemq.Message) string {
+			cfg.CustomChain = nil
+			cfg.Store = sqliteStore(t)
+			cfg.Dedup.KeyFunc = func(msg *idemq.Message) (string, error) {
 				if msg.ID == "3" {
-					return "" // keeps the message ID
+					return msg.ID, nil
 				}
-				return "order:" + msg.ID
+				return "order:" + msg.ID, nil
 			}
 		})
 		msgs := batch()
@@ -309,7 +317,9 @@ func TestPanicOutsideChainIsRecovered(t *testing.T) {
 			called := false
 			c := newTestConsumer(t, func(context.Context, *idemq.Message) error { called = true; return nil }, func(cfg *Config) {
 				cfg.Orderly = orderly
-				cfg.KeyFunc = func(*idemq.Message) string { panic("bad extractor") }
+				cfg.Middleware = []idemq.Middleware{func(idemq.Handler) idemq.Handler {
+					return idemq.HandlerFunc(func(context.Context, *idemq.Message) error { panic("bad middleware") })
+				}}
 			})
 			msgs := []*primitive.MessageExt{extWithID("1", 0)}
 			var got rmq.ConsumeResult
@@ -381,7 +391,7 @@ func TestShutdownRefusesNewCallbacks(t *testing.T) {
 		if s := c.Stats(); s.Refused != 2 || s.Delivered != 0 {
 			t.Errorf("orderly=%v: stats %+v", orderly, s)
 		}
-		if err := c.Start(); !errors.Is(err, ErrClosed) {
+		if err := c.Start(context.Background()); !errors.Is(err, ErrClosed) {
 			t.Errorf("Start after Shutdown = %v, want ErrClosed", err)
 		}
 	}
@@ -552,7 +562,7 @@ func TestInfrastructureFailureRetriedInPlace(t *testing.T) {
 	if got := p.all(); !slices.Equal(got, want) {
 		t.Fatalf("pauses %v, want %v", got, want)
 	}
-	if s := c.Stats(); s != (Stats{Delivered: 1, Succeeded: 1, OutageRetries: 3}) {
+	if s := c.Stats(); s != (Stats{Delivered: 1, Succeeded: 1, Processed: 1, OutageRetries: 3}) {
 		t.Errorf("stats %+v", s)
 	}
 	// The success reset the pause: a new failure starts from 100ms, and a

@@ -11,8 +11,13 @@ import (
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/internal/nameserver"
 	"github.com/idemq/idemq/middleware"
 )
@@ -51,6 +56,11 @@ const (
 
 // ErrInvalidConfig is wrapped by every error New returns for a bad Config.
 var ErrInvalidConfig = errors.New("consumer: invalid config")
+
+// ErrNoStore is wrapped by the error New returns for a Config with neither
+// a Store nor the explicit choice to run without dedup (WithoutDedup) or
+// with a chain of one's own (CustomChain).
+var ErrNoStore = errors.New("no dedup store")
 
 // Subscription selects messages of one topic.
 type Subscription struct {
@@ -139,13 +149,104 @@ type Config struct {
 	// Handler consumes the messages. Required.
 	Handler idemq.Handler
 
-	// Middleware wraps Handler with idemq.Chain, Middleware[0] outermost;
-	// typically the result of middleware.Standard. Without the DeadLetter
-	// middleware a permanent failure has no dead-letter destination: it is
-	// never acknowledged, but logged at Error level and retried until the
-	// broker's %DLQ% takes it (see the package documentation). Defaults to
+	// Store deduplicates the messages, and, when it implements
+	// dedup.Ledger (sqldedup.Store does), also keeps their attempts and
+	// dead letters: one value. The consumer runs Handler inside the
+	// recommended chain, middleware.Standard, built from Store and the
+	// fields below; checks Store at Start (dedup.Checker: a SQL store's
+	// tables, a Redis store's PING), and runs its retention in the
+	// background from Start to Shutdown (dedup.RetentionRunner; see
+	// NoRetention). Required, unless WithoutDedup or CustomChain is set.
+	Store dedup.Store
+
+	// Ledger keeps attempts and dead letters for a Store that keeps none
+	// (redisdedup's lease store: give it a sqldedup.Store here). It is
+	// checked at Start and its retention run like Store's. Defaults to
+	// Store.
+	Ledger dedup.Ledger
+
+	// WithoutDedup runs Handler without any dedup, explicitly: every
+	// redelivery of a message (and RocketMQ redelivers after every
+	// failure, rebalance and restart) runs the handler again, and there
+	// are no durable attempts and no dead letters. The handler still runs
+	// inside Recover, Logging, the Timeout and, when set, Metrics and
+	// Tracing. Defaults to false.
+	WithoutDedup bool
+
+	// CustomChain replaces the chain the consumer builds: Handler runs
+	// inside exactly these middlewares (CustomChain[0] outermost) and
+	// nothing else, so dedup, dead letters and the timeout are the
+	// chain's own business. Without a DeadLetter middleware a permanent
+	// failure has no dead-letter destination: it is never acknowledged,
+	// but logged at Error level and retried until the broker's %DLQ%
+	// takes it (see the package documentation). A Store set beside it is
+	// only checked at Start and cleaned by retention. Defaults to nil: the
+	// consumer builds middleware.Standard from Store.
+	CustomChain []idemq.Middleware
+
+	// Middleware wraps the chain the consumer runs (Middleware[0]
+	// outermost), for cross-cutting work of the user's own. Defaults to
 	// none.
 	Middleware []idemq.Middleware
+
+	// FastPath, if set, puts a Redis fast path in front of Store
+	// (middleware.StandardConfig.FastPath): duplicates are answered from
+	// Redis without touching the database, which stays the authority.
+	// Start pings it and fails with its address and the cause if it does
+	// not answer. Defaults to nil: no fast path.
+	FastPath redis.UniversalClient
+
+	// FastPathConfig configures the fast path when FastPath is set
+	// (middleware.StandardConfig.FastPathConfig). Defaults to the zero
+	// value: redisdedup's defaults, TTL the store's retention.
+	FastPathConfig redisdedup.FastPathConfig
+
+	// Dedup configures the Dedup middleware. Set Dedup.KeyFunc to
+	// deduplicate by a business key such as "order:123:redpacket" instead
+	// of the message ID: the choice to make for messages whose producer is
+	// not idemq's (their ID is RocketMQ's MsgId, which a re-send changes)
+	// or when two different messages may ask for the same effect. An error
+	// from KeyFunc is permanent: the message goes to the dead letters.
+	// Defaults to the zero value (key: the message ID).
+	Dedup middleware.DedupConfig
+
+	// DeadLetter configures the DeadLetter middleware. DeadLetter.
+	// MaxAttempts defaults to MaxAttempts.
+	DeadLetter middleware.DeadLetterConfig
+
+	// Timeout bounds each handler run: its context ends, and the error of
+	// a handler cut short says "handler timed out after 30s" (it still
+	// matches context.DeadlineExceeded); the message is retried like any
+	// failure. A handler still running at half of it is reported at Warn
+	// level with its message ID, key and topic. It is well below
+	// rocketmq-client-go's own consume timeout (15 minutes), after which
+	// the client sends a message still in the callback back to the broker.
+	// A negative value means no timeout of the consumer's own. Defaults to
+	// middleware.DefaultTimeout (30s). Ignored with CustomChain.
+	Timeout time.Duration
+
+	// Registerer, if set, receives every metric, registered once: the
+	// chain's (middleware.Metrics, among them the in-flight gauge and the
+	// messages without an idemq ID), the fast path's and the retention
+	// janitor's. Defaults to nil: no metrics. With CustomChain only the
+	// janitor's are registered here (the chain registers its own).
+	Registerer prometheus.Registerer
+
+	// Metrics names the chain's metrics when Registerer is set. Defaults
+	// to middleware's defaults.
+	Metrics middleware.MetricsConfig
+
+	// TracerProvider, if set, traces every delivery
+	// (middleware.Tracing). Defaults to nil: no tracing. Ignored with
+	// CustomChain.
+	TracerProvider trace.TracerProvider
+
+	// NoRetention leaves the store's retention (deleting done keys,
+	// attempts and redriven dead letters past Retention.Keep) to another
+	// process, such as a sidecar that runs sqldedup.Janitor. Defaults to
+	// false: the consumer runs the store's retention in the background
+	// from Start to Shutdown, a pass at once and one a minute.
+	NoRetention bool
 
 	// StartFrom is where a group with no committed offset on a queue
 	// starts reading it: StartFromLast (skip the backlog),
@@ -179,8 +280,8 @@ type Config struct {
 	// concurrent mode the broker moves a message to its own dead-letter
 	// queue (%DLQ%<group>) when delivery MaxAttempts+1 fails; in orderly
 	// mode the client sends it there after about MaxAttempts+2 failed
-	// deliveries. Set the DeadLetter middleware's MaxAttempts to this
-	// value or lower (both default to 16): the middleware then buries the
+	// deliveries. DeadLetter.MaxAttempts defaults to this value (keep it
+	// this value or lower): the DeadLetter middleware then buries the
 	// message in the ledger at attempt MaxAttempts and acknowledges it, and
 	// the broker's %DLQ% is only a backstop for a message whose dead letter
 	// could not be stored. The idemq ledger never reads the %DLQ%.
@@ -210,17 +311,10 @@ type Config struct {
 	// DefaultShutdownTimeout (30s).
 	ShutdownTimeout time.Duration
 
-	// KeyFunc, if set, maps a message to a business dedup key such as
-	// "order:123:redpacket", stored in msg.Key before the chain runs; ""
-	// keeps the default (the message ID). For an extractor that can fail
-	// (parsing the body, say), use middleware.DedupOptions.KeyFunc instead:
-	// its failures are permanent and reach the dead letters. Defaults to
-	// nil.
-	KeyFunc func(msg *idemq.Message) string
-
 	// Logger receives the consumer's own logs. Defaults to slog.Default().
-	// The client library logs through its rlog package (see
-	// producer.SetClientLogger).
+	// The client library logs through its rlog package, which idemq
+	// routes into log/slog with its Info lines at Debug (see
+	// producer.SetClientLogger and producer.SetClientInfoLevel).
 	Logger *slog.Logger
 }
 
@@ -243,6 +337,14 @@ func (c Config) withDefaults() Config {
 	}
 	c.Subscriptions = subs
 	c.Middleware = append([]idemq.Middleware(nil), c.Middleware...)
+	if c.CustomChain != nil {
+		c.CustomChain = append([]idemq.Middleware{}, c.CustomChain...)
+	}
+	if c.Ledger == nil {
+		if l, ok := c.Store.(dedup.Ledger); ok {
+			c.Ledger = l
+		}
+	}
 	c.NameServers = append([]string(nil), c.NameServers...)
 	if c.ConsumeGoroutines == 0 {
 		c.ConsumeGoroutines = DefaultConsumeGoroutines
@@ -262,6 +364,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Timeout == 0 {
+		c.Timeout = middleware.DefaultTimeout
+	}
+	if c.DeadLetter.MaxAttempts == 0 {
+		c.DeadLetter.MaxAttempts = c.MaxAttempts
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -315,6 +423,27 @@ func (c Config) validate() error {
 		if m == nil {
 			return bad("Middleware[%d]: %w", i, idemq.ErrNilMiddleware)
 		}
+	}
+	for i, m := range c.CustomChain {
+		if m == nil {
+			return bad("CustomChain[%d]: %w", i, idemq.ErrNilMiddleware)
+		}
+	}
+	custom := c.CustomChain != nil
+	switch {
+	case c.WithoutDedup && custom:
+		return bad("WithoutDedup and CustomChain are both set: choose one")
+	case c.WithoutDedup && c.Store != nil:
+		return bad("WithoutDedup is set beside a Store: drop one of them")
+	case custom && len(c.CustomChain) == 0:
+		return bad("CustomChain is empty: set Store for the Standard chain, or WithoutDedup to run without dedup")
+	case !c.WithoutDedup && !custom && c.Store == nil:
+		return bad("%w: Store is nil. Give the consumer a dedup store (a sqldedup.Store, say); "+
+			"to run without dedup, where every redelivery runs the handler again, set WithoutDedup: true explicitly", ErrNoStore)
+	case !custom && !c.WithoutDedup && c.Ledger == nil:
+		return bad("the store %T keeps no ledger of attempts and dead letters: set Ledger (a sqldedup.Store, say)", c.Store)
+	case c.FastPath != nil && (c.WithoutDedup || custom):
+		return bad("FastPath needs the Standard chain: it goes in front of Store")
 	}
 	switch {
 	case c.ConsumeGoroutines < 1 || c.ConsumeGoroutines > MaxConsumeGoroutines:

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -17,6 +20,7 @@ func validConfig() Config {
 		Group:         "rewards",
 		Subscriptions: []Subscription{{Topic: "orders"}},
 		Handler:       idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }),
+		WithoutDedup:  true,
 	}
 }
 
@@ -42,6 +46,13 @@ func TestConfigValidation(t *testing.T) {
 		{"nil handler", func(c *Config) { c.Handler = nil }, "nil handler"},
 		{"nil HandlerFunc", func(c *Config) { c.Handler = idemq.HandlerFunc(nil) }, "nil handler"},
 		{"nil middleware", func(c *Config) { c.Middleware = []idemq.Middleware{middleware.Recover(), nil} }, "Middleware[1]"},
+		{"no store", func(c *Config) { c.WithoutDedup = false }, "Store is nil. Give the consumer a dedup store"},
+		{"without dedup and a store", func(c *Config) { c.Store = noLedgerStore{} }, "WithoutDedup is set beside a Store"},
+		{"without dedup and a custom chain", func(c *Config) { c.CustomChain = []idemq.Middleware{middleware.Recover()} }, "choose one"},
+		{"empty custom chain", func(c *Config) { c.WithoutDedup = false; c.CustomChain = []idemq.Middleware{} }, "CustomChain is empty"},
+		{"nil in custom chain", func(c *Config) { c.WithoutDedup = false; c.CustomChain = []idemq.Middleware{nil} }, "CustomChain[0]"},
+		{"store without a ledger", func(c *Config) { c.WithoutDedup = false; c.Store = noLedgerStore{} }, "set Ledger"},
+		{"fast path without dedup", func(c *Config) { c.FastPath = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) }, "FastPath needs the Standard chain"},
 		{"negative goroutines", func(c *Config) { c.ConsumeGoroutines = -1 }, "ConsumeGoroutines"},
 		{"batch too large", func(c *Config) { c.BatchSize = MaxBatchSize + 1 }, "BatchSize"},
 		{"negative attempts", func(c *Config) { c.MaxAttempts = -2 }, "MaxAttempts"},
@@ -61,6 +72,9 @@ func TestConfigValidation(t *testing.T) {
 			if err == nil {
 				_ = c.Shutdown(context.Background())
 				t.Fatal("New accepted the config")
+			}
+			if tt.name == "no store" && !errors.Is(err, ErrNoStore) {
+				t.Errorf("error %v does not wrap ErrNoStore", err)
 			}
 			if !errors.Is(err, ErrInvalidConfig) {
 				t.Errorf("error %v does not wrap ErrInvalidConfig", err)
@@ -86,6 +100,8 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.ShutdownTimeout != 30*time.Second,
 		cfg.Subscriptions[0].Tags != "*",
 		cfg.RetryPolicy != (middleware.RetryPolicy{}).WithDefaults(),
+		cfg.Timeout != 30*time.Second,
+		cfg.DeadLetter.MaxAttempts != cfg.MaxAttempts,
 		cfg.Logger == nil:
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
@@ -103,6 +119,13 @@ func TestConfigDefaults(t *testing.T) {
 	if got := long.withDefaults().MaxSuspendInterval; got != time.Minute {
 		t.Errorf("MaxSuspendInterval %s, want 1m", got)
 	}
+}
+
+// noLedgerStore is a dedup.Store that keeps no ledger.
+type noLedgerStore struct{}
+
+func (noLedgerStore) Process(ctx context.Context, _ dedup.Request, fn dedup.Func) (dedup.Result, error) {
+	return dedup.Result{Outcome: dedup.Processed}, fn(ctx)
 }
 
 func TestResolveNameServers(t *testing.T) {

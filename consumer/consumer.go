@@ -14,7 +14,13 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/redisdedup"
+	// The client's Info lines go to slog at Debug (see
+	// producer.SetClientLogger), in consumer-only programs too.
+	_ "github.com/idemq/idemq/internal/clientlog"
 	"github.com/idemq/idemq/internal/remoting"
+	"github.com/idemq/idemq/middleware"
 )
 
 // Errors returned by a Consumer.
@@ -54,10 +60,26 @@ type Stats struct {
 	// Refused counts messages handed back without running the handler
 	// because Shutdown had begun.
 	Refused int64
+	// Processed, Duplicates and DeadLetters split Succeeded by what the
+	// chain did: the handler ran and succeeded; the message was a
+	// duplicate, acknowledged without running the handler; the message was
+	// buried as a dead letter.
+	Processed, Duplicates, DeadLetters int64
+	// WithoutID counts deliveries of messages without the idemq message ID
+	// property (idemq.PropertyMessageID), sent by a producer that is not
+	// idemq's: unless Config.Dedup.KeyFunc gives them a business key, they
+	// are deduplicated on RocketMQ's MsgId, which a re-send of the message
+	// changes. The first one of each topic is logged at Warn level.
+	WithoutID int64
+	// InFlight is the number of client callbacks running the chain right
+	// now (each holds one message, or up to BatchSize). The chain's
+	// in_flight gauge (Config.Registerer) counts messages.
+	InFlight int64
 }
 
 type counters struct {
 	delivered, succeeded, retried, unburied, outageRetries, panics, refused atomic.Int64
+	processed, duplicates, deadLetters, withoutID                           atomic.Int64
 }
 
 // Consumer is a RocketMQ push consumer that runs every message through an
@@ -72,6 +94,13 @@ type Consumer struct {
 	// outage paces the in-place retries of deliveries that failed for
 	// infrastructure (see process).
 	outage outageBackoff
+	// warnedTopics holds the topics whose first message without an idemq
+	// ID was logged.
+	warnedTopics sync.Map
+	// retention holds the channels of the retention work Start began;
+	// stopRetention ends it.
+	retention     []<-chan struct{}
+	stopRetention context.CancelFunc
 
 	// baseCtx is the parent of every handler's context; cancel ends it
 	// when Shutdown gives up waiting.
@@ -100,13 +129,19 @@ type Consumer struct {
 }
 
 // New checks cfg, applies its defaults, resolves the name servers and
-// builds the handler chain. It does not connect: Start does.
+// builds the handler chain: middleware.Standard from Store (see Config),
+// unless cfg says otherwise explicitly (WithoutDedup, CustomChain). It
+// does not connect: Start does.
 func New(cfg Config) (*Consumer, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	h, err := idemq.Chain(cfg.Handler, cfg.Middleware...)
+	chain, err := cfg.chain()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	h, err := idemq.Chain(cfg.Handler, append(cfg.Middleware, chain...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -129,6 +164,50 @@ func New(cfg Config) (*Consumer, error) {
 	}, nil
 }
 
+// chain returns the middlewares the handler runs in (inside
+// Config.Middleware).
+func (c Config) chain() ([]idemq.Middleware, error) {
+	switch {
+	case c.CustomChain != nil:
+		return c.CustomChain, nil
+	case c.WithoutDedup:
+		chain := []idemq.Middleware{middleware.Recover()}
+		if c.TracerProvider != nil {
+			chain = append(chain, middleware.Tracing(c.TracerProvider))
+		}
+		if c.Registerer != nil {
+			m, err := middleware.Metrics(c.Registerer, c.Metrics)
+			if err != nil {
+				return nil, err
+			}
+			chain = append(chain, m)
+		}
+		chain = append(chain, middleware.Logging(c.Logger))
+		if c.Timeout > 0 {
+			to, err := middleware.Timeout(c.Timeout, c.Logger)
+			if err != nil {
+				return nil, err
+			}
+			chain = append(chain, to)
+		}
+		return append(chain, middleware.Recover()), nil
+	}
+	return middleware.Standard(middleware.StandardConfig{
+		Store:          c.Store,
+		Ledger:         c.Ledger,
+		FastPath:       c.FastPath,
+		FastPathConfig: c.FastPathConfig,
+		Dedup:          c.Dedup,
+		DeadLetter:     c.DeadLetter,
+		RetryPolicy:    c.RetryPolicy,
+		Timeout:        c.Timeout,
+		Logger:         c.Logger,
+		Registerer:     c.Registerer,
+		Metrics:        c.Metrics,
+		TracerProvider: c.TracerProvider,
+	})
+}
+
 // Group returns the consumer group.
 func (c *Consumer) Group() string { return c.cfg.Group }
 
@@ -142,6 +221,11 @@ func (c *Consumer) Stats() Stats {
 		OutageRetries: c.stats.outageRetries.Load(),
 		Panics:        c.stats.panics.Load(),
 		Refused:       c.stats.refused.Load(),
+		Processed:     c.stats.processed.Load(),
+		Duplicates:    c.stats.duplicates.Load(),
+		DeadLetters:   c.stats.deadLetters.Load(),
+		WithoutID:     c.stats.withoutID.Load(),
+		InFlight:      c.running.Load(),
 	}
 }
 
@@ -174,18 +258,35 @@ func (c *Consumer) clientOptions() []rmq.Option {
 	return opts
 }
 
-// Start creates the client, subscribes and starts consuming. It returns
-// when the client has fetched its routes and sent its first heartbeat;
-// messages flow once the group has rebalanced, moments later. Start is
-// idempotent; after Shutdown it returns ErrClosed.
+// Start checks the stores, creates the client, subscribes, starts the
+// store's retention and starts consuming. It returns when the client has
+// fetched its routes and sent its first heartbeat; messages flow once the
+// group has rebalanced, moments later. ctx bounds what Start does (each
+// name server and store check also has a deadline of 10 seconds of its
+// own); cancelling it later does not stop the consumer: Shutdown does.
+// Start is idempotent; after Shutdown it returns ErrClosed.
 //
-// Before that it asks the name servers for each subscribed topic, so that
-// its error says what is wrong: no name server answers (an error wrapping
-// the connection failures), or a topic does not exist (a real name server
-// creates none on its own; create topics first, with package topics or
-// mqadmin updateTopic). The client alone reports both as "route info not
-// found".
-func (c *Consumer) Start() error {
+// Before it starts the client it checks, so that its error says what is
+// wrong instead of every delivery failing:
+//
+//   - the stores (Store and Ledger, when they implement dedup.Checker): a
+//     SQL store whose tables are missing or behind fails Start with an
+//     error that names the table or migration step and says "run Migrate
+//     (or idemq migrate)"; a Redis store that does not answer PING, with
+//     its address and the cause;
+//   - the fast path's Redis (Config.FastPath): PING, with its address and
+//     the cause;
+//   - the name servers, for each subscribed topic: no name server answers
+//     (an error wrapping the connection failures), or a topic does not
+//     exist (a real name server creates none on its own; create topics
+//     first, with package topics or mqadmin updateTopic). The client
+//     alone reports both as "route info not found".
+//
+// Then, unless Config.NoRetention is set, it starts the retention of
+// every store that implements dedup.RetentionRunner (sqldedup.Store: its
+// Janitor, with its metrics registered with Config.Registerer); it runs
+// until Shutdown.
+func (c *Consumer) Start(ctx context.Context) error {
 	c.life.Lock()
 	defer c.life.Unlock()
 	if c.isStopping() {
@@ -195,12 +296,15 @@ func (c *Consumer) Start() error {
 		return nil
 	}
 	begin := time.Now()
+	if err := c.checkStores(ctx); err != nil {
+		return fmt.Errorf("consumer: start (group %q): %w", c.cfg.Group, err)
+	}
 	// The client reports an unreachable name server, and a topic nobody
 	// created, both as "route info not found": ask first, and say which.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, s := range c.cfg.Subscriptions {
-		ok, err := remoting.TopicExists(ctx, c.ns, s.Topic)
+		ok, err := remoting.TopicExists(nctx, c.ns, s.Topic)
 		if err != nil {
 			return fmt.Errorf("consumer: start (group %q): %w", c.cfg.Group, err)
 		}
@@ -208,6 +312,15 @@ func (c *Consumer) Start() error {
 			return fmt.Errorf("consumer: start (group %q): topic %q does not exist on the name server; create it first (topics.Create, mqadmin updateTopic)", c.cfg.Group, s.Topic)
 		}
 	}
+	if err := c.startRetention(); err != nil {
+		return fmt.Errorf("consumer: start (group %q): %w", c.cfg.Group, err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			c.endRetention()
+		}
+	}()
 	client, err := rocketmq.NewPushConsumer(c.clientOptions()...)
 	if err != nil {
 		return fmt.Errorf("consumer: new client (group %q, instance %q): %w", c.cfg.Group, c.cfg.InstanceName, err)
@@ -225,6 +338,7 @@ func (c *Consumer) Start() error {
 	}
 	c.client = client
 	c.started = true
+	started = true
 	c.log.Info("consumer started",
 		slog.String("instance", c.cfg.InstanceName),
 		slog.Bool("orderly", c.cfg.Orderly),
@@ -326,6 +440,7 @@ func (c *Consumer) shutdown(ctx context.Context) error {
 		}
 	}
 	close(c.released)
+	c.endRetention()
 	c.log.Info("consumer stopped", slog.Any("stats", c.Stats()))
 	return err
 }
@@ -351,4 +466,92 @@ func (c *Consumer) enter() bool {
 func (c *Consumer) leave() {
 	c.running.Add(-1)
 	c.inflight.Done()
+}
+
+// stores returns Store and Ledger, each once.
+func (c *Consumer) stores() []any {
+	var out []any
+	if c.cfg.Store != nil {
+		out = append(out, c.cfg.Store)
+	}
+	if c.cfg.Ledger != nil && !sameValue(c.cfg.Ledger, c.cfg.Store) {
+		out = append(out, c.cfg.Ledger)
+	}
+	return out
+}
+
+// sameValue reports whether a and b are the same comparable value.
+func sameValue(a, b any) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false // not comparable
+		}
+	}()
+	return a == b
+}
+
+// checkStoreTimeout bounds each store check at Start.
+const checkStoreTimeout = 10 * time.Second
+
+// checkStores checks Store, Ledger (dedup.Checker) and the fast path's
+// Redis.
+func (c *Consumer) checkStores(ctx context.Context) error {
+	for _, s := range c.stores() {
+		ch, ok := s.(dedup.Checker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, checkStoreTimeout)
+		err := ch.Check(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("store not ready: %w", err)
+		}
+	}
+	if c.cfg.FastPath != nil {
+		cctx, cancel := context.WithTimeout(ctx, checkStoreTimeout)
+		err := redisdedup.Ping(cctx, c.cfg.FastPath)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("fast path not ready: %w", err)
+		}
+	}
+	return nil
+}
+
+// startRetention starts the retention of every store that runs its own
+// (dedup.RetentionRunner), unless Config.NoRetention is set.
+func (c *Consumer) startRetention() error {
+	if c.cfg.NoRetention {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stopRetention = cancel
+	for _, s := range c.stores() {
+		r, ok := s.(dedup.RetentionRunner)
+		if !ok {
+			continue
+		}
+		done, err := r.StartRetention(ctx, c.cfg.Registerer)
+		if err != nil {
+			c.endRetention()
+			return fmt.Errorf("start retention: %w", err)
+		}
+		c.retention = append(c.retention, done)
+		c.log.Debug("retention started", slog.String("store", fmt.Sprintf("%T", s)))
+	}
+	return nil
+}
+
+// endRetention stops the retention work and waits for it.
+func (c *Consumer) endRetention() {
+	if c.stopRetention == nil {
+		return
+	}
+	c.stopRetention()
+	for _, done := range c.retention {
+		<-done
+	}
+	c.retention = nil
+	c.stopRetention = nil
 }

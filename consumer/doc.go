@@ -3,17 +3,50 @@
 // to v2.1.3-0.20251226070945-2173d070fd1b, the 2025-12-26 master; see the
 // README for why), in clustering mode, concurrent or orderly.
 //
-//	mws, _ := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store})
 //	c, err := consumer.New(consumer.Config{
 //		NameServers:   []string{"rocketmq-ns:9876"},
 //		Group:         "rewards",
 //		Subscriptions: []consumer.Subscription{{Topic: "orders", Tags: "paid"}},
+//		Store:         store, // a sqldedup.Store: dedup, attempts and dead letters
 //		Handler:       grantRedPacket,
-//		Middleware:    mws,
 //	})
 //	if err != nil { ... }
-//	if err := c.Start(); err != nil { ... }
-//	defer c.Shutdown(context.Background())
+//	if err := c.Start(ctx); err != nil { ... }
+//	defer c.Shutdown(ctx)
+//
+// # Safe by default
+//
+// The short call above is the safe one; every unsafe variant is a named
+// choice:
+//
+//   - New requires a Store, and runs the handler in middleware.Standard
+//     built from it (dedup, durable attempts, dead letters, panics
+//     recovered). Running without dedup takes Config.WithoutDedup (every
+//     redelivery runs the handler again); a chain of one's own takes
+//     Config.CustomChain.
+//   - Every handler run has a timeout, 30 seconds unless Config.Timeout
+//     says otherwise, well below the client's own consume timeout of 15
+//     minutes: the error says "handler timed out after 30s" and the
+//     message is retried; a handler still running at half of it is
+//     logged with its message. Stats.InFlight (and the in_flight gauge)
+//     show the handlers running.
+//   - Start checks the store before it starts the client: missing or
+//     outdated tables fail Start with "run Migrate (or idemq migrate)" and
+//     the table or step named, a Redis that does not answer PING (the fast
+//     path's, or a Redis store) fails it with the address and the cause.
+//   - From Start to Shutdown the consumer runs the store's retention (a
+//     sqldedup Janitor: done keys, attempts and redriven dead letters past
+//     Retention.Keep), unless Config.NoRetention leaves it to another
+//     process. sqldedup.New already refuses a retention shorter than the
+//     retry horizon plus the redrive window.
+//   - With Config.Registerer every metric is registered once: the chain's,
+//     the fast path's and the janitor's.
+//   - A message without the idemq ID property (sent by a producer that is
+//     not idemq's) is deduplicated on RocketMQ's MsgId, which a re-send
+//     changes: such messages are counted (Stats.WithoutID, the
+//     messages_without_id_total metric) and the first of each topic is
+//     logged at Warn level. Give them a business key with
+//     Config.Dedup.KeyFunc.
 //
 // Every delivered message is converted with ToMessage (ID from the
 // idemq.PropertyMessageID property, Attempt = ReconsumeTimes+1, user
@@ -35,8 +68,8 @@
 //     destination, and acknowledging would drop the message, so it is
 //     retried like any failure, logged at Error level with the message's
 //     ID, key and topic and counted in Stats.Unburied, until the broker's
-//     %DLQ% takes it after MaxAttempts. Put middleware.DeadLetter in the
-//     chain (Standard does);
+//     %DLQ% takes it after MaxAttempts. The Standard chain the consumer
+//     builds from Store has it;
 //   - an infrastructure failure (dedup.IsInfrastructure: the store was
 //     unreachable, or gave up on a deadlock or serialization failure): not
 //     the message's fault, so it is not handed back to the broker, which

@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/rocketmq-client-go/v2/rlog"
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
@@ -31,13 +30,9 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
-
-func TestMain(m *testing.M) {
-	rlog.SetLogLevel("error")
-	os.Exit(m.Run())
-}
 
 // quiet is a logger for the consumer and the chain; set
 // IDEMQ_TEST_LOG=1 to see their logs.
@@ -65,20 +60,23 @@ type world struct {
 func newWorld(t *testing.T, bcfg rmqtest.Config) *world {
 	t.Helper()
 	b := rmqtest.NewTest(t, bcfg)
-	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := producer.New(producer.Config{
 		NameServers: []string{b.Addr()},
 		Group:       "pg_" + t.Name(),
-		IDs:         ids,
+		IDSource:    ids,
 		Logger:      quiet(),
 	})
 	if err != nil {
 		t.Fatalf("producer: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 
 	db := testenv.OpenSQLite(t)
 	store, err := sqldedup.New(db, sqldedup.Config{Logger: quiet()})
@@ -99,21 +97,6 @@ func newWorld(t *testing.T, bcfg rmqtest.Config) *world {
 		queues = rmqtest.DefaultQueuesPerTopic
 	}
 	return &world{b: b, queues: queues, p: p, db: db, store: store}
-}
-
-// chain returns the Standard chain on the world's store.
-func (w *world) chain(t *testing.T, maxAttempts int) []idemq.Middleware {
-	t.Helper()
-	mws, err := middleware.Standard(middleware.StandardConfig{
-		Store:      w.store,
-		Ledger:     w.store,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: maxAttempts},
-		Logger:     quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mws
 }
 
 // writeEffect records msg's effect in the dedup transaction.
@@ -181,7 +164,7 @@ func start(t *testing.T, w *world, cfg Config) *Consumer {
 		t.Fatalf("New: %v", err)
 	}
 	begin := time.Now()
-	if err := c.Start(); err != nil {
+	if err := c.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Logf("consumer %s (orderly=%v) Start took %v", cfg.Group, cfg.Orderly, time.Since(begin))

@@ -26,6 +26,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/middleware"
 )
 
 // N messages, each sent twice with the same idemq ID, consumed by a
@@ -45,7 +46,7 @@ func TestLiveExactlyOnceAcrossDuplicatesAndRestart(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 			return nil
 		}),
-		Middleware: w.chain(t, 16),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 16},
 	}
 	id := func(i int) string { return strconv.Itoa(7_300_000_000_000 + i) }
 
@@ -134,7 +135,7 @@ func TestLiveOrderlyKeepsOrderThroughRetry(t *testing.T) {
 			}
 			return writeEffect(ctx, msg)
 		}),
-		Middleware:      w.chain(t, 16),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 16},
 		SuspendInterval: 200 * time.Millisecond,
 		RetryPolicy:     fast,
 	})
@@ -197,7 +198,7 @@ func TestLiveOrderlyShutdownMidStream(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 			return nil
 		}),
-		Middleware: w.chain(t, 16),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 16},
 	}
 	w.topic(t, "ordered")
 	for i := range perKey {
@@ -258,7 +259,7 @@ func TestLiveOrderlyPoisonIsDeadLettered(t *testing.T) {
 			}
 			return writeEffect(ctx, msg)
 		}),
-		Middleware:      w.chain(t, maxAttempts),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: maxAttempts},
 		MaxAttempts:     maxAttempts,
 		SuspendInterval: 20 * time.Millisecond,
 		RetryPolicy:     fast,
@@ -307,6 +308,7 @@ func TestLiveStartLatency(t *testing.T) {
 				NameServers:   []string{w.b.Addr()},
 				Group:         fmt.Sprintf("cg-latency-%v-%d", orderly, i),
 				Subscriptions: []Subscription{{Topic: "latency"}},
+				WithoutDedup:  true,
 				Handler:       idemq.HandlerFunc(writeEffect),
 				Orderly:       orderly,
 				StartFrom:     StartFromFirst, // the message is sent before Start
@@ -316,7 +318,7 @@ func TestLiveStartLatency(t *testing.T) {
 				t.Fatal(err)
 			}
 			begin := time.Now()
-			if err := c.Start(); err != nil {
+			if err := c.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			took = append(took, time.Since(begin))

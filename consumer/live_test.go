@@ -19,6 +19,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/middleware"
 )
 
 // A handler that fails twice and then succeeds: one effect, at attempt 3,
@@ -47,7 +48,7 @@ func TestLiveRetryThenSuccess(t *testing.T) {
 			}
 			return nil
 		}),
-		Middleware:  w.chain(t, 16),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 16},
 		RetryPolicy: fast,
 	})
 	w.send(t, "retry", "7300000000000000100", "pay")
@@ -97,7 +98,7 @@ func TestLiveDeadLetters(t *testing.T) {
 			}
 			return errors.New("always failing")
 		}),
-		Middleware:  w.chain(t, maxAttempts),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: maxAttempts},
 		MaxAttempts: maxAttempts,
 		RetryPolicy: fast,
 	})
@@ -156,6 +157,7 @@ func TestLiveBrokerDLQBackstopAndDiscard(t *testing.T) {
 	c := start(t, w, Config{
 		Group:         "cg-backstop",
 		Subscriptions: []Subscription{{Topic: "backstop"}},
+		WithoutDedup:  true,
 		Handler: idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
 			if string(msg.Body) == "cancelled" {
 				cancelled.Add(1)
@@ -208,7 +210,7 @@ func TestLiveGracefulShutdownWaitsForSlowHandler(t *testing.T) {
 			}
 			return writeEffect(ctx, msg)
 		}),
-		Middleware: w.chain(t, 16),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 16},
 	}
 	c := start(t, w, cfg)
 	w.send(t, "graceful", "7300000000000000401", "slow")
@@ -262,7 +264,7 @@ func TestLiveShutdownDeadlineRedelivers(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		}),
-		Middleware:      w.chain(t, 16),
+		Store: w.store, DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 16},
 		ShutdownTimeout: 200 * time.Millisecond,
 	}
 	c := start(t, w, cfg)
@@ -312,6 +314,7 @@ func TestLiveStartFrom(t *testing.T) {
 			NameServers:   []string{w.b.Addr()},
 			Group:         group,
 			Subscriptions: []Subscription{{Topic: "history"}},
+			WithoutDedup:  true,
 			StartFrom:     from,
 			Handler: idemq.HandlerFunc(func(_ context.Context, msg *idemq.Message) error {
 				mu.Lock()
@@ -324,7 +327,7 @@ func TestLiveStartFrom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Start(); err != nil {
+		if err := c.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Shutdown(context.Background()) })

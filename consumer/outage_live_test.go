@@ -54,21 +54,15 @@ func TestLiveOutagePausesConsumption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mws, err := middleware.Standard(middleware.StandardConfig{
-		Store: store, Ledger: ledger,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 2},
-		Logger:     quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := start(t, w, Config{
 		Group:         "cg-outage",
 		Subscriptions: []Subscription{{Topic: "outage"}},
 		Handler: idemq.HandlerFunc(func(ctx context.Context, msg *idemq.Message) error {
 			return dedup.Tx(ctx).Exec("INSERT INTO "+effects+" (k) VALUES (?)", msg.DedupKey()).Error
 		}),
-		Middleware:  mws,
+		Store:       store,
+		Ledger:      ledger,
+		DeadLetter:  middleware.DeadLetterConfig{MaxAttempts: 2},
 		MaxAttempts: 2,
 		RetryPolicy: fast,
 	})

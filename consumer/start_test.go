@@ -18,6 +18,7 @@ func startConfig(ns string) Config {
 		Group:         "cg-start",
 		Subscriptions: []Subscription{{Topic: "orders"}},
 		Handler:       idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }),
+		WithoutDedup:  true,
 		Logger:        slog.New(slog.DiscardHandler),
 	}
 }
@@ -36,7 +37,7 @@ func TestStartReportsUnreachableNameServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	err = c.Start()
+	err = c.Start(context.Background())
 	if err == nil {
 		_ = c.Shutdown(context.Background())
 		t.Fatal("Start succeeded without a name server")
@@ -55,7 +56,7 @@ func TestStartReportsMissingTopic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.Start()
+	err = c.Start(context.Background())
 	if err == nil {
 		_ = c.Shutdown(context.Background())
 		t.Fatal("Start succeeded on a topic that does not exist")

@@ -80,7 +80,7 @@ var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	rec := &recorder{}
-	if _, err := middleware.Metrics(rec, middleware.MetricsOptions{}); err != nil {
+	if _, err := middleware.Metrics(rec, middleware.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	db := testenv.OpenSQLite(t)
@@ -102,7 +102,7 @@ func exported(t *testing.T) map[string]bool {
 	if err := fp.RegisterMetrics(rec, redisdedup.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.RegisterMetrics(rec, outbox.MetricsOptions{}); err != nil {
+	if err := relay.RegisterMetrics(rec, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	adm, err := admin.New(db, admin.Config{})
@@ -140,7 +140,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	tool := promtool(t)
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
-	mw, err := middleware.Metrics(reg, middleware.MetricsOptions{})
+	mw, err := middleware.Metrics(reg, middleware.MetricsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err := fp.RegisterMetrics(reg, redisdedup.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}})
+	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.RegisterMetrics(reg, outbox.MetricsOptions{}); err != nil {
+	if err := relay.RegisterMetrics(reg, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	reg.MustRegister(adm.Collector(admin.CollectorConfig{}))

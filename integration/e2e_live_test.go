@@ -22,6 +22,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
@@ -45,15 +46,18 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01})
-	ids, err := producer.NewIDGenerator(producer.FixedNode(11), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(11), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDs: ids, Logger: quiet})
+	p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDSource: ids, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
 	db := testenv.OpenSQLite(t)
 	store, err := sqldedup.New(db, sqldedup.Config{Logger: quiet})
 	if err != nil {
@@ -81,7 +85,7 @@ func (w *bundle) effectCount(t *testing.T, key string) int64 {
 func (w *bundle) consume(t *testing.T, group, topic string, maxAttempts int, h idemq.HandlerFunc) *consumer.Consumer {
 	t.Helper()
 	chain, err := middleware.Standard(middleware.StandardConfig{Store: w.store, Ledger: w.store, Logger: quiet,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: maxAttempts}})
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: maxAttempts}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +94,12 @@ func (w *bundle) consume(t *testing.T, group, topic string, maxAttempts int, h i
 		t.Fatal(err)
 	}
 	c, err := consumer.New(consumer.Config{NameServers: []string{w.b.Addr()}, Group: group,
-		Subscriptions: []consumer.Subscription{{Topic: topic}}, Handler: h, Middleware: chain,
+		Subscriptions: []consumer.Subscription{{Topic: topic}}, Handler: h, CustomChain: chain,
 		MaxAttempts: maxAttempts, RetryPolicy: fast, StartFrom: consumer.StartFromFirst, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Start(); err != nil {
+	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Shutdown(context.Background()) })

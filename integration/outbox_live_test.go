@@ -17,6 +17,7 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -73,11 +74,11 @@ func TestLiveOutboxResendIsAbsorbedByDedup(t *testing.T) {
 	w.consume(t, "cg-outbox", "grants", 5, func(ctx context.Context, msg *idemq.Message) error {
 		return writeEffect(ctx, msg)
 	})
-	ids, err := producer.NewIDGenerator(producer.FixedNode(12), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(12), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob := newOutbox(t, w, outbox.Config{IDs: ids, TablePrefix: "ob_"})
+	ob := newOutbox(t, w, outbox.Config{IDSource: ids, TablePrefix: "ob_"})
 	const n = 30
 	msgs := make([]*idemq.Message, n)
 	for i := range msgs {
@@ -93,9 +94,10 @@ func TestLiveOutboxResendIsAbsorbedByDedup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go relay.Run(ctx)
+	if err := relay.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Shutdown(context.Background())
 
 	eventually(t, 30*time.Second, "every row sent", func() bool {
 		st, err := ob.Stats(context.Background())
@@ -136,17 +138,20 @@ func TestLiveOutboxResendIsAbsorbedByDedup(t *testing.T) {
 // rows behind it are still sent.
 func TestLiveOutboxBrokerRejectsOversizedBody(t *testing.T) {
 	b := rmqtest.NewTest(t, rmqtest.Config{MaxMessageSize: 1024, Topics: []string{"grants"}})
-	ids, err := producer.NewIDGenerator(producer.FixedNode(13), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(13), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDs: ids, Logger: quiet})
+	p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDSource: ids, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
 	w := setup(t)
-	ob := newOutbox(t, w, outbox.Config{IDs: ids, TablePrefix: "obig_"})
+	ob := newOutbox(t, w, outbox.Config{IDSource: ids, TablePrefix: "obig_"})
 	// Random bytes: the client compresses bodies over 4 KiB, and a
 	// compressible one would fit.
 	body := make([]byte, 8192)

@@ -10,8 +10,8 @@ import (
 	"github.com/idemq/idemq/dedup"
 )
 
-// AttemptsOptions configures Attempts.
-type AttemptsOptions struct {
+// AttemptsConfig configures Attempts.
+type AttemptsConfig struct {
 	// Logger receives the failures of the best-effort ClearAttempts.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
@@ -46,7 +46,7 @@ type AttemptsOptions struct {
 // that succeeds costs no ledger call at all.
 //
 // Attempts must sit inside DeadLetter and outside Dedup (see Standard).
-func Attempts(ledger dedup.Ledger, opts AttemptsOptions) (idemq.Middleware, error) {
+func Attempts(ledger dedup.Ledger, opts AttemptsConfig) (idemq.Middleware, error) {
 	if ledger == nil {
 		return nil, ErrNilLedger
 	}

@@ -15,7 +15,7 @@ import (
 func TestAttemptsRecordsFailures(t *testing.T) {
 	ledger := newFakeLedger()
 	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return errBoom }),
-		must(Attempts(ledger, AttemptsOptions{})))
+		must(Attempts(ledger, AttemptsConfig{})))
 	for i := 1; i <= 3; i++ {
 		msg := testMessage()
 		msg.Attempt = i
@@ -35,7 +35,7 @@ func TestAttemptsRecordsFailures(t *testing.T) {
 func TestAttemptsRaisesAttemptToRecordedCount(t *testing.T) {
 	ledger := newFakeLedger()
 	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return errBoom }),
-		must(Attempts(ledger, AttemptsOptions{})))
+		must(Attempts(ledger, AttemptsConfig{})))
 	// Five failed deliveries, then the message is re-sent and the transport
 	// starts counting from 1 again.
 	for range 5 {
@@ -73,7 +73,7 @@ func TestAttemptsSkips(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ledger := newFakeLedger()
 			h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return tc.err }),
-				must(Attempts(ledger, AttemptsOptions{})))
+				must(Attempts(ledger, AttemptsConfig{})))
 			ctx := context.Background()
 			if tc.ctx != nil {
 				ctx = tc.ctx()
@@ -97,7 +97,7 @@ func TestAttemptsRecordsInnerTimeout(t *testing.T) {
 	h := chain(t, idemq.HandlerFunc(func(ctx context.Context, _ *idemq.Message) error {
 		<-ctx.Done()
 		return ctx.Err()
-	}), must(Attempts(ledger, AttemptsOptions{})), must(Timeout(time.Millisecond)))
+	}), must(Attempts(ledger, AttemptsConfig{})), must(Timeout(time.Millisecond, nil)))
 	if err := h.Handle(context.Background(), testMessage()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
@@ -110,7 +110,7 @@ func TestAttemptsRecordFailureJoinsErrors(t *testing.T) {
 	ledger := newFakeLedger()
 	ledger.recordErr = errors.New("ledger down")
 	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return errBoom }),
-		must(Attempts(ledger, AttemptsOptions{})))
+		must(Attempts(ledger, AttemptsConfig{})))
 	err := h.Handle(context.Background(), testMessage())
 	if !errors.Is(err, errBoom) || !errors.Is(err, ledger.recordErr) {
 		t.Fatalf("err = %v, want both the handler's and the ledger's error", err)
@@ -138,7 +138,7 @@ func TestAttemptsSuccess(t *testing.T) {
 			ledger.clearErr = tc.clearErr
 			logs := &logRecorder{}
 			h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }),
-				must(Attempts(ledger, AttemptsOptions{Logger: slog.New(logs)})))
+				must(Attempts(ledger, AttemptsConfig{Logger: slog.New(logs)})))
 			msg := testMessage()
 			msg.Attempt = tc.attempt
 			if err := h.Handle(context.Background(), msg); err != nil {
@@ -155,7 +155,7 @@ func TestAttemptsSuccess(t *testing.T) {
 }
 
 func TestAttemptsNilLedger(t *testing.T) {
-	if _, err := Attempts(nil, AttemptsOptions{}); !errors.Is(err, ErrNilLedger) {
+	if _, err := Attempts(nil, AttemptsConfig{}); !errors.Is(err, ErrNilLedger) {
 		t.Fatalf("err = %v", err)
 	}
 }

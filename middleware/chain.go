@@ -1,46 +1,68 @@
 package middleware
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/redisdedup"
 )
 
 // StandardConfig configures Standard.
 type StandardConfig struct {
-	// Store decides first delivery or duplicate. Required.
+	// Store decides first delivery or duplicate, and, when it implements
+	// dedup.Ledger (sqldedup.Store does), records attempts and dead
+	// letters too. Required.
 	Store dedup.Store
-	// Ledger records attempts and dead letters. Required.
+	// Ledger records attempts and dead letters, for a Store that keeps no
+	// ledger (redisdedup's lease store: give it a sqldedup.Store here).
+	// Defaults to Store; Standard fails with ErrNilLedger if Store is not a
+	// dedup.Ledger and Ledger is nil.
 	Ledger dedup.Ledger
+	// FastPath, if set, puts a Redis fast path (redisdedup.FastPath) in
+	// front of Store: duplicates are answered from a done marker in Redis
+	// without touching Store, which stays the authority (Redis down: every
+	// delivery goes to Store). Its metrics are registered with Registerer.
+	// Defaults to nil: no fast path.
+	FastPath redis.UniversalClient
+	// FastPathConfig configures the fast path when FastPath is set. Its TTL
+	// defaults to the store's retention (dedup.RetentionReporter) and its
+	// Logger to Logger. Background marker writes (MarkerQueue) need a Close
+	// at shutdown that a chain cannot give: build the fast path with
+	// redisdedup.NewFastPath, pass it as Store, and Close it yourself.
+	FastPathConfig redisdedup.FastPathConfig
 	// Dedup configures the Dedup middleware. Its Logger defaults to
 	// Logger.
-	Dedup DedupOptions
+	Dedup DedupConfig
 	// DeadLetter configures the DeadLetter middleware. Its Logger defaults
 	// to Logger.
-	DeadLetter DeadLetterOptions
+	DeadLetter DeadLetterConfig
 	// RetryPolicy is the retry policy of the transport that runs the chain
 	// (for a RocketMQ consumer, consumer.Config.RetryPolicy). Standard
 	// checks that the store keeps dedup rows longer than the policy's
 	// Horizon over DeadLetter.MaxAttempts plus the store's redrive window.
 	// Defaults to RetryPolicy{}, the consumer's default.
 	RetryPolicy RetryPolicy
-	// Timeout bounds each handler run when positive. Defaults to 0: no
-	// timeout beyond the transport's own.
+	// Timeout bounds each handler run (see the Timeout middleware: the
+	// error names it, and a handler still running at half of it is
+	// reported). A negative value means no timeout beyond the transport's
+	// own. Defaults to DefaultTimeout (30s).
 	Timeout time.Duration
 	// Logger receives the per-delivery lines and the middlewares' own
 	// logs. Defaults to slog.Default().
 	Logger *slog.Logger
-	// Registerer, if set, enables the Metrics middleware. Defaults to nil:
-	// no metrics.
+	// Registerer, if set, enables the Metrics middleware and registers the
+	// fast path's metrics. Defaults to nil: no metrics.
 	Registerer prometheus.Registerer
 	// Metrics configures the Metrics middleware when Registerer is set.
-	Metrics MetricsOptions
+	Metrics MetricsConfig
 	// TracerProvider, if set, enables the Tracing middleware. Defaults to
 	// nil: no tracing.
 	TracerProvider trace.TracerProvider
@@ -64,9 +86,11 @@ type StandardConfig struct {
 //  6. Attempts: outside Dedup, so that a failure is recorded in the
 //     ledger's own transaction after the dedup transaction rolled back.
 //  7. Dedup: runs everything inside it at most once per (group, key); in
-//     transactional mode, inside the database transaction.
-//  8. Timeout (if set): inside Dedup, so the deadline bounds the handler
-//     and its transaction but not the attempt and dead-letter bookkeeping.
+//     transactional mode, inside the database transaction. With FastPath
+//     set, its store is the Redis fast path in front of Store.
+//  8. Timeout (DefaultTimeout unless told otherwise): inside Dedup, so the
+//     deadline bounds the handler and its transaction but not the attempt
+//     and dead-letter bookkeeping.
 //  9. Recover again, innermost: a handler's panic becomes an error inside
 //     the dedup transaction, which rolls back, and is recorded as a failed
 //     attempt like any other error.
@@ -75,10 +99,14 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 		return nil, ErrNilStore
 	}
 	if cfg.Ledger == nil {
-		return nil, ErrNilLedger
+		l, ok := cfg.Store.(dedup.Ledger)
+		if !ok {
+			return nil, fmt.Errorf("%w: the store %T keeps no ledger of attempts and dead letters: set StandardConfig.Ledger (a sqldedup.Store, say)", ErrNilLedger, cfg.Store)
+		}
+		cfg.Ledger = l
 	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("%w (got %s)", ErrInvalidTimeout, cfg.Timeout)
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
 	}
 	if err := cfg.RetryPolicy.Validate(); err != nil {
 		return nil, err
@@ -94,6 +122,14 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 	}
 	if cfg.DeadLetter.Logger == nil {
 		cfg.DeadLetter.Logger = cfg.Logger
+	}
+	store := cfg.Store
+	if cfg.FastPath != nil {
+		fp, err := newFastPath(cfg)
+		if err != nil {
+			return nil, err
+		}
+		store = fp
 	}
 
 	chain := []idemq.Middleware{Recover()}
@@ -113,23 +149,54 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 	if err != nil {
 		return nil, err
 	}
-	att, err := Attempts(cfg.Ledger, AttemptsOptions{Logger: cfg.Logger})
+	att, err := Attempts(cfg.Ledger, AttemptsConfig{Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	dd, err := Dedup(cfg.Store, cfg.Dedup)
+	dd, err := Dedup(store, cfg.Dedup)
 	if err != nil {
 		return nil, err
 	}
 	chain = append(chain, dl, att, dd)
 	if cfg.Timeout > 0 {
-		to, err := Timeout(cfg.Timeout)
+		to, err := Timeout(cfg.Timeout, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
 		chain = append(chain, to)
 	}
 	return append(chain, Recover()), nil
+}
+
+// newFastPath builds the Redis fast path in front of cfg.Store and
+// registers its metrics with cfg.Registerer. Metrics of another fast path
+// already registered there under the same names are left as they are.
+func newFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
+	fc := cfg.FastPathConfig
+	if fc.MarkerQueue > 0 {
+		return nil, fmt.Errorf("%w: FastPathConfig.MarkerQueue needs a Close at shutdown that a chain cannot give: build the fast path with redisdedup.NewFastPath, pass it as Store and Close it yourself", ErrInvalidOption)
+	}
+	if fc.TTL == 0 {
+		if r, ok := cfg.Store.(dedup.RetentionReporter); ok {
+			fc.TTL = r.Retention().WithDefaults().Keep
+		}
+	}
+	if fc.Logger == nil {
+		fc.Logger = cfg.Logger
+	}
+	fp, err := redisdedup.NewFastPath(cfg.Store, cfg.FastPath, fc)
+	if err != nil {
+		return nil, fmt.Errorf("middleware: fast path: %w", err)
+	}
+	if cfg.Registerer != nil {
+		if err := fp.RegisterMetrics(cfg.Registerer, redisdedup.MetricsOptions{}); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("middleware: fast path metrics: %w", err)
+			}
+		}
+	}
+	return fp, nil
 }
 
 // checkRetention returns an error wrapping dedup.ErrRetentionTooShort if the

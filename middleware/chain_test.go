@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/dedup/redisdedup"
 )
 
 func TestStandardConfig(t *testing.T) {
@@ -23,9 +26,10 @@ func TestStandardConfig(t *testing.T) {
 	}{
 		{"no store", StandardConfig{Ledger: ledger}, ErrNilStore},
 		{"no ledger", StandardConfig{Store: store}, ErrNilLedger},
-		{"negative timeout", StandardConfig{Store: store, Ledger: ledger, Timeout: -time.Second}, ErrInvalidTimeout},
-		{"bad dedup option", StandardConfig{Store: store, Ledger: ledger, Dedup: DedupOptions{OnMismatch: 5}}, ErrInvalidOption},
-		{"bad dead letter option", StandardConfig{Store: store, Ledger: ledger, DeadLetter: DeadLetterOptions{MaxAttempts: -2}}, ErrInvalidOption},
+		{"fast path with a marker queue", StandardConfig{Store: store, Ledger: ledger, FastPath: redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}),
+			FastPathConfig: redisdedup.FastPathConfig{MarkerQueue: 8}}, ErrInvalidOption},
+		{"bad dedup option", StandardConfig{Store: store, Ledger: ledger, Dedup: DedupConfig{OnMismatch: 5}}, ErrInvalidOption},
+		{"bad dead letter option", StandardConfig{Store: store, Ledger: ledger, DeadLetter: DeadLetterConfig{MaxAttempts: -2}}, ErrInvalidOption},
 	}
 	for _, tc := range tests {
 		if _, err := Standard(tc.cfg); !errors.Is(err, tc.want) {
@@ -42,10 +46,11 @@ func TestStandardOptionalMiddlewares(t *testing.T) {
 		edit func(*StandardConfig)
 		want int
 	}{
-		{"minimal", func(*StandardConfig) {}, 6},
+		{"minimal (default timeout)", func(*StandardConfig) {}, 7},
+		{"no timeout", func(c *StandardConfig) { c.Timeout = -1 }, 6},
 		{"timeout", func(c *StandardConfig) { c.Timeout = time.Second }, 7},
-		{"metrics", func(c *StandardConfig) { c.Registerer = prometheus.NewRegistry() }, 7},
-		{"tracing", func(c *StandardConfig) { _, c.TracerProvider = newRecorder(t) }, 7},
+		{"metrics", func(c *StandardConfig) { c.Registerer = prometheus.NewRegistry() }, 8},
+		{"tracing", func(c *StandardConfig) { _, c.TracerProvider = newRecorder(t) }, 8},
 		{"all", func(c *StandardConfig) {
 			c.Timeout = time.Second
 			c.Registerer = prometheus.NewRegistry()
@@ -101,13 +106,53 @@ func TestStandardWiresEverything(t *testing.T) {
 	}
 }
 
+// storeAndLedger is a store that keeps its own ledger, as sqldedup.Store.
+type storeAndLedger struct {
+	*scriptedStore
+	*fakeLedger
+}
+
+// The store is given once: a store that is also a ledger is the ledger,
+// and the handler runs under the default timeout.
+func TestStandardStoreOnceAndDefaultTimeout(t *testing.T) {
+	both := storeAndLedger{&scriptedStore{res: dedup.Result{Outcome: dedup.Processed}}, newFakeLedger()}
+	mws, err := Standard(StandardConfig{Store: both, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("Standard with a store that is its own ledger: %v", err)
+	}
+	var deadline time.Time
+	h := chain(t, idemq.HandlerFunc(func(ctx context.Context, _ *idemq.Message) error {
+		deadline, _ = ctx.Deadline()
+		return idemq.Permanent(errors.New("no"))
+	}), mws...)
+	before := time.Now()
+	if err := h.Handle(context.Background(), testMessage()); err != nil {
+		t.Fatalf("a permanent failure was not buried: %v", err)
+	}
+	if both.fakeLedger.buriedCount() != 1 {
+		t.Fatalf("the store's own ledger got %d dead letters, want 1", both.fakeLedger.buriedCount())
+	}
+	if left := deadline.Sub(before); left < DefaultTimeout-time.Second || left > DefaultTimeout+time.Second {
+		t.Fatalf("handler deadline %s after the start, want DefaultTimeout (%s)", left, DefaultTimeout)
+	}
+	if _, err := Standard(StandardConfig{Store: &scriptedStore{}}); err == nil || !strings.Contains(err.Error(), "set StandardConfig.Ledger") {
+		t.Fatalf("Standard with a store that keeps no ledger: %v, want an error saying to set Ledger", err)
+	}
+}
+
 // mustCounter gathers the deliveries counter for result retry through a
 // fresh Metrics on the same registry (which shares the collectors).
 func mustCounter(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
 	t.Helper()
-	m, err := newMetrics(reg, MetricsOptions{Namespace: "idemq", Subsystem: "consumer", Buckets: DefaultDurationBuckets})
+	m, err := newMetrics(reg, MetricsConfig{Namespace: "idemq", Subsystem: "consumer", Buckets: DefaultDurationBuckets})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m.deliveries.WithLabelValues("g1", "orders", OutcomeRetry)
+}
+
+func (l *fakeLedger) buriedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buried)
 }

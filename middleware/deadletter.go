@@ -25,8 +25,8 @@ const DefaultMaxAttempts = 16
 // the transport redelivers the message and nothing is lost.
 var ErrDeadLetterFailed = errors.New("middleware: dead letter not stored")
 
-// DeadLetterOptions configures DeadLetter.
-type DeadLetterOptions struct {
+// DeadLetterConfig configures DeadLetter.
+type DeadLetterConfig struct {
 	// MaxAttempts is the attempt (msg.Attempt, as raised by Attempts) at
 	// which a message that still fails is dead-lettered instead of
 	// retried. Defaults to DefaultMaxAttempts.
@@ -64,7 +64,7 @@ type DeadLetterOptions struct {
 // DeadLetter must sit outside Attempts, which supplies the raised attempt
 // count and the error history (see Standard). Without Attempts, the history
 // holds the final error only.
-func DeadLetter(ledger dedup.Ledger, opts DeadLetterOptions) (idemq.Middleware, error) {
+func DeadLetter(ledger dedup.Ledger, opts DeadLetterConfig) (idemq.Middleware, error) {
 	if ledger == nil {
 		return nil, ErrNilLedger
 	}

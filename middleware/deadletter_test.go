@@ -38,7 +38,7 @@ func TestDeadLetterDecisions(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ledger := newFakeLedger()
-			h := chain(t, failing(tc.err), must(DeadLetter(ledger, DeadLetterOptions{MaxAttempts: tc.max, Logger: slog.New(&logRecorder{})})))
+			h := chain(t, failing(tc.err), must(DeadLetter(ledger, DeadLetterConfig{MaxAttempts: tc.max, Logger: slog.New(&logRecorder{})})))
 			msg := testMessage()
 			msg.Attempt = tc.attempt
 			err := h.Handle(context.Background(), msg)
@@ -68,8 +68,8 @@ func TestDeadLetterKeepsWholeMessageAndHistory(t *testing.T) {
 		calls++
 		return errors.New("failure " + strings.Repeat("!", calls))
 	}),
-		must(DeadLetter(ledger, DeadLetterOptions{MaxAttempts: 3, Logger: slog.New(&logRecorder{})})),
-		must(Attempts(ledger, AttemptsOptions{})))
+		must(DeadLetter(ledger, DeadLetterConfig{MaxAttempts: 3, Logger: slog.New(&logRecorder{})})),
+		must(Attempts(ledger, AttemptsConfig{})))
 	for i := 1; i <= 3; i++ {
 		msg := testMessage()
 		msg.Key = "order:7"
@@ -110,7 +110,7 @@ func TestDeadLetterKeepsWholeMessageAndHistory(t *testing.T) {
 
 func TestDeadLetterWithoutAttemptsHasFinalError(t *testing.T) {
 	ledger := newFakeLedger()
-	h := chain(t, failing(idemq.Permanent(errBoom)), must(DeadLetter(ledger, DeadLetterOptions{Logger: slog.New(&logRecorder{})})))
+	h := chain(t, failing(idemq.Permanent(errBoom)), must(DeadLetter(ledger, DeadLetterConfig{Logger: slog.New(&logRecorder{})})))
 	if err := h.Handle(context.Background(), testMessage()); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestDeadLetterUnusableKeyIsHashed(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ledger := newFakeLedger()
-			h := chain(t, failing(idemq.Permanent(ErrNoDedupKey)), must(DeadLetter(ledger, DeadLetterOptions{Logger: slog.New(&logRecorder{})})))
+			h := chain(t, failing(idemq.Permanent(ErrNoDedupKey)), must(DeadLetter(ledger, DeadLetterConfig{Logger: slog.New(&logRecorder{})})))
 			for range 2 {
 				msg := testMessage()
 				msg.Group, msg.ID, msg.Key = tc.group, tc.id, tc.key
@@ -181,9 +181,9 @@ func TestInfrastructureFailureIsNotAnAttempt(t *testing.T) {
 			ledger := newFakeLedger()
 			store := &scriptedStore{err: cause}
 			h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }),
-				must(DeadLetter(ledger, DeadLetterOptions{MaxAttempts: 2, Logger: slog.New(&logRecorder{})})),
-				must(Attempts(ledger, AttemptsOptions{})),
-				must(Dedup(store, DedupOptions{})))
+				must(DeadLetter(ledger, DeadLetterConfig{MaxAttempts: 2, Logger: slog.New(&logRecorder{})})),
+				must(Attempts(ledger, AttemptsConfig{})),
+				must(Dedup(store, DedupConfig{})))
 			for attempt := 1; attempt <= 3; attempt++ {
 				msg := testMessage()
 				msg.Attempt = attempt
@@ -204,7 +204,7 @@ func TestDeadLetterBuryFailureIsRetryable(t *testing.T) {
 	ledger := newFakeLedger()
 	ledger.buryErr = errors.New("database down")
 	logs := &logRecorder{}
-	h := chain(t, failing(idemq.Permanent(errBoom)), must(DeadLetter(ledger, DeadLetterOptions{Logger: slog.New(logs)})))
+	h := chain(t, failing(idemq.Permanent(errBoom)), must(DeadLetter(ledger, DeadLetterConfig{Logger: slog.New(logs)})))
 	err := h.Handle(context.Background(), testMessage())
 	if !errors.Is(err, ErrDeadLetterFailed) || !errors.Is(err, ledger.buryErr) {
 		t.Fatalf("err = %v", err)
@@ -222,7 +222,7 @@ func TestDeadLetterBuryFailureIsRetryable(t *testing.T) {
 
 func TestDeadLetterSkipsOnShutdown(t *testing.T) {
 	ledger := newFakeLedger()
-	h := chain(t, failing(idemq.Permanent(errBoom)), must(DeadLetter(ledger, DeadLetterOptions{})))
+	h := chain(t, failing(idemq.Permanent(errBoom)), must(DeadLetter(ledger, DeadLetterConfig{})))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := h.Handle(ctx, testMessage()); !idemq.IsPermanent(err) {
@@ -234,10 +234,10 @@ func TestDeadLetterSkipsOnShutdown(t *testing.T) {
 }
 
 func TestDeadLetterConfig(t *testing.T) {
-	if _, err := DeadLetter(nil, DeadLetterOptions{}); !errors.Is(err, ErrNilLedger) {
+	if _, err := DeadLetter(nil, DeadLetterConfig{}); !errors.Is(err, ErrNilLedger) {
 		t.Errorf("nil ledger: %v", err)
 	}
-	if _, err := DeadLetter(newFakeLedger(), DeadLetterOptions{MaxAttempts: -1}); !errors.Is(err, ErrInvalidOption) {
+	if _, err := DeadLetter(newFakeLedger(), DeadLetterConfig{MaxAttempts: -1}); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("negative MaxAttempts: %v", err)
 	}
 }

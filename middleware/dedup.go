@@ -50,14 +50,18 @@ func (p MismatchPolicy) String() string {
 // key is busy.
 const DefaultMinBusyDelay = time.Second
 
-// DedupOptions configures Dedup.
-type DedupOptions struct {
+// DedupConfig configures Dedup.
+type DedupConfig struct {
 	// KeyFunc maps a message to its dedup key, for messages deduplicated by
 	// a business key such as "order:123:redpacket" rather than by message
-	// ID. Dedup stores the key in msg.Key, so that the handler and the
-	// middlewares outside see it. An error from KeyFunc is permanent: the
-	// same message can never yield a key. Defaults to msg.DedupKey() (the
-	// Key field if set, otherwise the message ID).
+	// ID. Choose a business key when the same effect may be requested by
+	// two different messages (a producer that is not idemq's and re-sends
+	// under a new RocketMQ MsgId, a retry upstream that builds a new
+	// message): the message ID would let both run. An error from KeyFunc is
+	// permanent: the same message can never yield a key, so it goes to the
+	// dead letters. Dedup stores the key in msg.Key either way, so that the
+	// handler and the middlewares outside see it. Defaults to
+	// msg.DedupKey() (the Key field if set, otherwise the message ID).
 	KeyFunc func(msg *idemq.Message) (string, error)
 	// DisableFingerprint leaves Request.Fingerprint empty, so that payload
 	// mismatches are not detected and the body is not hashed. Defaults to
@@ -66,12 +70,6 @@ type DedupOptions struct {
 	// OnMismatch says what to do with a duplicate whose payload differs.
 	// Defaults to MismatchReject.
 	OnMismatch MismatchPolicy
-	// OnOutcome, if set, is called with the store's result after every
-	// delivery the store decided about (Processed, Duplicate or Busy), for
-	// example to count duplicates skipped. It is not called when the
-	// handler or the store failed. It runs on the delivery's goroutine and
-	// must not block. Defaults to nil.
-	OnOutcome func(ctx context.Context, msg *idemq.Message, res dedup.Result)
 	// MinBusyDelay is the shortest redelivery delay requested when another
 	// owner holds the key's lease. Defaults to DefaultMinBusyDelay.
 	MinBusyDelay time.Duration
@@ -115,7 +113,7 @@ var ErrNoDedupKey = errors.New("middleware: message has no usable dedup key")
 //   - An invalid group or key: idemq.Permanent(ErrNoDedupKey ...).
 //   - A handler or store error: returned unchanged; nothing was recorded
 //     as done.
-func Dedup(store dedup.Store, opts DedupOptions) (idemq.Middleware, error) {
+func Dedup(store dedup.Store, opts DedupConfig) (idemq.Middleware, error) {
 	if store == nil {
 		return nil, ErrNilStore
 	}
@@ -140,16 +138,18 @@ func Dedup(store dedup.Store, opts DedupOptions) (idemq.Middleware, error) {
 	}, nil
 }
 
-func (o *DedupOptions) handle(ctx context.Context, store dedup.Store, next idemq.Handler, msg *idemq.Message) error {
+func (o *DedupConfig) handle(ctx context.Context, store dedup.Store, next idemq.Handler, msg *idemq.Message) error {
 	key := msg.DedupKey()
 	if o.KeyFunc != nil {
 		k, err := o.KeyFunc(msg)
 		if err != nil {
 			return idemq.Permanent(fmt.Errorf("%w: key extractor failed for message %q: %w", ErrNoDedupKey, msg.ID, err))
 		}
-		msg.Key = k
 		key = k
 	}
+	// The handler and the middlewares outside see the key the message is
+	// deduplicated by, whether it came from KeyFunc or is the ID.
+	msg.Key = key
 	req := dedup.Request{Group: msg.Group, Key: key, MessageID: storableID(msg.ID)}
 	if err := req.Validate(); err != nil {
 		return idemq.Permanent(fmt.Errorf("%w: message %q of group %q: %w", ErrNoDedupKey, msg.ID, msg.Group, err))
@@ -167,9 +167,6 @@ func (o *DedupOptions) handle(ctx context.Context, store dedup.Store, next idemq
 		return err
 	}
 	deliveryFrom(ctx).setResult(res)
-	if o.OnOutcome != nil {
-		o.OnOutcome(ctx, msg, res)
-	}
 	switch res.Outcome {
 	case dedup.Processed:
 		return nil
@@ -209,7 +206,7 @@ func storableID(id string) string {
 	return id
 }
 
-func (o *DedupOptions) mismatch(ctx context.Context, req dedup.Request, msg *idemq.Message) error {
+func (o *DedupConfig) mismatch(ctx context.Context, req dedup.Request, msg *idemq.Message) error {
 	switch o.OnMismatch {
 	case MismatchLog:
 		o.Logger.WarnContext(ctx, "duplicate key with a different payload acknowledged",

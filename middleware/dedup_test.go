@@ -51,20 +51,18 @@ func TestDedupOutcomes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			store := &scriptedStore{res: tc.res, err: tc.storeErr}
 			logs := &logRecorder{}
-			var hooked []dedup.Result
-			mw := must(Dedup(store, DedupOptions{
+			mw := must(Dedup(store, DedupConfig{
 				OnMismatch: tc.policy,
 				Logger:     slog.New(logs),
-				OnOutcome: func(_ context.Context, _ *idemq.Message, res dedup.Result) {
-					hooked = append(hooked, res)
-				},
 			}))
 			called := false
 			h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error {
 				called = true
 				return tc.handlerErr
 			}), mw)
-			err := h.Handle(context.Background(), testMessage())
+			ctx, outcomeOf := TrackOutcome(context.Background())
+			msg := testMessage()
+			err := h.Handle(ctx, msg)
 			if !tc.wantErr(err) {
 				t.Fatalf("err = %v", err)
 			}
@@ -79,16 +77,14 @@ func TestDedupOutcomes(t *testing.T) {
 			if warned := len(logs.all()) > 0 && logs.all()[0].Level == slog.LevelWarn; warned != tc.wantWarn {
 				t.Errorf("warned = %v, want %v (%d records)", warned, tc.wantWarn, len(logs.all()))
 			}
-			// The hook sees every decision of the store, and nothing else.
-			wantHooks := 0
-			if tc.storeErr == nil && tc.handlerErr == nil {
-				wantHooks = 1
+			// The outcome reported to the transport follows the store's
+			// decision; the handler sees the key it is deduplicated by.
+			want := map[dedup.Outcome]string{dedup.Processed: OutcomeProcessed, dedup.Duplicate: OutcomeDuplicate, dedup.Busy: OutcomeBusy}[tc.res.Outcome]
+			if got := outcomeOf(err); tc.storeErr == nil && tc.handlerErr == nil && err == nil && got != want {
+				t.Errorf("outcome = %q, want %q", got, want)
 			}
-			if len(hooked) != wantHooks {
-				t.Fatalf("OnOutcome called %d times, want %d", len(hooked), wantHooks)
-			}
-			if wantHooks == 1 && hooked[0] != tc.res {
-				t.Errorf("OnOutcome got %+v, want %+v", hooked[0], tc.res)
+			if msg.Key != msg.DedupKey() || msg.Key == "" {
+				t.Errorf("msg.Key = %q after Dedup, want the dedup key", msg.Key)
 			}
 		})
 	}
@@ -105,16 +101,16 @@ func TestDedupBuildsRequest(t *testing.T) {
 	tests := []struct {
 		name    string
 		msgKey  string
-		opts    DedupOptions
+		opts    DedupConfig
 		wantKey string
 		wantFP  bool
 	}{
 		{name: "message ID", wantKey: "1234567890", wantFP: true},
 		{name: "message key", msgKey: "order:7", wantKey: "order:7", wantFP: true},
-		{name: "key func", opts: DedupOptions{KeyFunc: func(m *idemq.Message) (string, error) {
+		{name: "key func", opts: DedupConfig{KeyFunc: func(m *idemq.Message) (string, error) {
 			return "order:" + m.Property("tenant") + ":redpacket", nil
 		}}, wantKey: "order:acme:redpacket", wantFP: true},
-		{name: "no fingerprint", opts: DedupOptions{DisableFingerprint: true}, wantKey: "1234567890"},
+		{name: "no fingerprint", opts: DedupConfig{DisableFingerprint: true}, wantKey: "1234567890"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,15 +147,15 @@ func TestDedupUnusableKeyIsPermanent(t *testing.T) {
 	tests := []struct {
 		name  string
 		edit  func(*idemq.Message)
-		opts  DedupOptions
+		opts  DedupConfig
 		cause error
 	}{
 		{name: "empty key", edit: func(m *idemq.Message) { m.ID = "" }, cause: idemq.ErrEmptyKey},
 		{name: "key too long", edit: func(m *idemq.Message) { m.Key = strings.Repeat("k", idemq.MaxKeyLen+1) }, cause: idemq.ErrKeyTooLong},
 		{name: "NUL in key", edit: func(m *idemq.Message) { m.Key = "a\x00b" }, cause: idemq.ErrInvalidKey},
 		{name: "empty group", edit: func(m *idemq.Message) { m.Group = "" }, cause: dedup.ErrEmptyGroup},
-		{name: "key func fails", opts: DedupOptions{KeyFunc: func(*idemq.Message) (string, error) { return "", errBoom }}, cause: errBoom},
-		{name: "key func returns empty", opts: DedupOptions{KeyFunc: func(*idemq.Message) (string, error) { return "", nil }}, cause: idemq.ErrEmptyKey},
+		{name: "key func fails", opts: DedupConfig{KeyFunc: func(*idemq.Message) (string, error) { return "", errBoom }}, cause: errBoom},
+		{name: "key func returns empty", opts: DedupConfig{KeyFunc: func(*idemq.Message) (string, error) { return "", nil }}, cause: idemq.ErrEmptyKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,12 +184,12 @@ func TestDedupConfig(t *testing.T) {
 	tests := []struct {
 		name  string
 		store dedup.Store
-		opts  DedupOptions
+		opts  DedupConfig
 		want  error
 	}{
-		{"nil store", nil, DedupOptions{}, ErrNilStore},
-		{"unknown policy", store, DedupOptions{OnMismatch: MismatchPolicy(9)}, ErrInvalidOption},
-		{"negative busy delay", store, DedupOptions{MinBusyDelay: -time.Second}, ErrInvalidOption},
+		{"nil store", nil, DedupConfig{}, ErrNilStore},
+		{"unknown policy", store, DedupConfig{OnMismatch: MismatchPolicy(9)}, ErrInvalidOption},
+		{"negative busy delay", store, DedupConfig{MinBusyDelay: -time.Second}, ErrInvalidOption},
 	}
 	for _, tc := range tests {
 		if _, err := Dedup(tc.store, tc.opts); !errors.Is(err, tc.want) {

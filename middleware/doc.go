@@ -14,7 +14,13 @@
 //     transport.
 //
 // Standard returns the recommended order; its documentation says why each
-// middleware sits where it does.
+// middleware sits where it does. It takes the store once (a store that keeps
+// a ledger, as sqldedup.Store does, is the ledger too), puts the Redis fast
+// path in front of it when given a Redis client, registers every metric
+// (the chain's and the fast path's) with one Registerer, and bounds every
+// handler run with DefaultTimeout (30s) unless told otherwise. A transport
+// learns each delivery's outcome through TrackOutcome; there are no
+// per-event callbacks.
 //
 // # What the Standard chain guarantees
 //
@@ -35,7 +41,7 @@
 //     nor buried, and is returned for the transport to retry (the RocketMQ
 //     consumer retries it in place behind a consumer-wide pause).
 //   - A message that fails with idemq.Permanent, or at attempt
-//     DeadLetterOptions.MaxAttempts or later, is stored as a dead letter
+//     DeadLetterConfig.MaxAttempts or later, is stored as a dead letter
 //     with its whole message and error history, its key is marked dead so
 //     that redeliveries are duplicates, and the delivery is acknowledged.
 //     If the dead letter cannot be stored the delivery is retried instead:
@@ -51,6 +57,10 @@
 //     part, marked truncated, with the reason saying so.
 //   - Standard refuses a store whose retention does not outlast the retry
 //     policy's horizon (RetryPolicy.Horizon) plus its redrive window.
+//   - Every handler run has a deadline (DefaultTimeout, 30s, unless
+//     StandardConfig.Timeout says otherwise), so a hung handler cannot hold
+//     its database transaction forever; its failure is an ordinary failed
+//     attempt.
 //   - A duplicate whose payload differs from the one first processed under
 //     its key is, by default, dead-lettered for an operator rather than
 //     silently acknowledged.
@@ -65,7 +75,9 @@
 //     broker moved to its own dead-letter queue because MaxAttempts is
 //     above the broker's retry limit) is not seen by DeadLetter.
 //   - Timeout only cancels the handler's context; a handler that ignores
-//     its context runs on.
+//     its context runs on (and is reported at half its timeout). The
+//     error of a handler that failed after it names the timeout ("handler
+//     timed out after 30s") and matches context.DeadlineExceeded.
 //   - Attempts does not count deliveries interrupted by the consumer's
 //     shutdown, and its count is raised only on failure: the first
 //     delivery after a re-send starts from the transport's attempt number.

@@ -47,11 +47,9 @@ func Example() {
 		panic(err)
 	}
 
-	duplicates := 0
 	mws, err := middleware.Standard(middleware.StandardConfig{
-		Store:  store,
-		Ledger: store,
-		Dedup: middleware.DedupOptions{
+		Store: store, // also the ledger of attempts and dead letters
+		Dedup: middleware.DedupConfig{
 			// One red packet per order, whichever message asks for it.
 			KeyFunc: func(msg *idemq.Message) (string, error) {
 				var o struct{ Order string }
@@ -59,11 +57,6 @@ func Example() {
 					return "", fmt.Errorf("no order in body: %w", err)
 				}
 				return "order:" + o.Order + ":redpacket", nil
-			},
-			OnOutcome: func(_ context.Context, _ *idemq.Message, res dedup.Result) {
-				if res.Outcome == dedup.Duplicate {
-					duplicates++
-				}
 			},
 		},
 		Timeout: 30 * time.Second,
@@ -88,7 +81,10 @@ func Example() {
 
 	paid := &idemq.Message{ID: "7100000000000000001", Group: "rewards", Topic: "orders", Body: []byte(`{"order":"42"}`), Attempt: 1}
 	fmt.Println("first delivery:", h.Handle(ctx, paid.Clone()))
-	fmt.Println("redelivery:", h.Handle(ctx, paid.Clone()))
+	// A transport learns what the chain did through TrackOutcome.
+	dctx, outcomeOf := middleware.TrackOutcome(ctx)
+	err = h.Handle(dctx, paid.Clone())
+	fmt.Println("redelivery:", err, outcomeOf(err))
 
 	cancelled := &idemq.Message{ID: "7100000000000000002", Group: "rewards", Topic: "orders", Body: []byte(`{"order":"999"}`), Attempt: 1}
 	fmt.Println("cancelled order:", h.Handle(ctx, cancelled))
@@ -97,14 +93,12 @@ func Example() {
 	db.Raw("SELECT COUNT(*) FROM red_packets").Scan(&granted)
 	dls, _ := store.DeadLetters(ctx, dedup.DeadLetterFilter{})
 	fmt.Println("red packets granted:", granted)
-	fmt.Println("duplicates skipped:", duplicates)
 	fmt.Printf("dead letters: %d (%s: %s)\n", len(dls), dls[0].Key, dls[0].Reason)
 	// Output:
 	// first delivery: <nil>
-	// redelivery: <nil>
+	// redelivery: <nil> duplicate
 	// cancelled order: <nil>
 	// red packets granted: 1
-	// duplicates skipped: 1
 	// dead letters: 1 (order:999:redpacket: permanent: order 999 was cancelled)
 }
 

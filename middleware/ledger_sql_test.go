@@ -242,7 +242,7 @@ func TestStandardSQLOutageIsNotAnAttempt(t *testing.T) {
 			var calls atomic.Int32
 			mws, err := middleware.Standard(middleware.StandardConfig{
 				Store: store, Ledger: ledger,
-				DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 2},
+				DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 2},
 				Logger:     slog.New(slog.DiscardHandler),
 			})
 			if err != nil {

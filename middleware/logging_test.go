@@ -38,7 +38,7 @@ func TestLoggingOneLinePerDelivery(t *testing.T) {
 			logs := &logRecorder{}
 			h := chain(t, idemq.HandlerFunc(func(ctx context.Context, m *idemq.Message) error { return tc.handler(ctx, m) }),
 				Logging(slog.New(logs)),
-				must(Dedup(&scriptedStore{res: tc.store}, DedupOptions{})),
+				must(Dedup(&scriptedStore{res: tc.store}, DedupConfig{})),
 				Recover())
 			msg := testMessage()
 			msg.Attempt = 2
@@ -78,7 +78,7 @@ func TestLoggingDeadLetterIsWarn(t *testing.T) {
 	ledger := newFakeLedger()
 	h := chain(t, failing(idemq.Permanent(errBoom)),
 		Logging(slog.New(logs)),
-		must(DeadLetter(ledger, DeadLetterOptions{Logger: slog.New(&logRecorder{})})))
+		must(DeadLetter(ledger, DeadLetterConfig{Logger: slog.New(&logRecorder{})})))
 	if err := h.Handle(context.Background(), testMessage()); err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 // seconds: 5 ms to about 80 s.
 var DefaultDurationBuckets = prometheus.ExponentialBuckets(0.005, 2, 15)
 
-// MetricsOptions configures Metrics.
-type MetricsOptions struct {
+// MetricsConfig configures Metrics.
+type MetricsConfig struct {
 	// Namespace prefixes every metric name. Defaults to "idemq".
 	Namespace string
 	// Subsystem goes between the namespace and the name. Defaults to
@@ -52,7 +52,7 @@ type MetricsOptions struct {
 // Calling Metrics twice with one registry (for two consumer groups, say)
 // shares the collectors: an AlreadyRegisteredError for an identical
 // collector is not an error. Any other registration error is returned.
-func Metrics(reg prometheus.Registerer, opts MetricsOptions) (idemq.Middleware, error) {
+func Metrics(reg prometheus.Registerer, opts MetricsConfig) (idemq.Middleware, error) {
 	if reg == nil {
 		reg = prometheus.DefaultRegisterer
 	}
@@ -90,7 +90,7 @@ type metrics struct {
 	inFlight   *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer, o MetricsOptions) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, o MetricsConfig) (*metrics, error) {
 	counter := func(name, help string, labels ...string) (*prometheus.CounterVec, error) {
 		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: o.Namespace, Subsystem: o.Subsystem, Name: name, Help: help, ConstLabels: o.ConstLabels,

@@ -17,13 +17,13 @@ import (
 
 func TestMetricsCountsOutcomes(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	mm := must(Metrics(reg, MetricsOptions{}))
+	mm := must(Metrics(reg, MetricsConfig{}))
 	ledger := newFakeLedger()
 	deliver := func(res dedup.Result, herr error) {
 		t.Helper()
 		h := chain(t, failing(herr), mm,
-			must(DeadLetter(ledger, DeadLetterOptions{Logger: slog.New(&logRecorder{})})),
-			must(Dedup(&scriptedStore{res: res}, DedupOptions{})))
+			must(DeadLetter(ledger, DeadLetterConfig{Logger: slog.New(&logRecorder{})})),
+			must(Dedup(&scriptedStore{res: res}, DedupConfig{})))
 		_ = h.Handle(context.Background(), testMessage())
 	}
 	processed := dedup.Result{Outcome: dedup.Processed}
@@ -68,8 +68,8 @@ idemq_consumer_dead_letters_total{group="g1",topic="orders"} 2
 
 func TestMetricsShareRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	a := must(Metrics(reg, MetricsOptions{}))
-	b := must(Metrics(reg, MetricsOptions{}))
+	a := must(Metrics(reg, MetricsConfig{}))
+	b := must(Metrics(reg, MetricsConfig{}))
 	ok := idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil })
 	for _, mw := range []idemq.Middleware{a, b} {
 		if err := chain(t, ok, mw).Handle(context.Background(), testMessage()); err != nil {
@@ -97,19 +97,19 @@ func TestMetricsRegistrationConflict(t *testing.T) {
 	reg.MustRegister(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "idemq", Subsystem: "consumer", Name: "busy_total", Help: "other",
 	}, []string{"queue"}))
-	if _, err := Metrics(reg, MetricsOptions{}); err == nil {
+	if _, err := Metrics(reg, MetricsConfig{}); err == nil {
 		t.Fatal("a conflicting registration must be an error")
 	}
 }
 
-func TestMetricsOptions(t *testing.T) {
+func TestMetricsConfig(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	mm := must(Metrics(reg, MetricsOptions{Namespace: "shop", Subsystem: "mq", ConstLabels: prometheus.Labels{"app": "x"}}))
+	mm := must(Metrics(reg, MetricsConfig{Namespace: "shop", Subsystem: "mq", ConstLabels: prometheus.Labels{"app": "x"}}))
 	_ = chain(t, failing(nil), mm).Handle(context.Background(), testMessage())
 	if n := testutil.CollectAndCount(reg, "shop_mq_deliveries_total"); n != 1 {
 		t.Errorf("custom-named series = %d, want 1", n)
 	}
-	if _, err := Metrics(prometheus.NewRegistry(), MetricsOptions{Buckets: []float64{1, 1}}); !errors.Is(err, ErrInvalidOption) {
+	if _, err := Metrics(prometheus.NewRegistry(), MetricsConfig{Buckets: []float64{1, 1}}); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("non-increasing buckets: %v", err)
 	}
 }
@@ -118,7 +118,7 @@ func TestMetricsOptions(t *testing.T) {
 // a failure the Attempts middleware records counts as a failed attempt.
 func TestMetricsInFlightAndFailedAttempts(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	mm := must(Metrics(reg, MetricsOptions{}))
+	mm := must(Metrics(reg, MetricsConfig{}))
 	ledger := newFakeLedger()
 	inside := make(chan struct{})
 	release := make(chan struct{})
@@ -126,7 +126,7 @@ func TestMetricsInFlightAndFailedAttempts(t *testing.T) {
 		close(inside)
 		<-release
 		return errBoom
-	}), mm, must(Attempts(ledger, AttemptsOptions{})))
+	}), mm, must(Attempts(ledger, AttemptsConfig{})))
 	done := make(chan error, 1)
 	go func() { done <- h.Handle(context.Background(), testMessage()) }()
 	<-inside
@@ -170,7 +170,7 @@ idemq_consumer_failed_attempts_total{group="g1",topic="orders"} 1
 // is not.
 func TestMetricsMessagesWithoutID(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }), must(Metrics(reg, MetricsOptions{})))
+	h := chain(t, idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil }), must(Metrics(reg, MetricsConfig{})))
 	with := testMessage()
 	with.Properties = map[string]string{idemq.PropertyMessageID: with.ID}
 	without := testMessage()
@@ -194,10 +194,10 @@ idemq_consumer_messages_without_id_total{group="g1",topic="orders"} 2
 // and none for a duplicate, which never reaches it.
 func TestMetricsHandlerRunDuration(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	mm := must(Metrics(reg, MetricsOptions{}))
+	mm := must(Metrics(reg, MetricsConfig{}))
 	ok := idemq.HandlerFunc(func(context.Context, *idemq.Message) error { return nil })
 	for _, res := range []dedup.Result{{Outcome: dedup.Processed}, {Outcome: dedup.Duplicate}, {Outcome: dedup.Processed}} {
-		h := chain(t, ok, mm, must(Dedup(&scriptedStore{res: res}, DedupOptions{})))
+		h := chain(t, ok, mm, must(Dedup(&scriptedStore{res: res}, DedupConfig{})))
 		if err := h.Handle(context.Background(), testMessage()); err != nil {
 			t.Fatal(err)
 		}

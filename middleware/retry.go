@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/backoff"
 )
 
 // RetryPolicy computes how long a transport waits before redelivering a
@@ -77,21 +78,7 @@ func (p RetryPolicy) Validate() error {
 // Out-of-range fields are clamped rather than reported; use Validate to
 // report them.
 func (p RetryPolicy) Next(attempt int, err error) time.Duration {
-	p = p.WithDefaults()
-	initial := float64(max(p.Initial, 0))
-	ceiling := float64(max(p.Max, 0))
-	mult := p.Multiplier
-	if !(mult >= 1) || math.IsInf(mult, 0) { // also catches NaN
-		mult = 1
-	}
-	attempt = max(attempt, 1)
-
-	d := math.Min(initial*math.Pow(mult, float64(attempt-1)), ceiling)
-	if j := math.Min(p.Jitter, 1); j > 0 {
-		d *= 1 + j*(2*rand.Float64()-1)
-		d = math.Min(d, ceiling)
-	}
-	delay := time.Duration(d)
+	delay := p.exponential().Delay(attempt, rand.Float64)
 	if floor, ok := idemq.RetryDelay(err); ok && floor > delay {
 		delay = floor
 	}
@@ -115,19 +102,25 @@ func (p RetryPolicy) Horizon(maxAttempts int) time.Duration {
 	if maxAttempts <= 0 {
 		maxAttempts = DefaultMaxAttempts
 	}
-	q := p.WithDefaults()
-	q.Jitter = min(q.Jitter, 1)
+	e := p.exponential()
 	var total time.Duration
 	for attempt := 1; attempt < maxAttempts; attempt++ {
-		noJitter := q
-		noJitter.Jitter = -1
-		d := noJitter.Next(attempt, nil)
-		if q.Jitter > 0 {
-			d = min(time.Duration(float64(d)*(1+q.Jitter)), max(q.Max, 0))
-		}
-		total += rocketMQDelayLevels[RocketMQDelayLevel(d)-1]
+		total += rocketMQDelayLevels[RocketMQDelayLevel(e.Longest(attempt))-1]
 	}
 	return total
+}
+
+// exponential is the policy, with defaults, as the shared backoff: jitter
+// never takes a delay above Max.
+func (p RetryPolicy) exponential() backoff.Exponential {
+	q := p.WithDefaults()
+	return backoff.Exponential{
+		Initial:    q.Initial,
+		Max:        q.Max,
+		Multiplier: q.Multiplier,
+		Jitter:     q.Jitter,
+		CapJitter:  true,
+	}
 }
 
 // rocketMQDelayLevels are the delays of RocketMQ's default

@@ -58,7 +58,7 @@ func setup(t *testing.T, d testenv.DB, maxAttempts int, fail func(call int, msg 
 	mws, err := middleware.Standard(middleware.StandardConfig{
 		Store:      store,
 		Ledger:     store,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: maxAttempts},
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: maxAttempts},
 		Logger:     slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

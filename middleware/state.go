@@ -159,3 +159,13 @@ func outcome(d *delivery, err error) string {
 		return OutcomeRetry
 	}
 }
+
+// TrackOutcome returns a context to run a chain with and a function that,
+// given the chain's error, names the delivery's outcome (one of the
+// Outcome constants) as Logging and Metrics see it. A transport calls it
+// to count outcomes (the consumer's Stats do); the chain must be run with
+// the returned context.
+func TrackOutcome(ctx context.Context) (context.Context, func(err error) string) {
+	ctx, d := ensureDelivery(ctx)
+	return ctx, func(err error) string { return outcome(d, err) }
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
@@ -19,20 +20,23 @@ func Example() {
 	defer broker.Close()
 
 	// Node 1 from configuration; in production lease one with
-	// producer.NewSQLNodeLease or producer.NewRedisNodeLease.
-	ids, err := producer.NewIDGenerator(producer.FixedNode(1), producer.IDConfig{})
+	// msgid.NewSQLNodeLease or msgid.NewRedisNodeLease.
+	ids, err := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
 	if err != nil {
 		panic(err)
 	}
 	p, err := producer.New(producer.Config{
 		NameServers: []string{broker.Addr()},
 		Group:       "example-producer",
-		IDs:         ids,
+		IDSource:    ids,
 	})
 	if err != nil {
 		panic(err)
 	}
-	defer p.Shutdown()
+	if err := p.Start(context.Background()); err != nil {
+		panic(err)
+	}
+	defer p.Shutdown(context.Background())
 
 	msg := &idemq.Message{Topic: "orders", Tags: "created", Body: []byte(`{"order":123}`)}
 	ctx := context.Background()
@@ -46,7 +50,7 @@ func Example() {
 	for _, m := range broker.Messages("orders") {
 		fmt.Println(m.GetProperty(idemq.PropertyMessageID) == msg.ID, m.GetKeys() == msg.ID)
 	}
-	_, node, _, _ := producer.ParseID(msg.ID)
+	_, node, _, _ := msgid.Parse(msg.ID)
 	fmt.Println("node", node)
 	// Output:
 	// true true

@@ -12,8 +12,12 @@ import (
 	rocketmq "github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
+
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/gate"
 	"github.com/idemq/idemq/internal/nameserver"
+	"github.com/idemq/idemq/internal/remoting"
+	"github.com/idemq/idemq/msgid"
 )
 
 // Defaults of Config.
@@ -27,8 +31,10 @@ const (
 
 // Errors of the producer.
 var (
-	// ErrClosed is returned by sends on a Producer after Shutdown.
+	// ErrClosed is returned by sends, and by Start, after Shutdown.
 	ErrClosed = errors.New("producer: shut down")
+	// ErrNotStarted is returned by sends before Start succeeded.
+	ErrNotStarted = errors.New("producer: not started; call Start first")
 	// ErrSendNotOK is returned when the broker answered a send with a
 	// status other than SEND_OK (flush or slave timeouts). The message may
 	// well be stored: re-sending it is safe, because it keeps its ID and
@@ -40,16 +46,11 @@ var (
 	ErrInvalidMessage = errors.New("producer: invalid message")
 )
 
-// IDSource issues message IDs. *IDGenerator implements it.
-type IDSource interface {
-	NextID() (string, error)
-}
-
 // Config configures a Producer.
 type Config struct {
 	// NameServers are the RocketMQ name servers as host:port. Host names
-	// are resolved to IP addresses by New (rocketmq-client-go accepts only
-	// IP:port). Required.
+	// are resolved to IP addresses by Start (rocketmq-client-go accepts
+	// only IP:port). Required.
 	NameServers []string
 	// Group is the producer group. Defaults to DefaultGroup.
 	Group string
@@ -73,9 +74,9 @@ type Config struct {
 	// rocketmq-client-go applies per attempt. A value above SendTimeout is
 	// lowered to it. Defaults to DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
-	// IDs issues the message IDs. Required: use an *IDGenerator on a
-	// leased or explicitly configured node.
-	IDs IDSource
+	// IDSource issues the message IDs. Required: use a *msgid.Generator
+	// on a leased or explicitly configured node.
+	IDSource msgid.Source
 	// AsyncConcurrency bounds the sends SendAsync runs at once; further
 	// calls wait for a slot. Defaults to DefaultAsyncConcurrency.
 	AsyncConcurrency int
@@ -94,8 +95,13 @@ func (c *Config) defaults(kind string) error {
 	if len(c.NameServers) == 0 {
 		return errors.New("producer: Config.NameServers is empty")
 	}
-	if c.IDs == nil {
-		return errors.New("producer: Config.IDs is required (an *IDGenerator on a leased or configured node)")
+	for _, a := range c.NameServers {
+		if _, _, err := nameserver.Check(a); err != nil {
+			return fmt.Errorf("producer: %w", err)
+		}
+	}
+	if c.IDSource == nil {
+		return errors.New("producer: Config.IDSource is required (a *msgid.Generator on a leased or configured node)")
 	}
 	if c.Group == "" {
 		c.Group = DefaultGroup
@@ -154,52 +160,65 @@ func clientOptions(cfg *Config, ns primitive.NamesrvAddr, selector rmqproducer.Q
 // same on every re-send of that *idemq.Message. It is safe for concurrent
 // use.
 //
-// New starts the underlying client; Shutdown stops it. There is no separate
-// Start.
+// New builds a Producer and checks its configuration; Start connects it;
+// Shutdown stops it. Sends before Start return ErrNotStarted, and after
+// Shutdown ErrClosed.
 type Producer struct {
 	cfg    Config
-	client rocketmq.Producer
+	client rocketmq.Producer // set by Start
 	log    *slog.Logger
 
-	gate  gate          // sends in flight, and shutdown
+	gate  *gate.Gate    // Start, sends in flight, and Shutdown
 	async chan struct{} // SendAsync slots
 }
 
-// New creates a Producer and starts its client. The client connects lazily:
-// an unreachable name server shows up as an error of the first send, not
-// here; that error says that no name server answers (or that the topic
-// does not exist), where the client alone says "route info not found".
+// New returns a Producer for cfg, with defaults applied. It checks cfg and
+// touches no network: Start connects.
 func New(cfg Config) (*Producer, error) {
 	if err := cfg.defaults("producer"); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ns, err := resolveNameServers(ctx, cfg.NameServers)
-	if err != nil {
-		return nil, err
-	}
-	cfg.NameServers = ns // resolved, for the checks after a failed send
-	client, err := rocketmq.NewProducer(clientOptions(&cfg, ns, newShardingSelector())...)
-	if err != nil {
-		return nil, fmt.Errorf("producer: new client: %w", err)
-	}
-	if err := client.Start(); err != nil {
-		return nil, fmt.Errorf("producer: start client (group %q, instance %q): %w", cfg.Group, cfg.InstanceName, err)
-	}
 	return &Producer{
-		cfg:    cfg,
-		client: client,
-		log:    cfg.Logger.With("producer_group", cfg.Group),
-		async:  make(chan struct{}, cfg.AsyncConcurrency),
+		cfg:   cfg,
+		log:   cfg.Logger.With("producer_group", cfg.Group),
+		gate:  gate.New(ErrClosed, ErrNotStarted),
+		async: make(chan struct{}, cfg.AsyncConcurrency),
 	}, nil
 }
 
-// Shutdown stops accepting sends, waits for SendAsync sends in flight (their
-// callbacks run) and stops the client. Further sends return ErrClosed.
-// Shutdown is idempotent.
-func (p *Producer) Shutdown() error {
-	return p.gate.close(func() error {
+// Start resolves the name servers, checks that one answers and starts the
+// client. It returns an error that says "no name server answers" (wrapping
+// each connection failure) when none does: the client alone would start
+// and report it only at the first send, as "route info not found". ctx
+// bounds the checks, not the Producer's life. Start is idempotent; after
+// Shutdown it returns ErrClosed. A Start that failed may be tried again.
+func (p *Producer) Start(ctx context.Context) error {
+	return p.gate.Start(ctx, func(ctx context.Context) error {
+		ns, err := p.cfg.connect(ctx)
+		if err != nil {
+			return err
+		}
+		client, err := rocketmq.NewProducer(clientOptions(&p.cfg, ns, newShardingSelector())...)
+		if err != nil {
+			return fmt.Errorf("producer: new client: %w", err)
+		}
+		if err := client.Start(); err != nil {
+			_ = client.Shutdown()
+			return fmt.Errorf("producer: start client (group %q, instance %q): %w", p.cfg.Group, p.cfg.InstanceName, err)
+		}
+		p.cfg.NameServers = ns // resolved, for the checks after a failed send
+		p.client = client
+		return nil
+	})
+}
+
+// Shutdown stops accepting sends, waits for the sends in flight (SendAsync
+// callbacks included) and stops the client. Further sends and Start return
+// ErrClosed. Shutdown is idempotent and safe to call concurrently; every
+// call returns the first call's result once it is done (or its own ctx's
+// error if that comes first). It may be called without Start.
+func (p *Producer) Shutdown(ctx context.Context) error {
+	return p.gate.Shutdown(ctx, func() error {
 		if err := p.client.Shutdown(); err != nil {
 			return fmt.Errorf("producer: shutdown client: %w", err)
 		}
@@ -208,9 +227,9 @@ func (p *Producer) Shutdown() error {
 }
 
 // begin registers a send in flight; end must follow.
-func (p *Producer) begin() error { return p.gate.enter() }
+func (p *Producer) begin() error { return p.gate.Enter() }
 
-func (p *Producer) end() { p.gate.leave() }
+func (p *Producer) end() { p.gate.Leave() }
 
 // Stamp gives msg its idemq message ID if it has none, from the Producer's
 // ID source: msg.ID, the property idemq.PropertyMessageID and an entry in
@@ -222,14 +241,24 @@ func (p *Producer) end() { p.gate.leave() }
 // Stamp writes to msg, so one message must not be stamped or sent from two
 // goroutines at once.
 func (p *Producer) Stamp(msg *idemq.Message) error {
-	return stamp(p.cfg.IDs, msg)
+	return stamp(p.cfg.IDSource, msg)
 }
 
-// resolveNameServers turns host:port into IP:port, as the client demands.
-func resolveNameServers(ctx context.Context, addrs []string) (primitive.NamesrvAddr, error) {
-	ns, err := nameserver.Resolve(ctx, addrs)
+// connect resolves the name servers (host:port to IP:port, as the client
+// demands) and checks that one of them answers.
+func (c *Config) connect(ctx context.Context) (primitive.NamesrvAddr, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	ns, err := nameserver.Resolve(ctx, c.NameServers)
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
+	}
+	// Any topic will do: the answer only shows that a name server is up.
+	if _, err := remoting.TopicExists(ctx, ns, c.Group); err != nil {
+		return nil, fmt.Errorf("producer: start (group %q): %w", c.Group, err)
 	}
 	return ns, nil
 }

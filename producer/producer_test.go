@@ -9,12 +9,17 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/apache/rocketmq-client-go/v2/rlog"
+
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/msgid"
 )
 
 func TestMain(m *testing.M) {
@@ -35,12 +40,12 @@ func newTestProducer(t testing.TB, b *rmqtest.Broker, cfg Config) *Producer {
 	if cfg.NameServers == nil {
 		cfg.NameServers = []string{b.Addr()}
 	}
-	if cfg.IDs == nil {
-		g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	if cfg.IDSource == nil {
+		g, err := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.IDs = g
+		cfg.IDSource = g
 	}
 	if cfg.Retries == 0 {
 		cfg.Retries = -1
@@ -52,7 +57,10 @@ func newTestProducer(t testing.TB, b *rmqtest.Broker, cfg Config) *Producer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p
 }
 
@@ -87,7 +95,7 @@ func TestSendSyncConfirmAndStamp(t *testing.T) {
 	if msg.ID == "" || res.MessageID != msg.ID {
 		t.Fatalf("msg.ID %q, result %q", msg.ID, res.MessageID)
 	}
-	if _, node, _, err := ParseID(msg.ID); err != nil || node != testNode {
+	if _, node, _, err := msgid.Parse(msg.ID); err != nil || node != testNode {
 		t.Errorf("ID %q: node %d, err %v; want a snowflake on node %d", msg.ID, node, err, testNode)
 	}
 	if res.OffsetMsgID == "" || res.MsgID == "" || res.Topic != "orders" || res.BrokerName != rmqtest.BrokerName {
@@ -158,7 +166,7 @@ func TestResendKeepsID(t *testing.T) {
 }
 
 func TestStampRules(t *testing.T) {
-	g, err := NewIDGenerator(FixedNode(1), IDConfig{})
+	g, err := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,11 +192,8 @@ func TestStampRules(t *testing.T) {
 		}
 	}
 	// An ID source failure is reported, not papered over.
-	lost := &stubSource{node: 1}
-	lg, _ := NewIDGenerator(lost, IDConfig{})
-	lost.err = ErrNodeLeaseLost
 	m = &idemq.Message{Topic: "t"}
-	if err := stamp(lg, m); !errors.Is(err, ErrNodeLeaseLost) || m.ID != "" {
+	if err := stamp(failingIDs{msgid.ErrNodeLeaseLost}, m); !errors.Is(err, msgid.ErrNodeLeaseLost) || m.ID != "" {
 		t.Errorf("lost lease: err %v, ID %q", err, m.ID)
 	}
 }
@@ -235,18 +240,17 @@ func TestInvalidMessagesAreRefused(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	g, _ := NewIDGenerator(FixedNode(1), IDConfig{})
+	g, _ := msgid.NewGenerator(msgid.FixedNode(1), msgid.GeneratorConfig{})
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 		want string
 	}{
-		{"no name servers", Config{IDs: g}, "NameServers"},
-		{"no IDs", Config{NameServers: []string{"127.0.0.1:9876"}}, "IDs"},
-		{"no port", Config{IDs: g, NameServers: []string{"127.0.0.1"}}, "name server"},
-		{"bad port", Config{IDs: g, NameServers: []string{"127.0.0.1:99999"}}, "bad port"},
-		{"unresolvable", Config{IDs: g, NameServers: []string{"no-such-host.invalid:9876"}}, "resolve"},
-		{"retries", Config{IDs: g, NameServers: []string{"127.0.0.1:9876"}, Retries: -2}, "Retries"},
+		{"no name servers", Config{IDSource: g}, "NameServers"},
+		{"no IDSource", Config{NameServers: []string{"127.0.0.1:9876"}}, "IDSource"},
+		{"no port", Config{IDSource: g, NameServers: []string{"127.0.0.1"}}, "name server"},
+		{"bad port", Config{IDSource: g, NameServers: []string{"127.0.0.1:99999"}}, "bad port"},
+		{"retries", Config{IDSource: g, NameServers: []string{"127.0.0.1:9876"}, Retries: -2}, "Retries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
@@ -254,6 +258,61 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+	// New touches no network: a name that does not resolve is found by
+	// Start.
+	p, err := New(Config{IDSource: g, NameServers: []string{"no-such-host.invalid:9876"}, Logger: quietLog})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := p.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "resolve") {
+		t.Fatalf("Start with an unresolvable name server = %v, want a resolve error", err)
+	}
+}
+
+// A Producer has the lifecycle of every long-lived idemq value: sends
+// wait for Start, Start is idempotent, Shutdown is idempotent and works
+// without Start, and nothing starts again after it.
+func TestProducerLifecycle(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"life"}})
+	g, _ := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
+	ctx := context.Background()
+	cfg := Config{NameServers: []string{b.Addr()}, Group: "pg-life", IDSource: g, Retries: -1, Logger: quietLog}
+
+	unstarted, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unstarted.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown without Start: %v", err)
+	}
+	if err := unstarted.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+	}
+
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.SendSync(ctx, &idemq.Message{Topic: "life"}); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("send before Start = %v, want ErrNotStarted", err)
+	}
+	for range 2 {
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.SendSync(ctx, &idemq.Message{Topic: "life", Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+	}
+	if n := len(b.Messages("life")); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
 	}
 }
 
@@ -486,7 +545,7 @@ func TestSendAsyncDroppedBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-ran
-	if err := p.Shutdown(); err != nil {
+	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -494,10 +553,10 @@ func TestSendAsyncDroppedBroker(t *testing.T) {
 func TestShutdownRefusesSends(t *testing.T) {
 	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"t"}})
 	p := newTestProducer(t, b, Config{Group: "pg-shutdown"})
-	if err := p.Shutdown(); err != nil {
+	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Shutdown(); err != nil {
+	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
 	}
 	msg := &idemq.Message{Topic: "t"}
@@ -605,25 +664,25 @@ func TestHungAttemptIsRetried(t *testing.T) {
 }
 
 func TestAttemptTimeoutDefaults(t *testing.T) {
-	g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	g, err := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{NameServers: []string{"127.0.0.1:1"}, IDs: g}
+	cfg := Config{NameServers: []string{"127.0.0.1:1"}, IDSource: g}
 	if err := cfg.defaults("producer"); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.AttemptTimeout != DefaultAttemptTimeout || cfg.SendTimeout != DefaultSendTimeout {
 		t.Fatalf("defaults: attempt %s, total %s", cfg.AttemptTimeout, cfg.SendTimeout)
 	}
-	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, SendTimeout: time.Second, AttemptTimeout: time.Minute}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDSource: g, SendTimeout: time.Second, AttemptTimeout: time.Minute}
 	if err := cfg.defaults("producer"); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.AttemptTimeout != time.Second {
 		t.Fatalf("AttemptTimeout above SendTimeout kept as %s", cfg.AttemptTimeout)
 	}
-	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDs: g, AttemptTimeout: -1}
+	cfg = Config{NameServers: []string{"127.0.0.1:1"}, IDSource: g, AttemptTimeout: -1}
 	if err := cfg.defaults("producer"); err == nil {
 		t.Fatal("negative AttemptTimeout accepted")
 	}
@@ -642,15 +701,83 @@ func TestSendExplainsRouteErrors(t *testing.T) {
 		t.Fatalf("a missing topic may be created later; got a permanent error: %v", err)
 	}
 
+	// A name server that does not answer at Start is named at Start, not
+	// left for the first send.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	down := newTestProducer(t, b, Config{Group: "pg-explain-down", NameServers: []string{addr}, SendTimeout: 5 * time.Second})
+	g, _ := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
+	closed, err := New(Config{NameServers: []string{addr}, Group: "pg-explain-closed", IDSource: g, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = closed.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no name server answers") || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Start against a closed port = %v, want \"no name server answers\" naming %s", err, addr)
+	}
+
+	// A name server that goes away after Start is named by the send.
+	proxy := testenv.NewProxy(t, b.Addr())
+	down := newTestProducer(t, b, Config{Group: "pg-explain-down", NameServers: []string{proxy.Addr()}, SendTimeout: 5 * time.Second})
+	proxy.Cut()
 	_, err = down.SendSync(context.Background(), &idemq.Message{Topic: "t"})
 	if err == nil || !strings.Contains(err.Error(), "no name server answers") {
 		t.Fatalf("unreachable name server: %v", err)
 	}
+}
+
+// countHandler counts the records of the RocketMQ client at or above
+// Info, slog's default level.
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h countHandler) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "component" && a.Value.String() == "rocketmq-client" {
+			h.n.Add(1)
+			return false
+		}
+		return true
+	})
+	return nil
+}
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countHandler) WithGroup(string) slog.Handler      { return h }
+
+// The client writes dozens of Info lines for a few messages; by default
+// they are at Debug, and a handler at Info (slog's default) sees none.
+// SetClientInfoLevel brings them back.
+func TestClientLogsQuietByDefault(t *testing.T) {
+	b := rmqtest.NewTest(t, rmqtest.Config{Topics: []string{"quiet"}})
+	var n atomic.Int64
+	SetClientLogger(slog.New(countHandler{&n}))
+	t.Cleanup(func() { SetClientLogger(quietLog); SetClientInfoLevel(slog.LevelDebug) })
+	rlog.SetLogLevel("info") // the client's own filter, as in production
+	t.Cleanup(func() { rlog.SetLogLevel(os.Getenv("ROCKETMQ_GO_LOG_LEVEL")) })
+
+	send3 := func(group string) {
+		p := newTestProducer(t, b, Config{Group: group})
+		for range 3 {
+			if _, err := p.SendSync(context.Background(), &idemq.Message{Topic: "quiet", Body: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send3("pg-quiet")
+	if got := n.Load(); got != 0 {
+		t.Fatalf("%d client lines at Info or above for 3 sends, want 0", got)
+	}
+
+	SetClientInfoLevel(slog.LevelInfo)
+	send3("pg-loud")
+	if got := n.Load(); got < 3 {
+		t.Fatalf("%d client lines at Info after SetClientInfoLevel(Info), want several", got)
+	}
+	t.Logf("the client wrote %d Info lines for 3 sends", n.Load())
 }

@@ -7,10 +7,25 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/tableprefix"
 )
 
+// DefaultTablePrefix is the table name prefix used when none is configured.
+const DefaultTablePrefix = "idemq_"
+
+// ValidateTablePrefix reports whether prefix may start a table name: a
+// lower-case letter, then up to 30 lower-case letters, digits or
+// underscores.
+func ValidateTablePrefix(prefix string) error {
+	if !tableprefix.Valid(prefix) {
+		return fmt.Errorf("producer: invalid table prefix %q: want %s", prefix, tableprefix.Pattern)
+	}
+	return nil
+}
+
 // Schema returns the plain SQL that creates the producer's tables
-// (<prefix>node_leases and <prefix>tx_records) for a dialect: "postgres",
+// (<prefix>node_leases, for the node leases of package msgid, and
+// <prefix>tx_records) for a dialect: "postgres",
 // "mysql" (MySQL 8 and MariaDB) or "sqlite": every numbered step of the
 // "producer" component in order (the files
 // internal/migrate/steps/producer/NNNN_<name>.<dialect>.sql that the

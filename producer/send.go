@@ -17,11 +17,12 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/internal/remoting"
 	"github.com/idemq/idemq/internal/rmqprops"
+	"github.com/idemq/idemq/msgid"
 )
 
 // MaxDelayLevel is the highest RocketMQ delay level (2h on the default
 // ladder 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).
-const MaxDelayLevel = 18
+const MaxDelayLevel = rmqprops.MaxDelayLevel
 
 // SendResult is the broker's confirmation of a send.
 type SendResult struct {
@@ -89,7 +90,7 @@ func invalid(format string, args ...any) error {
 func hasSeparator(s string) bool { return strings.ContainsAny(s, "\x01\x02") }
 
 // stamp gives msg its ID (see Producer.Stamp).
-func stamp(ids IDSource, msg *idemq.Message) error {
+func stamp(ids msgid.Source, msg *idemq.Message) error {
 	if msg == nil {
 		return idemq.Permanent(fmt.Errorf("%w: nil message", ErrInvalidMessage))
 	}

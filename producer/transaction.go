@@ -10,8 +10,11 @@ import (
 
 	rocketmq "github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
-	"github.com/idemq/idemq"
 	"gorm.io/gorm"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/internal/gate"
+	"github.com/idemq/idemq/msgid"
 )
 
 // DefaultCheckGrace is how old a half message must be before a check-back
@@ -89,7 +92,7 @@ type TransactionProducer struct {
 
 	pending sync.Map // *primitive.Message -> *localTx
 
-	gate gate // SendInTx calls in flight, and shutdown
+	gate *gate.Gate // Start, SendInTx calls in flight, and Shutdown
 
 	// Tests only. loseEnd, when true for a message ID, makes the outcome
 	// "unknown" after the local commit, as if the END_TRANSACTION notice
@@ -109,8 +112,9 @@ type localTx struct {
 	err   error
 }
 
-// NewTransactionProducer creates a TransactionProducer and starts its
-// client; Shutdown stops it.
+// NewTransactionProducer returns a TransactionProducer for cfg, with
+// defaults applied. It checks cfg and touches neither the database nor the
+// network: Start migrates (with TxConfig.Migrate) and connects.
 func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 	if err := cfg.Config.defaults("txproducer"); err != nil {
 		return nil, err
@@ -130,44 +134,54 @@ func NewTransactionProducer(cfg TxConfig) (*TransactionProducer, error) {
 	if cfg.CheckGrace == 0 {
 		cfg.CheckGrace = DefaultCheckGrace
 	}
-	p := &TransactionProducer{
+	return &TransactionProducer{
 		cfg:   cfg,
 		db:    cfg.DB,
 		table: cfg.TablePrefix + "tx_records",
 		log:   cfg.Logger.With("producer_group", cfg.Group, "transactional", true),
 		now:   time.Now,
-	}
-	if cfg.Migrate {
-		mctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := migrateTables(mctx, cfg.DB, cfg.TablePrefix)
-		cancel()
-		if err != nil {
-			return nil, err
+		gate:  gate.New(ErrClosed, ErrNotStarted),
+	}, nil
+}
+
+// Start brings the tables up to date (with TxConfig.Migrate), resolves
+// the name servers, checks that one answers, and starts the client, which
+// from then on also answers the broker's check-backs. ctx bounds these
+// steps, not the producer's life. Start is idempotent; after Shutdown it
+// returns ErrClosed. A Start that failed may be tried again.
+func (p *TransactionProducer) Start(ctx context.Context) error {
+	return p.gate.Start(ctx, func(ctx context.Context) error {
+		if p.cfg.Migrate {
+			if err := migrateTables(ctx, p.cfg.DB, p.cfg.TablePrefix); err != nil {
+				return err
+			}
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ns, err := resolveNameServers(ctx, cfg.NameServers)
-	if err != nil {
-		return nil, err
-	}
-	p.cfg.NameServers = ns // resolved, for the checks after a failed send
-	client, err := rocketmq.NewTransactionProducer((*txListener)(p), clientOptions(&cfg.Config, ns, newShardingSelector())...)
-	if err != nil {
-		return nil, fmt.Errorf("producer: new transaction client: %w", err)
-	}
-	if err := client.Start(); err != nil {
-		return nil, fmt.Errorf("producer: start transaction client (group %q, instance %q): %w", cfg.Group, cfg.InstanceName, err)
-	}
-	p.client = client
-	return p, nil
+		ns, err := p.cfg.connect(ctx)
+		if err != nil {
+			return err
+		}
+		client, err := rocketmq.NewTransactionProducer((*txListener)(p), clientOptions(&p.cfg.Config, ns, newShardingSelector())...)
+		if err != nil {
+			return fmt.Errorf("producer: new transaction client: %w", err)
+		}
+		p.cfg.NameServers = ns // resolved, for the checks after a failed send
+		p.client = client
+		if err := client.Start(); err != nil {
+			_ = client.Shutdown()
+			return fmt.Errorf("producer: start transaction client (group %q, instance %q): %w", p.cfg.Group, p.cfg.InstanceName, err)
+		}
+		return nil
+	})
 }
 
 // Shutdown stops accepting sends, waits for SendInTx calls in flight and
 // stops the client. Half messages it leaves unsettled are settled by
-// check-backs to another producer of the group. Idempotent.
-func (p *TransactionProducer) Shutdown() error {
-	return p.gate.close(func() error {
+// check-backs to another producer of the group. Further sends and Start
+// return ErrClosed. Shutdown is idempotent and safe to call concurrently;
+// every call returns the first call's result once it is done (or its own
+// ctx's error if that comes first). It may be called without Start.
+func (p *TransactionProducer) Shutdown(ctx context.Context) error {
+	return p.gate.Shutdown(ctx, func() error {
 		if err := p.client.Shutdown(); err != nil {
 			return fmt.Errorf("producer: shutdown transaction client: %w", err)
 		}
@@ -177,7 +191,7 @@ func (p *TransactionProducer) Shutdown() error {
 
 // Stamp gives msg its idemq message ID, as Producer.Stamp does.
 func (p *TransactionProducer) Stamp(msg *idemq.Message) error {
-	return stamp(p.cfg.IDs, msg)
+	return stamp(p.cfg.IDSource, msg)
 }
 
 // SendInTx stamps msg, sends it as a half message and, once the broker has
@@ -194,10 +208,10 @@ func (p *TransactionProducer) SendInTx(ctx context.Context, msg *idemq.Message, 
 	if fn == nil {
 		return SendResult{}, errors.New("producer: SendInTx with a nil function")
 	}
-	if err := p.gate.enter(); err != nil {
+	if err := p.gate.Enter(); err != nil {
 		return SendResult{}, err
 	}
-	defer p.gate.leave()
+	defer p.gate.Leave()
 
 	if err := p.Stamp(msg); err != nil {
 		return SendResult{}, err
@@ -328,7 +342,7 @@ func (p *TransactionProducer) check(m *primitive.MessageExt) primitive.LocalTran
 	}
 	born := time.UnixMilli(m.BornTimestamp)
 	if m.BornTimestamp <= 0 {
-		if at, _, _, err := ParseID(id); err == nil {
+		if at, _, _, err := msgid.Parse(id); err == nil {
 			born = at
 		} else {
 			born = p.now()

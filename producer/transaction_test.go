@@ -21,10 +21,12 @@ import (
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"gorm.io/gorm"
+
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
-	"gorm.io/gorm"
+	"github.com/idemq/idemq/msgid"
 )
 
 type txBundle struct {
@@ -34,9 +36,9 @@ type txBundle struct {
 	orders string // a business table: id (PK), note
 }
 
-func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
+func setupTx(t *testing.T, k testenv.DB, bcfg rmqtest.Config) *txBundle {
 	t.Helper()
-	db := k.open(t)
+	db := k.Open(t)
 	prefix := tablePrefix(t, db)
 	orders := prefix + "orders"
 	testenv.DropTables(t, db, orders)
@@ -49,12 +51,12 @@ func setupTx(t *testing.T, k dbKind, bcfg rmqtest.Config) *txBundle {
 
 func (b *txBundle) producer(t *testing.T, group string, grace time.Duration) *TransactionProducer {
 	t.Helper()
-	g, err := NewIDGenerator(FixedNode(testNode), IDConfig{})
+	g, err := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := NewTransactionProducer(TxConfig{
-		Config:      Config{NameServers: []string{b.broker.Addr()}, Group: group, IDs: g, Retries: -1, Logger: quietLog},
+		Config:      Config{NameServers: []string{b.broker.Addr()}, Group: group, IDSource: g, Retries: -1, Logger: quietLog},
 		DB:          b.db,
 		TablePrefix: b.prefix,
 		Migrate:     true,
@@ -63,7 +65,10 @@ func (b *txBundle) producer(t *testing.T, group string, grace time.Duration) *Tr
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p
 }
 
@@ -99,8 +104,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestLiveSendInTxCommit(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-commit", 0)
 			msg := &idemq.Message{Topic: "tx-orders", Body: []byte("order-1 paid")}
@@ -138,8 +143,8 @@ func TestLiveSendInTxCommit(t *testing.T) {
 }
 
 func TestLiveSendInTxRollback(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-rollback", 0)
 			errDeclined := errors.New("card declined")
@@ -186,8 +191,8 @@ func TestLiveSendInTxRollback(t *testing.T) {
 // producer "crashes" before END_TRANSACTION). Another producer of the group
 // settles the half message from the record, with no user code.
 func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{TransactionCheckInterval: 200 * time.Millisecond})
 			a := b.producer(t, "txg-crash", 0)
 			a.loseEnd = func(string) bool { return true }
@@ -201,7 +206,7 @@ func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
 			if n := len(b.broker.Messages("tx-orders")); n != 0 {
 				t.Fatalf("message delivered before any commit (%d)", n)
 			}
-			if err := a.Shutdown(); err != nil {
+			if err := a.Shutdown(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			// The restarted process. rocketmq-client-go learns broker
@@ -214,6 +219,11 @@ func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
 			}
 			waitFor(t, "the check-back to commit", func() bool {
 				return len(findByID(b.broker.Messages("tx-orders"), msg.ID)) == 1
+			})
+			// The second message's commit notice is one-way: SendInTx
+			// returns before the broker has applied it.
+			waitFor(t, "the second message's commit", func() bool {
+				return len(findByID(b.broker.Messages("tx-orders"), next.ID)) == 1
 			})
 			st := b.broker.Stats()
 			if st.TransactionChecks < 1 || st.Commits != 2 || st.Rollbacks != 0 {
@@ -229,7 +239,7 @@ func TestLiveSendInTxCheckBackCommitsAfterCrash(t *testing.T) {
 // The producer dies after the half send, before its local transaction: no
 // record ever appears, and after CheckGrace the check-back rolls back.
 func TestLiveSendInTxCheckBackRollsBackWithoutRecord(t *testing.T) {
-	b := setupTx(t, databases()[0], rmqtest.Config{TransactionCheckInterval: 100 * time.Millisecond})
+	b := setupTx(t, testenv.Databases()[0], rmqtest.Config{TransactionCheckInterval: 100 * time.Millisecond})
 	p := b.producer(t, "txg-norecord", 300*time.Millisecond)
 	p.crashBefore = func(string) bool { return true }
 	ran := false
@@ -251,8 +261,8 @@ func TestLiveSendInTxCheckBackRollsBackWithoutRecord(t *testing.T) {
 
 // The check-back's decision table, with a controlled clock.
 func TestLiveCheckLocalTransactionDecisions(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-check", time.Minute)
 			now := time.Now()
@@ -293,7 +303,7 @@ func TestLiveCheckLocalTransactionDecisions(t *testing.T) {
 				t.Errorf("panicking execute: %v, want unknown", got)
 			}
 			// A database error is "unknown", never a rollback.
-			down := k.open(t)
+			down := k.Open(t)
 			sqlDB, _ := down.DB()
 			_ = sqlDB.Close()
 			p.db = down
@@ -307,7 +317,7 @@ func TestLiveCheckLocalTransactionDecisions(t *testing.T) {
 // A local transaction that outlives CheckGrace/2 is rolled back, so a
 // record can never appear after a check-back decided to roll back.
 func TestLiveSendInTxTooSlowRollsBack(t *testing.T) {
-	b := setupTx(t, databases()[0], rmqtest.Config{})
+	b := setupTx(t, testenv.Databases()[0], rmqtest.Config{})
 	p := b.producer(t, "txg-slow", time.Minute)
 	var mu sync.Mutex
 	now := time.Now()
@@ -328,8 +338,8 @@ func TestLiveSendInTxTooSlowRollsBack(t *testing.T) {
 }
 
 func TestLivePurgeTxRecords(t *testing.T) {
-	for _, k := range databases() {
-		t.Run(k.name, func(t *testing.T) {
+	for _, k := range testenv.Databases() {
+		t.Run(k.Name, func(t *testing.T) {
 			b := setupTx(t, k, rmqtest.Config{})
 			p := b.producer(t, "txg-purge", 0)
 			now := time.Now().UTC()
@@ -356,4 +366,13 @@ func TestLivePurgeTxRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tablePrefix returns a prefix unique to the test and drops its tables
+// when the test ends.
+func tablePrefix(t *testing.T, db *gorm.DB) string {
+	t.Helper()
+	p := testenv.TablePrefix(t)
+	testenv.DropTables(t, db, p+"node_leases", p+"tx_records", p+"schema_migrations")
+	return p
 }

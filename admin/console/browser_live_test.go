@@ -26,6 +26,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
@@ -47,26 +48,32 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 			// The strict test broker, like a real name server, knows only
 			// topics that were created.
 			broker := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"payouts"}})
-			ids, err := producer.NewIDGenerator(producer.FixedNode(9), producer.IDConfig{})
+			ids, err := msgid.NewGenerator(msgid.FixedNode(9), msgid.GeneratorConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: quietLog})
+			p, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: ids, Logger: quietLog})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = p.Shutdown() })
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 			// The console redrives through a producer of its own that
 			// issues no IDs: the message keeps its ID.
-			rp, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: admin.NoIDs{}, Group: "console_redrive", Logger: quietLog})
+			rp, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: admin.NoIDs{}, Group: "console_redrive", Logger: quietLog})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = rp.Shutdown() })
+			if err := rp.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rp.Shutdown(context.Background()) })
 			b.sent.deliver = admin.ProducerSender(rp)
 
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store, Logger: quietLog,
-				DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}})
+				DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,13 +85,13 @@ func TestLiveBrowserRedriveThroughBroker(t *testing.T) {
 				return dedup.Tx(ctx).Exec("INSERT INTO "+b.prefix+"effects (k) VALUES (?)", msg.ID).Error
 			}
 			c, err := consumer.New(consumer.Config{NameServers: []string{broker.Addr()}, Group: "payments",
-				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), Middleware: chain,
+				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), CustomChain: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
 				Logger: quietLog})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Start(); err != nil {
+			if err := c.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = c.Shutdown(context.Background()) })

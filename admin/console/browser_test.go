@@ -181,7 +181,7 @@ func (b *bundle) consumerChain(t *testing.T, fixed *bool, mu *sync.Mutex) idemq.
 		t.Fatal(err)
 	}
 	chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}, Logger: quiet})
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +428,7 @@ func TestBrowserHostileInputEveryPage(t *testing.T) {
 				t.Fatal(err)
 			}
 			// A failed outbox row with hostile text everywhere it can hold.
-			ob, err := outbox.New(b.db, outbox.Config{IDs: fixedIDs{"ob-1"}, TablePrefix: b.prefix, Logger: quiet})
+			ob, err := outbox.New(b.db, outbox.Config{IDSource: fixedIDs{"ob-1"}, TablePrefix: b.prefix, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -419,7 +419,7 @@ func TestOutboxRedriveAndDiscard(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			b := setup(t, d)
 			ids := &seqOutboxIDs{}
-			ob, err := outbox.New(b.db, outbox.Config{IDs: ids, TablePrefix: b.prefix, Logger: quiet})
+			ob, err := outbox.New(b.db, outbox.Config{IDSource: ids, TablePrefix: b.prefix, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}

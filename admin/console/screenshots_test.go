@@ -37,7 +37,7 @@ func TestConsoleScreenshots(t *testing.T) {
 	b := setup(t, testenv.Databases()[0])
 	ctx := b.ctx
 	chain, err := middleware.Standard(middleware.StandardConfig{Store: b.store, Ledger: b.store, Logger: quiet,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}})
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestConsoleScreenshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The outbox: a backlog and two failed rows.
-	ob, err := outbox.New(b.db, outbox.Config{IDs: &seqOutboxIDs{}, TablePrefix: b.prefix, Logger: quiet})
+	ob, err := outbox.New(b.db, outbox.Config{IDSource: &seqOutboxIDs{}, TablePrefix: b.prefix, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -72,10 +73,10 @@ func outboxMain(args []string) {
 	}
 }
 
-func runRelays(db *gorm.DB, prod *producer.Producer, ids outbox.IDs, relays, n int) (float64, error) {
+func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, n int) (float64, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("obench%d_%d_", relays, time.Now().UnixNano()%1e6)
-	ob, err := outbox.New(db, outbox.Config{IDs: ids, TablePrefix: prefix})
+	ob, err := outbox.New(db, outbox.Config{IDSource: ids, TablePrefix: prefix})
 	if err != nil {
 		return 0, err
 	}
@@ -97,17 +98,23 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids outbox.IDs, relays, n i
 			return 0, err
 		}
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	start := time.Now()
-	var wg sync.WaitGroup
+	var started []*outbox.Relay
+	stop := func() {
+		for _, r := range started {
+			_ = r.Shutdown(context.WithoutCancel(ctx))
+		}
+	}
+	defer stop()
 	for i := 0; i < relays; i++ {
 		r, err := outbox.NewRelay(ob, prod, outbox.RelayConfig{ID: fmt.Sprintf("bench-%d", i), PollInterval: 5 * time.Millisecond})
 		if err != nil {
 			return 0, err
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); r.Run(rctx) }()
+		if err := r.Start(ctx); err != nil {
+			return 0, err
+		}
+		started = append(started, r)
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -127,7 +134,7 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids outbox.IDs, relays, n i
 		time.Sleep(10 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	cancel()
-	wg.Wait()
+	stop()
+	started = nil
 	return float64(n) / elapsed.Seconds(), nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/benchwork"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
@@ -31,20 +32,23 @@ func quietLogger() *slog.Logger {
 
 // startBroker starts an in-process test broker and a producer on it whose
 // IDs come from the given snowflake node; stop shuts both down.
-func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *producer.IDGenerator, *producer.Producer, func()) {
+func startBroker(lg *slog.Logger, node int64) (*rmqtest.Broker, *msgid.Generator, *producer.Producer, func()) {
 	broker, err := rmqtest.New(rmqtest.Config{Logger: lg})
 	if err != nil {
 		log.Fatal(err)
 	}
-	ids, err := producer.NewIDGenerator(producer.FixedNode(node), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(node), msgid.GeneratorConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDs: ids, Logger: lg})
+	prod, err := producer.New(producer.Config{NameServers: []string{broker.Addr()}, IDSource: ids, Logger: lg})
 	if err != nil {
 		log.Fatal(err)
 	}
-	return broker, ids, prod, func() { prod.Shutdown(); broker.Close() }
+	if err := prod.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	return broker, ids, prod, func() { prod.Shutdown(context.Background()); broker.Close() }
 }
 
 // pipelineMain measures the consumer's whole path (test broker ->
@@ -124,7 +128,11 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 		last.Store(now)
 	}
 	var handler idemq.Handler
-	var chain []idemq.Middleware
+	// The cases without a chain run the handler alone (an explicit custom
+	// chain of one pass-through middleware: WithoutDedup would add the
+	// consumer's Recover, Logging and Timeout); dedup runs it in the
+	// Standard chain built below.
+	chain := []idemq.Middleware{func(next idemq.Handler) idemq.Handler { return next }}
 	switch mode {
 	case "empty":
 		handler = idemq.HandlerFunc(func(context.Context, *idemq.Message) error {
@@ -189,7 +197,7 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 		Group:             "g_" + run,
 		Subscriptions:     []consumer.Subscription{{Topic: topic}},
 		Handler:           handler,
-		Middleware:        chain,
+		CustomChain:       chain,
 		ConsumeGoroutines: c,
 		StartFrom:         consumer.StartFromFirst, // the topic is filled before Start
 		Logger:            lg,
@@ -197,7 +205,7 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 	if err != nil {
 		return 0, err
 	}
-	if err := cons.Start(); err != nil {
+	if err := cons.Start(ctx); err != nil {
 		return 0, err
 	}
 	defer func() {

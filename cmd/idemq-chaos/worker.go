@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/gob"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,7 @@ import (
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/dbopen"
+	"github.com/idemq/idemq/internal/token"
 	"github.com/idemq/idemq/middleware"
 )
 
@@ -107,8 +106,8 @@ func runWorker(raw string) error {
 	policy := middleware.RetryPolicy{Initial: 20 * time.Millisecond, Max: 400 * time.Millisecond}
 	chain, err := middleware.Standard(middleware.StandardConfig{
 		Store: ds, Ledger: store, Logger: log, RetryPolicy: policy,
-		DeadLetter: middleware.DeadLetterOptions{MaxAttempts: cfg.MaxAttempts},
-		Dedup:      middleware.DedupOptions{MinBusyDelay: 50 * time.Millisecond},
+		DeadLetter: middleware.DeadLetterConfig{MaxAttempts: cfg.MaxAttempts},
+		Dedup:      middleware.DedupConfig{MinBusyDelay: 50 * time.Millisecond},
 	})
 	if err != nil {
 		return err
@@ -372,8 +371,4 @@ func (w *worker) handleLease(ctx context.Context, msg *idemq.Message, info *deli
 	return nil
 }
 
-func newRunID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newRunID() string { return token.Short(8) }

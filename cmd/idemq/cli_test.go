@@ -300,7 +300,7 @@ func TestCLIOutbox(t *testing.T) {
 			tg := open(t)
 			testenv.DropTables(t, tg.db, allTables(tg.prefix)...)
 			tg.ok(t, "migrate")
-			ob, err := outbox.New(tg.db, outbox.Config{IDs: fixedIDs{}, TablePrefix: tg.prefix})
+			ob, err := outbox.New(tg.db, outbox.Config{IDSource: fixedIDs{}, TablePrefix: tg.prefix})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -458,7 +458,7 @@ func TestCLIRedriveViaOutbox(t *testing.T) {
 			if !strings.Contains(out, "redrive: 1 of 1 done") {
 				t.Fatalf("redrive --via-outbox:\n%s", out)
 			}
-			ob, err := outbox.New(tg.db, outbox.Config{IDs: fixedIDs{}, TablePrefix: tg.prefix})
+			ob, err := outbox.New(tg.db, outbox.Config{IDSource: fixedIDs{}, TablePrefix: tg.prefix})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -60,18 +61,21 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := rmqtest.NewTest(t, rmqtest.Config{TimeScale: 0.01, Topics: []string{"payouts"}})
-			ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+			ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDs: ids, Logger: quiet})
+			p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, IDSource: ids, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { p.Shutdown() })
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Shutdown(context.Background()) })
 			store := tg.store(t)
 			chain, err := middleware.Standard(middleware.StandardConfig{Store: store, Ledger: store, Logger: quiet,
-				DeadLetter: middleware.DeadLetterOptions{MaxAttempts: 3}})
+				DeadLetter: middleware.DeadLetterConfig{MaxAttempts: 3}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,13 +87,13 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 				return dedup.Tx(ctx).Exec("INSERT INTO "+tg.prefix+"effects (k) VALUES (?)", msg.ID).Error
 			}
 			c, err := consumer.New(consumer.Config{NameServers: []string{b.Addr()}, Group: "payments",
-				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), Middleware: chain,
+				Subscriptions: []consumer.Subscription{{Topic: "payouts"}}, StartFrom: consumer.StartFromFirst, Handler: idemq.HandlerFunc(handler), CustomChain: chain,
 				MaxAttempts: 3, RetryPolicy: middleware.RetryPolicy{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: -1},
 				Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Start(); err != nil {
+			if err := c.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Shutdown(context.Background()) })
@@ -151,7 +155,7 @@ func TestLiveCLIRedriveEndToEnd(t *testing.T) {
 			// The outbox: a row fails permanently at the relay, the
 			// operator redrives it from the command, a relay sends it and it
 			// arrives once.
-			ob, err := outbox.New(tg.db, outbox.Config{IDs: ids, TablePrefix: tg.prefix, Logger: quiet})
+			ob, err := outbox.New(tg.db, outbox.Config{IDSource: ids, TablePrefix: tg.prefix, Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}

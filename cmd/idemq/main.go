@@ -246,7 +246,7 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 		if !db.Migrator().HasTable(a.prefix + "outbox") {
 			return nil, fmt.Errorf("--via-outbox: no table %soutbox (run idemq migrate, or redrive with --namesrv)", a.prefix)
 		}
-		ob, err := outbox.New(db, outbox.Config{IDs: admin.NoIDs{}, TablePrefix: a.prefix})
+		ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}, TablePrefix: a.prefix})
 		if err != nil {
 			return nil, err
 		}
@@ -259,8 +259,11 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 		// warnings and errors go to stderr.
 		warn := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		producer.SetClientLogger(warn)
-		p, err := producer.New(producer.Config{NameServers: a.namesrv, IDs: admin.NoIDs{}, Group: "idemq_admin_redrive", Logger: warn})
+		p, err := producer.New(producer.Config{NameServers: a.namesrv, IDSource: admin.NoIDs{}, Group: "idemq_admin_redrive", Logger: warn})
 		if err != nil {
+			return nil, fmt.Errorf("redrive producer: %w", err)
+		}
+		if err := p.Start(ctx); err != nil {
 			return nil, fmt.Errorf("redrive producer: %w", err)
 		}
 		a.prod = p
@@ -276,7 +279,7 @@ func (a *app) open(cmd *cobra.Command, withSender bool) (context.Context, error)
 
 func (a *app) close() {
 	if a.prod != nil {
-		_ = a.prod.Shutdown()
+		_ = a.prod.Shutdown(context.Background())
 	}
 	if a.closeDB != nil {
 		a.closeDB()

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -53,10 +56,9 @@ type FastPathConfig struct {
 	// MarkerBatch is the most markers one pipelined background write
 	// carries. Defaults to 256; used only with MarkerQueue.
 	MarkerBatch int
-	// OnFallback, if set, is called (synchronously, without rate limit) for
-	// every delivery that was sent to the inner store because Redis could
-	// not be asked. Use it to feed a metric. Optional.
-	OnFallback func(err error)
+	// onFallback, if set, is called for every fallback (tests synchronise
+	// on it; users read FastPathStats.Fallbacks or the metrics).
+	onFallback func(err error)
 }
 
 // FastPathStats are counters of a [FastPath] since it was built.
@@ -91,6 +93,11 @@ type FastPath struct {
 	retryInterval time.Duration
 	call          caller
 	onFallback    func(error)
+	// addr names the Redis server(s) in errors and warnings.
+	addr string
+	// lastErr is the last failure of a Redis call, reported with the
+	// fallbacks of deliveries that skip Redis after it.
+	lastErr atomic.Pointer[error]
 
 	fallbackLog logLimiter
 	markerLog   logLimiter
@@ -157,7 +164,8 @@ func NewFastPath(inner dedup.Store, client redis.UniversalClient, cfg FastPathCo
 		ttl:           cfg.TTL,
 		retryInterval: cfg.RetryInterval,
 		call:          newCaller(client, cfg.Timeout),
-		onFallback:    cfg.OnFallback,
+		onFallback:    cfg.onFallback,
+		addr:          Addr(client),
 		fallbackLog:   logLimiter{logger: cfg.Logger, every: cfg.LogEvery},
 		markerLog:     logLimiter{logger: cfg.Logger, every: cfg.LogEvery},
 	}
@@ -167,7 +175,7 @@ func NewFastPath(inner dedup.Store, client redis.UniversalClient, cfg FastPathCo
 	return f, nil
 }
 
-// errLeftAlone is reported to OnFallback for deliveries that skipped Redis
+// errLeftAlone is the fallback cause of deliveries that skipped Redis
 // because a recent call failed.
 var errLeftAlone = errors.New("redisdedup: redis skipped after a recent failure")
 
@@ -211,7 +219,7 @@ func (f *FastPath) Process(ctx context.Context, req dedup.Request, fn dedup.Func
 			// The caller gave up; the inner store would fail the same way.
 			return dedup.Result{}, fmt.Errorf("redisdedup: %w", ctx.Err())
 		}
-		f.redisFailed()
+		f.redisFailed(err)
 		f.fellBack(ctx, req, err)
 		return f.inner.Process(ctx, req, fn)
 	}
@@ -268,7 +276,8 @@ func (f *FastPath) leftAlone() bool {
 	return until != 0 && time.Now().UnixNano() < until
 }
 
-func (f *FastPath) redisFailed() {
+func (f *FastPath) redisFailed(err error) {
+	f.lastErr.Store(&err)
 	if f.retryInterval > 0 {
 		f.downUntil.Store(time.Now().Add(f.retryInterval).UnixNano())
 	}
@@ -279,8 +288,109 @@ func (f *FastPath) fellBack(ctx context.Context, req dedup.Request, err error) {
 	if f.onFallback != nil {
 		f.onFallback(err)
 	}
-	f.fallbackLog.log(ctx, slog.LevelWarn, "redisdedup: redis unavailable, deduplicating through the inner store",
-		slog.String("group", req.Group), slog.Any("error", err))
+	attrs := []slog.Attr{slog.String("redis", f.addr), slog.String("group", req.Group), slog.Any("error", err)}
+	if errors.Is(err, errLeftAlone) {
+		if last := f.lastErr.Load(); last != nil {
+			attrs = append(attrs, slog.Any("cause", *last))
+		}
+	}
+	f.fallbackLog.log(ctx, slog.LevelWarn, "redisdedup: redis unavailable, deduplicating through the inner store", attrs...)
+}
+
+// Addr names the server(s) client talks to, for errors and logs: the
+// address of a *redis.Client, the seed addresses of a cluster or a ring
+// (comma-separated), "" for any other client.
+func Addr(client redis.UniversalClient) string {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	case *redis.Ring:
+		addrs := make([]string, 0, len(c.Options().Addrs))
+		for _, a := range c.Options().Addrs {
+			addrs = append(addrs, a)
+		}
+		slices.Sort(addrs)
+		return strings.Join(addrs, ",")
+	}
+	return ""
+}
+
+// DefaultPingTimeout bounds Ping when its context has no deadline.
+const DefaultPingTimeout = 5 * time.Second
+
+// Ping sends PING to the Redis server behind client and returns an error
+// that names its address (see Addr) and the cause if it does not answer
+// within ctx's deadline (DefaultPingTimeout if ctx has none). A consumer
+// calls it at Start, so that a wrong address is found there rather than as
+// a fallback warning on every delivery.
+func Ping(ctx context.Context, client redis.UniversalClient) error {
+	if isNil(client) {
+		return errors.New("redisdedup: nil redis client")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultPingTimeout)
+		defer cancel()
+	}
+	begin := time.Now()
+	// A client built without ContextTimeoutEnabled keeps reading past
+	// ctx's deadline, up to its ReadTimeout: do not wait for it.
+	answer := make(chan error, 1)
+	go func() { answer <- client.Ping(ctx).Err() }()
+	var err error
+	select {
+	case err = <-answer:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err == nil {
+		return nil
+	}
+	took := time.Since(begin).Round(time.Millisecond)
+	addr := Addr(client)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || isNetTimeout(err) {
+		// The client retries its dials until the deadline and reports only
+		// that: find the cause with one dial of our own.
+		return fmt.Errorf("redisdedup: redis at %s does not answer PING (after %s: %s): %w",
+			addr, took, dialCause(addr), err)
+	}
+	return fmt.Errorf("redisdedup: redis at %s does not answer PING (after %s): %w", addr, took, err)
+}
+
+// dialCause dials the first address of addrs (comma-separated) and says
+// why a connection fails, or that it succeeds.
+func dialCause(addrs string) string {
+	addr, _, _ := strings.Cut(addrs, ",")
+	if addr == "" {
+		return "address unknown"
+	}
+	c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", addr)
+	if err != nil {
+		return err.Error()
+	}
+	_ = c.Close()
+	return "it accepts TCP connections but does not answer"
+}
+
+// Check pings Redis (see Ping), then checks the inner store if it
+// implements dedup.Checker. It implements dedup.Checker: a consumer calls
+// it at Start.
+func (f *FastPath) Check(ctx context.Context) error {
+	if err := Ping(ctx, f.client); err != nil {
+		return err
+	}
+	if c, ok := f.inner.(dedup.Checker); ok {
+		return c.Check(ctx)
+	}
+	return nil
+}
+
+// Check pings Redis (see Ping). It implements dedup.Checker: a consumer
+// calls it at Start.
+func (s *LeaseStore) Check(ctx context.Context) error {
+	return Ping(ctx, s.client)
 }
 
 // Stats returns the fast path's counters.
@@ -364,4 +474,6 @@ func (f *FastPath) ClearDead(ctx context.Context, group, key string) error {
 var (
 	_ dedup.Store      = (*FastPath)(nil)
 	_ dedup.DeadMarker = (*FastPath)(nil)
+	_ dedup.Checker    = (*FastPath)(nil)
+	_ dedup.Checker    = (*LeaseStore)(nil)
 )

@@ -416,7 +416,7 @@ func TestFastPathFallsBackWhenRedisIsCut(t *testing.T) {
 	var hooked atomic.Int64
 	b := setupFastPath(t, newClient(t, p.Addr()), FastPathConfig{
 		RetryInterval: -1, // ask Redis on every delivery, so Restore is seen at once
-		OnFallback:    func(error) { hooked.Add(1) },
+		onFallback:    func(error) { hooked.Add(1) },
 	})
 	var runs atomic.Int64
 	done := dedup.Request{Group: "g", Key: "before-cut"}
@@ -544,7 +544,7 @@ func TestFastPathTimesOutOnHungRedis(t *testing.T) {
 			)
 			b := setupFastPath(t, client, FastPathConfig{
 				Timeout: 20 * time.Millisecond,
-				OnFallback: func(err error) {
+				onFallback: func(err error) {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -567,7 +567,7 @@ func TestFastPathTimesOutOnHungRedis(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			if len(errs) != 2 || !errors.Is(errs[0], context.DeadlineExceeded) || !errors.Is(errs[1], errLeftAlone) {
-				t.Fatalf("OnFallback errors = %v, want a timeout, then Redis left alone", errs)
+				t.Fatalf("fallback errors = %v, want a timeout, then Redis left alone", errs)
 			}
 		})
 	}

@@ -2,8 +2,6 @@ package redisdedup
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/internal/token"
 )
 
 // DefaultKeyPrefix is the prefix of every Redis key this package writes
@@ -78,11 +77,11 @@ func validatePrefix(prefix string) error {
 
 // newOwnerToken returns a random 128-bit token, hex-encoded.
 func newOwnerToken() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("redisdedup: owner token: %w", err)
+	t, err := token.New()
+	if err != nil {
+		return "", fmt.Errorf("redisdedup: %w", err)
 	}
-	return hex.EncodeToString(b[:]), nil
+	return t, nil
 }
 
 // isNil reports whether v is nil or a typed nil pointer, map, func or

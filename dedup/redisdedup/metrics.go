@@ -48,8 +48,7 @@ func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsConfig
 	})
 }
 
-// MetricsOptions is the former name of [MetricsConfig].
-//
-// Deprecated: use MetricsConfig; idemq names every configuration struct
-// Config.
+// MetricsOptions is the former name of [MetricsConfig], kept so that
+// callers written before the rename build. New code uses MetricsConfig:
+// idemq names every configuration struct Config.
 type MetricsOptions = MetricsConfig

@@ -186,7 +186,9 @@
 // background at a pace, with Prometheus metrics for the rows deleted, the
 // rows past retention and the oldest done row's age (docs/capacity.md has
 // the measured rates). New rejects a retention shorter than the retry
-// horizon plus the redrive window.
+// horizon plus the redrive window. StartRetention (dedup.RetentionRunner)
+// runs a Janitor with its defaults: the consumer calls it at Start, so a
+// consumer keeps its store at its retention without further setup.
 //
 // # Schema
 //
@@ -195,7 +197,10 @@
 // together migrate once; tables made before versioning are adopted).
 // Schema returns the same steps as plain SQL per dialect for users who run
 // their own migrations. Both come from the same embedded files, so they
-// cannot drift.
+// cannot drift. Check (dedup.Checker, called by the consumer at Start)
+// fails with ErrSchemaNotReady, naming the missing table or migration step
+// and saying "run Migrate (or idemq migrate)", when the tables are missing
+// or behind.
 //
 // Mixing modes on one table is not supported: give each mode its own table
 // prefix.

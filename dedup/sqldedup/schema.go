@@ -3,20 +3,18 @@ package sqldedup
 import (
 	"context"
 	"fmt"
-	"regexp"
 
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/tableprefix"
 )
-
-var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
 
 // ValidatePrefix reports whether prefix can be used as a table prefix: a
 // lowercase letter followed by at most 30 lowercase letters, digits or
 // underscores.
 func ValidatePrefix(prefix string) error {
-	if !prefixPattern.MatchString(prefix) {
+	if !tableprefix.Valid(prefix) {
 		return fmt.Errorf("%w: %q (want ^[a-z][a-z0-9_]{0,30}$)", ErrBadPrefix, prefix)
 	}
 	return nil

@@ -2,9 +2,7 @@ package sqldedup
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/internal/token"
 )
 
 // Mode selects how a Store runs a handler. It is [dedup.Mode]: one type
@@ -303,9 +302,9 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 func noRenew(context.Context) error { return nil }
 
 func newOwnerToken() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("sqldedup: crypto/rand failed: " + err.Error())
+	t, err := token.New()
+	if err != nil {
+		panic("sqldedup: " + err.Error())
 	}
-	return hex.EncodeToString(b[:])
+	return t
 }

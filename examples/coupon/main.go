@@ -51,11 +51,10 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/consumer"
 	"github.com/idemq/idemq/dedup"
-	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/dbopen"
-	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -124,13 +123,12 @@ func (a *couponAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // issuer is the consumer side.
 type issuer struct {
-	api        string
-	client     *http.Client
-	delivered  atomic.Int64
-	duplicates atomic.Int64
-	failOnce   sync.Map
-	failures   atomic.Int64
-	staleSent  atomic.Int64
+	api       string
+	client    *http.Client
+	delivered atomic.Int64
+	failOnce  sync.Map
+	failures  atomic.Int64
+	staleSent atomic.Int64
 }
 
 // errStale is returned by call when the API refused the fencing token.
@@ -265,57 +263,50 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	if err := store.Migrate(ctx); err != nil {
 		return err
 	}
-	var ds dedup.Store = store
 	mode := "lease mode on " + dbName
+	var rdb *redis.Client
 	if redisAddr != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
+		rdb = redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 		defer rdb.Close()
-		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{Logger: log}); err != nil {
-			return err
-		}
 		mode += " with the Redis fast path at " + redisAddr
 	}
 	fmt.Printf("coupon: %d users, %s, coupon API at http://%s\n", users, mode, ln.Addr())
 
 	is := &issuer{api: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 5 * time.Second}}
-	chain, err := middleware.Standard(middleware.StandardConfig{
-		Store: ds, Ledger: store, Logger: log,
-		Dedup: middleware.DedupOptions{OnOutcome: func(_ context.Context, _ *idemq.Message, r dedup.Result) {
-			if r.Outcome == dedup.Duplicate {
-				is.duplicates.Add(1)
-			}
-		}},
-	})
-	if err != nil {
-		return err
-	}
-	cons, err := consumer.New(consumer.Config{
+	cfg := consumer.Config{
 		NameServers: nameServers, Group: group,
 		Subscriptions:     []consumer.Subscription{{Topic: topic}},
+		Store:             store, // dedup, attempts and dead letters
 		Handler:           idemq.HandlerFunc(is.issue),
-		Middleware:        chain,
 		ConsumeGoroutines: 8,
 		// The grants are sent right after Start: a new group must not skip
 		// what lands before its first rebalance.
 		StartFrom: consumer.StartFromFirst,
 		Logger:    log,
-	})
+	}
+	if rdb != nil {
+		cfg.FastPath = rdb
+	}
+	cons, err := consumer.New(cfg)
 	if err != nil {
 		return err
 	}
-	if err := cons.Start(); err != nil {
+	if err := cons.Start(context.Background()); err != nil {
 		return err
 	}
 
-	ids, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+	ids, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 	if err != nil {
 		return err
 	}
-	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDs: ids, Logger: log})
+	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "campaign_service", IDSource: ids, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer prod.Shutdown()
+	if err := prod.Start(ctx); err != nil {
+		return err
+	}
+	defer prod.Shutdown(context.Background())
 
 	sends := 0
 	for i := 1; i <= users; i++ {
@@ -338,7 +329,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 		api.mu.Lock()
 		issued := len(api.byKey)
 		api.mu.Unlock()
-		if issued == users && is.duplicates.Load() >= int64(sends-users) {
+		if issued == users && cons.Stats().Duplicates >= int64(sends-users) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -365,7 +356,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	fmt.Printf("  users                       %6d\n", users)
 	fmt.Printf("  messages sent               %6d\n", sends)
 	fmt.Printf("  handler runs                %6d  (%d failures after the API call injected)\n", is.delivered.Load(), is.failures.Load())
-	fmt.Printf("  duplicates skipped          %6d\n", is.duplicates.Load())
+	fmt.Printf("  duplicates skipped          %6d\n", cons.Stats().Duplicates)
 	fmt.Printf("  coupon API calls            %6d  (%d replays answered by the idempotency key)\n", api.calls.Load(), api.replays.Load())
 	fmt.Printf("  stale owners' calls refused %6d  (of %d late calls with a lower fencing token)\n", api.stale.Load(), is.staleSent.Load())
 	fmt.Printf("  coupons issued              %6d\n", len(api.byKey))

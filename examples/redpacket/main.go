@@ -52,6 +52,7 @@ import (
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/dbopen"
 	"github.com/idemq/idemq/middleware"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 	"github.com/idemq/idemq/topics"
 )
@@ -103,7 +104,8 @@ type payoutService struct {
 	db         *gorm.DB
 	prefix     string
 	delivered  atomic.Int64 // deliveries that reached the chain
-	duplicates atomic.Int64 // deliveries dedup acknowledged without paying
+	duplicates atomic.Int64 // duplicates counted by consumers already shut down
+	acked      atomic.Int64 // deliveries acknowledged by consumers already shut down
 	paid       atomic.Int64 // handler runs that committed a payout
 	crashes    atomic.Int64 // injected "died after commit, before ack"
 	crashOnce  sync.Map     // order id -> struct{}: crash once per chosen order
@@ -191,11 +193,11 @@ func (s *payoutService) crashAfterCommit(next idemq.Handler) idemq.Handler {
 	})
 }
 
-func orderKey(msg *idemq.Message) string {
+func orderKey(msg *idemq.Message) (string, error) {
 	if id := msg.Property("order_id"); id != "" {
-		return "order:" + id + ":redpacket"
+		return "order:" + id + ":redpacket", nil
 	}
-	return msg.ID
+	return msg.ID, nil
 }
 
 func run(ctx context.Context, o options) error {
@@ -247,66 +249,62 @@ func run(ctx context.Context, o options) error {
 	if err := store.Migrate(ctx); err != nil {
 		return err
 	}
-	var ds dedup.Store = store
+	var rdb *redis.Client
+	var fastPath redisdedup.FastPathConfig
 	if o.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: o.redis, ContextTimeoutEnabled: true})
+		rdb = redis.NewClient(&redis.Options{Addr: o.redis, ContextTimeoutEnabled: true})
 		defer rdb.Close()
 		// Markers of this run only: the example starts from empty tables.
-		prefix := fmt.Sprintf("idemq:redpacket:%d:", time.Now().UnixNano())
-		if ds, err = redisdedup.NewFastPath(store, rdb, redisdedup.FastPathConfig{KeyPrefix: prefix, Logger: log}); err != nil {
-			return err
-		}
+		fastPath.KeyPrefix = fmt.Sprintf("idemq:redpacket:%d:", time.Now().UnixNano())
 	}
-	chain, err := middleware.Standard(middleware.StandardConfig{
-		Store:  ds,
-		Ledger: store,
-		Logger: log,
-		Dedup: middleware.DedupOptions{OnOutcome: func(_ context.Context, _ *idemq.Message, r dedup.Result) {
-			if r.Outcome == dedup.Duplicate {
-				svc.duplicates.Add(1)
-			}
-		}},
-	})
-	if err != nil {
-		return err
-	}
-	chain = append([]idemq.Middleware{svc.crashAfterCommit}, chain...)
 
 	// The producer's node ID is leased in the database, so two running
 	// order services never mint the same message IDs.
-	lease, err := producer.NewSQLNodeLease(ctx, db, producer.NodeLeaseConfig{TablePrefix: "redpacket_", Migrate: true})
+	lease, err := msgid.NewSQLNodeLease(db, msgid.NodeLeaseConfig{TablePrefix: "redpacket_", Migrate: true})
 	if err != nil {
 		return err
 	}
-	defer lease.Close()
-	ids, err := producer.NewIDGenerator(lease, producer.IDConfig{})
+	if err := lease.Start(ctx); err != nil {
+		return err
+	}
+	defer lease.Shutdown(context.WithoutCancel(ctx))
+	ids, err := msgid.NewGenerator(lease, msgid.GeneratorConfig{})
 	if err != nil {
 		return err
 	}
-	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "order_service", IDs: ids, Logger: log})
+	prod, err := producer.New(producer.Config{NameServers: nameServers, Group: "order_service", IDSource: ids, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer prod.Shutdown()
+	if err := prod.Start(ctx); err != nil {
+		return err
+	}
+	defer prod.Shutdown(context.Background())
 
 	newConsumer := func() (*consumer.Consumer, error) {
-		c, err := consumer.New(consumer.Config{
-			NameServers:       nameServers,
-			Group:             group,
-			Subscriptions:     []consumer.Subscription{{Topic: topic}},
-			Handler:           idemq.HandlerFunc(svc.pay),
-			Middleware:        chain,
+		cfg := consumer.Config{
+			NameServers:   nameServers,
+			Group:         group,
+			Subscriptions: []consumer.Subscription{{Topic: topic}},
+			Store:         store, // dedup, attempts and dead letters
+			Handler:       idemq.HandlerFunc(svc.pay),
+			// One payout per order, whichever message asks for it.
+			Dedup:             middleware.DedupConfig{KeyFunc: orderKey},
+			Middleware:        []idemq.Middleware{svc.crashAfterCommit},
 			ConsumeGoroutines: 8,
 			// The orders are sent right after Start: a new group must not
 			// skip what lands before its first rebalance.
 			StartFrom: consumer.StartFromFirst,
-			KeyFunc:   orderKey,
 			Logger:    log,
-		})
+		}
+		if rdb != nil {
+			cfg.FastPath, cfg.FastPathConfig = rdb, fastPath
+		}
+		c, err := consumer.New(cfg)
 		if err != nil {
 			return nil, err
 		}
-		return c, c.Start()
+		return c, c.Start(ctx)
 	}
 	cons, err := newConsumer()
 	if err != nil {
@@ -353,6 +351,9 @@ func run(ctx context.Context, o options) error {
 			if err != nil {
 				return fmt.Errorf("consumer shutdown: %w", err)
 			}
+			// The next consumer counts from 0.
+			svc.duplicates.Add(cons.Stats().Duplicates)
+			svc.acked.Add(cons.Stats().Succeeded)
 			if cons, err = newConsumer(); err != nil {
 				return fmt.Errorf("consumer restart: %w", err)
 			}
@@ -366,7 +367,10 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		if n == int64(o.orders) && svc.duplicates.Load() >= int64(dupSends+regrants)+svc.crashes.Load() {
+		if n == int64(o.orders) && svc.acked.Load()+cons.Stats().Succeeded >= int64(sends) {
+			// Every order is paid and every message sent was acknowledged
+			// (a delivery failed by an injected crash is not, until its
+			// redelivery, a duplicate, is).
 			break
 		}
 		if time.Now().After(deadline) {
@@ -380,6 +384,7 @@ func run(ctx context.Context, o options) error {
 	if err := cons.Shutdown(sctx); err != nil {
 		return err
 	}
+	svc.duplicates.Add(cons.Stats().Duplicates)
 	return svc.reconcile(ctx, o.orders, sends, dupSends, regrants, expected)
 }
 

@@ -43,6 +43,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/idemq/idemq/internal/sqlscript"
+	"github.com/idemq/idemq/internal/tableprefix"
 )
 
 //go:embed steps
@@ -69,8 +70,7 @@ var (
 )
 
 var (
-	prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
-	fileName      = regexp.MustCompile(`^([0-9]{4})_([a-z0-9_]+)\.(sqlite|postgres|mysql)\.sql$`)
+	fileName = regexp.MustCompile(`^([0-9]{4})_([a-z0-9_]+)\.(sqlite|postgres|mysql)\.sql$`)
 )
 
 // Step is one numbered step of a component in one dialect.
@@ -98,7 +98,7 @@ func (s Step) Statements(prefix string) []string {
 }
 
 func check(dialect, prefix string) error {
-	if !prefixPattern.MatchString(prefix) {
+	if !tableprefix.Valid(prefix) {
 		return fmt.Errorf("%w: %q (want ^[a-z][a-z0-9_]{0,30}$)", ErrBadPrefix, prefix)
 	}
 	for _, d := range Dialects {

@@ -34,6 +34,11 @@ func init() {
 	}
 }
 
+// MaxDelayLevel is the highest delay level of RocketMQ's default ladder
+// (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h):
+// producer.MaxDelayLevel, and the outbox's limit.
+const MaxDelayLevel = 18
+
 // IsSystem reports whether name is a property RocketMQ reserves for itself.
 // A user property with such a name would change how the broker treats the
 // message; on a received message it describes one stored copy (its retry

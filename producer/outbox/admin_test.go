@@ -162,11 +162,11 @@ func TestSchemaAndPrefix(t *testing.T) {
 		t.Fatalf("Schema(oracle) = %v", err)
 	}
 	db := testenv.OpenSQLite(t)
-	if _, err := New(db, Config{IDs: &seqIDs{}, TablePrefix: "Bad"}); !errors.Is(err, ErrInvalidPrefix) {
+	if _, err := New(db, Config{IDSource: &seqIDs{}, TablePrefix: "Bad"}); !errors.Is(err, ErrInvalidPrefix) {
 		t.Fatalf("New with a bad prefix = %v", err)
 	}
-	if _, err := New(db, Config{}); !errors.Is(err, ErrNoIDs) {
-		t.Fatalf("New without IDs = %v", err)
+	if _, err := New(db, Config{}); !errors.Is(err, ErrNoIDSource) {
+		t.Fatalf("New without IDSource = %v", err)
 	}
 }
 

@@ -20,8 +20,8 @@ type claimLog struct {
 	doubles []string
 }
 
-func (c *claimLog) hooks() Hooks {
-	return Hooks{
+func (c *claimLog) hooks() relayHooks {
+	return relayHooks{
 		Claimed: func(relay string, ids []string) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -56,9 +56,7 @@ func runRelays(t *testing.T, b *bundle, n int, s Sender, cfg RelayConfig) []*Rel
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.Run(ctx); err != nil {
-				t.Errorf("Run: %v", err)
-			}
+			r.run(ctx)
 		}()
 	}
 	waitFor(t, "the backlog to drain", func() bool { return b.stats(t).Pending == 0 })
@@ -77,7 +75,7 @@ func TestFourRelaysSendEachRowOnce(t *testing.T) {
 		ids := b.enqueueN(t, "orders", rows)
 		s := &recSender{}
 		log := &claimLog{holder: map[string]string{}}
-		relays := runRelays(t, b, 4, s, RelayConfig{BatchSize: 50, PollInterval: 5 * time1ms, Hooks: log.hooks()})
+		relays := runRelays(t, b, 4, s, RelayConfig{BatchSize: 50, PollInterval: 5 * time1ms, hooks: log.hooks()})
 
 		got := s.delivered()
 		for _, id := range ids {

@@ -2,10 +2,10 @@ package outbox
 
 import (
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/tableprefix"
 )
 
 // Dialect names, as gorm's Dialector.Name reports them.
@@ -15,14 +15,12 @@ const (
 	DialectMySQL    = "mysql"
 )
 
-var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
-
 // ValidatePrefix reports whether prefix can be used as a table prefix: a
 // lower-case letter followed by at most 30 lower-case letters, digits or
 // underscores.
 func ValidatePrefix(prefix string) error {
-	if !prefixPattern.MatchString(prefix) {
-		return fmt.Errorf("%w: %q does not match %s", ErrInvalidPrefix, prefix, prefixPattern)
+	if !tableprefix.Valid(prefix) {
+		return fmt.Errorf("%w: %q does not match %s", ErrInvalidPrefix, prefix, tableprefix.Pattern)
 	}
 	return nil
 }

@@ -12,10 +12,21 @@
 //	})
 //	// optional, for low latency: relay.SendNow(ctx, msg.ID) or relay.Notify()
 //
-// Enqueue stamps a snowflake message ID on the message (from Config.IDs)
+// Enqueue stamps a snowflake message ID on the message (from Config.IDSource)
 // unless it has one. The ID is unique in the table, is carried in the
 // idemq.PropertyMessageID property of every send, and survives every
 // re-send and redrive, so consumers deduplicate on it.
+//
+// # Relays
+//
+// A [Relay] has the lifecycle of every long-lived idemq value: [NewRelay]
+// checks its configuration and touches nothing, [Relay.Start] checks that
+// the table exists and starts the relay's loop (idempotent; after Shutdown
+// it returns [ErrClosed]), [Relay.Shutdown] stops the loop, releasing the
+// rows it claimed and has not sent, and waits for it up to its context
+// (idempotent). A relay is observed, like every part of idemq, through a
+// snapshot ([Relay.Stats]), Prometheus counters ([Relay.RegisterMetrics])
+// and its slog logs (Config.Logger).
 //
 // # States
 //

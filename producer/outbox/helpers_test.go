@@ -46,8 +46,8 @@ func setup(t *testing.T, d testenv.DB, cfg Config) *bundle {
 	db := d.Open(t)
 	prefix := testenv.TablePrefix(t)
 	cfg.TablePrefix = prefix
-	if cfg.IDs == nil {
-		cfg.IDs = &seqIDs{}
+	if cfg.IDSource == nil {
+		cfg.IDSource = &seqIDs{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = quiet

@@ -14,26 +14,30 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
 	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/msgid"
 	"github.com/idemq/idemq/producer"
 )
 
-func liveProducer(t *testing.T, b *rmqtest.Broker, ids producer.IDSource) *producer.Producer {
+func liveProducer(t *testing.T, b *rmqtest.Broker, ids msgid.Source) *producer.Producer {
 	t.Helper()
-	p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, Group: "outbox-live", IDs: ids, Logger: quiet})
+	p, err := producer.New(producer.Config{NameServers: []string{b.Addr()}, Group: "outbox-live", IDSource: ids, Logger: quiet})
 	if err != nil {
 		t.Fatalf("producer.New: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Shutdown() })
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("producer.New: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p
 }
 
 func TestLiveRelayThroughBrokerPause(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testenv.DB) {
-		gen, err := producer.NewIDGenerator(producer.FixedNode(7), producer.IDConfig{})
+		gen, err := msgid.NewGenerator(msgid.FixedNode(7), msgid.GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := setup(t, d, Config{IDs: gen})
+		b := setup(t, d, Config{IDSource: gen})
 		broker := rmqtest.NewTest(t, rmqtest.Config{Logger: quiet, Topics: []string{"live-orders"}})
 		p := liveProducer(t, broker, gen)
 

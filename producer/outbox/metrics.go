@@ -6,8 +6,8 @@ import (
 	"github.com/idemq/idemq/internal/promfunc"
 )
 
-// MetricsOptions name the metrics of [Relay.RegisterMetrics].
-type MetricsOptions struct {
+// MetricsConfig names the metrics of [Relay.RegisterMetrics].
+type MetricsConfig struct {
 	// Namespace prefixes every metric name. Defaults to "idemq".
 	Namespace string
 	// Subsystem goes between the namespace and the name. Defaults to
@@ -32,7 +32,7 @@ type MetricsOptions struct {
 //
 // The backlog itself (pending rows, oldest pending age) is a property of
 // the table, not of one relay: admin.Collector exports it.
-func (r *Relay) RegisterMetrics(reg prometheus.Registerer, opts MetricsOptions) error {
+func (r *Relay) RegisterMetrics(reg prometheus.Registerer, opts MetricsConfig) error {
 	if opts.Namespace == "" {
 		opts.Namespace = "idemq"
 	}

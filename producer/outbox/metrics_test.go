@@ -25,7 +25,7 @@ func TestRelayMetrics(t *testing.T) {
 		return "broker-1", nil
 	}), RelayConfig{ID: "metrics"})
 	reg := prometheus.NewPedanticRegistry()
-	if err := r.RegisterMetrics(reg, MetricsOptions{}); err != nil {
+	if err := r.RegisterMetrics(reg, MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.RunOnce(context.Background()); err != nil {
@@ -52,7 +52,7 @@ idemq_outbox_relay_claimed_total 2
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %+v", err, problems)
 	}
-	if err := r.RegisterMetrics(reg, MetricsOptions{}); err == nil {
+	if err := r.RegisterMetrics(reg, MetricsConfig{}); err == nil {
 		t.Fatal("registering a second relay under the same names succeeded")
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/rmqprops"
+	"github.com/idemq/idemq/msgid"
 )
 
 // Status is the state of an outbox row.
@@ -49,14 +51,13 @@ const (
 	// PropertyShardingKey selects the message queue; with Config.Ordered,
 	// rows of one sharding key are sent in enqueue order.
 	PropertyShardingKey = "SHARDING_KEY"
-	// PropertyDelayLevel is RocketMQ's delay level (0 none, 1..MaxDelayLevel).
+	// PropertyDelayLevel is RocketMQ's delay level (0 none,
+	// 1..producer.MaxDelayLevel).
 	PropertyDelayLevel = "DELAY"
 )
 
 // Limits enforced by Enqueue; they match the column sizes of the schema.
 const (
-	// MaxDelayLevel is the highest delay level of RocketMQ's default ladder.
-	MaxDelayLevel = 18
 	// DefaultMaxBodySize is RocketMQ's default maximum message size.
 	DefaultMaxBodySize = 4 * 1024 * 1024
 	maxIDLen           = 128
@@ -79,26 +80,25 @@ var (
 	// ErrUnsupportedDialect is returned for a database other than SQLite,
 	// PostgreSQL or MySQL/MariaDB.
 	ErrUnsupportedDialect = errors.New("outbox: unsupported database dialect")
-	// ErrNoIDs is returned by New when Config.IDs is nil.
-	ErrNoIDs = errors.New("outbox: Config.IDs is required")
+	// ErrNoIDSource is returned by New when Config.IDSource is nil.
+	ErrNoIDSource = errors.New("outbox: Config.IDSource is required")
 	// ErrNilTx is returned by Enqueue without a transaction.
 	ErrNilTx = errors.New("outbox: nil transaction")
 	// ErrEmptyFilter is returned by Redrive when no selector is set.
 	ErrEmptyFilter = errors.New("outbox: redrive filter selects nothing; set MessageIDs, Topic or All")
+	// ErrClosed is returned by a Relay's Start, RunOnce and SendNow after
+	// Shutdown.
+	ErrClosed = errors.New("outbox: relay shut down")
 	// ErrNotFound is returned by Get for a message ID not in the outbox.
 	ErrNotFound = errors.New("outbox: message not found")
 )
 
-// IDs hands out message IDs. The producer's snowflake ID generator
-// satisfies it.
-type IDs interface {
-	NextID() (string, error)
-}
-
 // Config configures an Outbox.
 type Config struct {
-	// IDs stamps a message ID on messages enqueued without one. Required.
-	IDs IDs
+	// IDSource stamps a message ID on messages enqueued without one: a
+	// *msgid.Generator on a leased or explicitly configured node.
+	// Required.
+	IDSource msgid.Source
 	// TablePrefix is prepended to the table name ("<prefix>outbox"). It
 	// must match ^[a-z][a-z0-9_]{0,30}$. Defaults to "idemq_".
 	TablePrefix string
@@ -122,7 +122,7 @@ type Outbox struct {
 	table   string
 	maxBody int
 	ordered bool
-	ids     IDs
+	ids     msgid.Source
 	log     *slog.Logger
 }
 
@@ -133,8 +133,8 @@ func New(db *gorm.DB, cfg Config) (*Outbox, error) {
 	if db == nil {
 		return nil, errors.New("outbox: nil database")
 	}
-	if cfg.IDs == nil {
-		return nil, ErrNoIDs
+	if cfg.IDSource == nil {
+		return nil, ErrNoIDSource
 	}
 	if cfg.TablePrefix == "" {
 		cfg.TablePrefix = "idemq_"
@@ -163,7 +163,7 @@ func New(db *gorm.DB, cfg Config) (*Outbox, error) {
 		table:   cfg.TablePrefix + "outbox",
 		maxBody: cfg.MaxBodySize,
 		ordered: cfg.Ordered,
-		ids:     cfg.IDs,
+		ids:     cfg.IDSource,
 		log:     cfg.Logger,
 	}, nil
 }
@@ -192,7 +192,7 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 // attempts).
 //
 // If msg.ID is empty, Enqueue takes the ID from the PropertyMessageID
-// property or, failing that, stamps a new one from Config.IDs; it sets both
+// property or, failing that, stamps a new one from Config.IDSource; it sets both
 // msg.ID and the property, so the caller learns the ID (for SendNow). The
 // ID is unique in the outbox and survives every re-send and redrive.
 //
@@ -257,8 +257,8 @@ func (o *Outbox) prepare(msg *idemq.Message) (*sendRow, error) {
 	delay := 0
 	if s := msg.Property(PropertyDelayLevel); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || n > MaxDelayLevel {
-			return nil, fmt.Errorf("%w: delay level %q is not an integer in 0..%d", ErrInvalidMessage, s, MaxDelayLevel)
+		if err != nil || n < 0 || n > rmqprops.MaxDelayLevel {
+			return nil, fmt.Errorf("%w: delay level %q is not an integer in 0..%d", ErrInvalidMessage, s, rmqprops.MaxDelayLevel)
 		}
 		delay = n
 	}

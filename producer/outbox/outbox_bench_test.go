@@ -69,7 +69,7 @@ func benchRaw(b *testing.B, workers int) {
 func benchRelays(b *testing.B, d testenv.DB, relays int) {
 	db := d.Open(b)
 	prefix := testenv.TablePrefix(b)
-	ob, err := New(db, Config{IDs: &seqIDs{}, TablePrefix: prefix, Logger: quiet})
+	ob, err := New(db, Config{IDSource: &seqIDs{}, TablePrefix: prefix, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func benchRelays(b *testing.B, d testenv.DB, relays int) {
 			b.Fatal(err)
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = r.Run(ctx) }()
+		go func() { defer wg.Done(); r.run(ctx) }()
 	}
 	for s.n.Load() < int64(b.N) {
 		time.Sleep(time.Millisecond)

@@ -152,7 +152,7 @@ func TestSenderRecoversNothingLost(t *testing.T) {
 		for i := 0; i < 2; i++ {
 			r := newRelay(t, b.ob, s, fastRetry(RelayConfig{BatchSize: 20, MaxAttempts: 1000}))
 			relays = append(relays, r)
-			go func() { done <- r.Run(ctx) }()
+			go func() { r.run(ctx); done <- nil }()
 		}
 		waitFor(t, "the backlog to drain", func() bool { return b.stats(t).Pending == 0 })
 		cancel()
@@ -273,7 +273,7 @@ func TestMaxAttemptsThenRedrive(t *testing.T) {
 		}}
 		var finals []string
 		cfg := fastRetry(RelayConfig{MaxAttempts: 3})
-		cfg.Hooks.Failed = func(_, id string, _ error, attempts int, final bool) {
+		cfg.hooks.Failed = func(_, id string, _ error, attempts int, final bool) {
 			if final {
 				finals = append(finals, id)
 			}
@@ -348,7 +348,7 @@ func TestBadRowsFailAtOnceAndDoNotBlock(t *testing.T) {
 		)
 		// The relay's outbox allows smaller bodies than the one that
 		// enqueued (a lowered limit, or a row written by hand).
-		small, err := New(b.db, Config{IDs: &seqIDs{}, TablePrefix: b.prefix, MaxBodySize: 32, Logger: quiet})
+		small, err := New(b.db, Config{IDSource: &seqIDs{}, TablePrefix: b.prefix, MaxBodySize: 32, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -385,9 +385,7 @@ func TestShutdownReleasesWithoutCountingAnAttempt(t *testing.T) {
 			return context.Canceled
 		}}
 		r := newRelay(t, b.ob, s, RelayConfig{})
-		if err := r.Run(ctx); err != nil {
-			t.Fatalf("Run = %v, want nil after shutdown", err)
-		}
+		r.run(ctx)
 		if s.callCount() != 1 {
 			t.Fatalf("sender called %d times, want 1", s.callCount())
 		}

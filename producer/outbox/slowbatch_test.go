@@ -39,13 +39,13 @@ func TestSlowBatchIsNotResentByALiveRelay(t *testing.T) {
 		claimedAt := make(chan time.Time, 1)
 		acfg := cfg
 		acfg.ID = "slow"
-		acfg.Hooks.Claimed = func(string, []string) { claimedAt <- time.Now() }
+		acfg.hooks.Claimed = func(string, []string) { claimedAt <- time.Now() }
 		a := newRelay(t, b.ob, s, acfg)
 
 		var bClaims atomic.Int64
 		bcfg := cfg
 		bcfg.ID = "eager"
-		bcfg.Hooks.Claimed = func(_ string, got []string) { bClaims.Add(int64(len(got))) }
+		bcfg.hooks.Claimed = func(_ string, got []string) { bClaims.Add(int64(len(got))) }
 		other := newRelay(t, b.ob, s, bcfg)
 
 		var wg sync.WaitGroup
@@ -168,7 +168,7 @@ func TestRelayStopsBeforeAnUnextendedClaimExpires(t *testing.T) {
 		b.enqueueN(t, "orders", rows)
 		proxy := testenv.NewProxy(t, target)
 		via := openVia(t, d.Dialect, dsnVia(t, proxy.Addr()))
-		ob, err := New(via, Config{TablePrefix: b.prefix, IDs: &seqIDs{}, Logger: quiet})
+		ob, err := New(via, Config{TablePrefix: b.prefix, IDSource: &seqIDs{}, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}

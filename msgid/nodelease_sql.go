@@ -1,4 +1,4 @@
-package producer
+package msgid
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type dialect struct {
 
 func dialectOf(db *gorm.DB) (dialect, error) {
 	if db == nil || db.Dialector == nil {
-		return dialect{}, errors.New("producer: nil *gorm.DB")
+		return dialect{}, errors.New("msgid: nil *gorm.DB")
 	}
 	switch n := db.Dialector.Name(); n {
 	case "postgres":
@@ -50,7 +50,7 @@ func dialectOf(db *gorm.DB) (dialect, error) {
 			onConfl:  "ON CONFLICT DO NOTHING",
 		}, nil
 	default:
-		return dialect{}, fmt.Errorf("producer: unsupported database dialect %q (want postgres, mysql or sqlite)", n)
+		return dialect{}, fmt.Errorf("msgid: unsupported database dialect %q (want postgres, mysql or sqlite)", n)
 	}
 }
 
@@ -61,8 +61,9 @@ type sqlLease struct {
 	ttlMs int64
 }
 
-// NewSQLNodeLease leases a snowflake node ID from the table
-// <cfg.TablePrefix>node_leases and keeps it with heartbeats every TTL/3.
+// NewSQLNodeLease returns a lease of a snowflake node ID from the table
+// <cfg.TablePrefix>node_leases. It checks cfg and touches no database:
+// Start acquires the node and keeps it with heartbeats every TTL/3.
 //
 // Acquisition claims a node whose row is missing (INSERT that ignores a
 // duplicate key) or expired (UPDATE ... WHERE expires_at < now), so two
@@ -71,9 +72,9 @@ type sqlLease struct {
 // plus TTL in last_ms at acquisition and on every heartbeat, and issues
 // none above its reservation; the new holder's IDs start strictly after the
 // previous holder's mark (and, after a takeover of an expired lease, after
-// that lease's deadline). It returns ErrNoFreeNode when
+// that lease's deadline). Start returns ErrNoFreeNode when
 // every node in the configured range is held.
-func NewSQLNodeLease(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*NodeLease, error) {
+func NewSQLNodeLease(db *gorm.DB, cfg NodeLeaseConfig) (*NodeLease, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -82,12 +83,11 @@ func NewSQLNodeLease(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*No
 		return nil, err
 	}
 	b := &sqlLease{db: db, d: d, table: cfg.TablePrefix + "node_leases", ttlMs: cfg.TTL.Milliseconds()}
+	var prepare func(context.Context) error
 	if cfg.Migrate {
-		if err := migrateTables(ctx, db, cfg.TablePrefix); err != nil {
-			return nil, err
-		}
+		prepare = func(ctx context.Context) error { return migrateTables(ctx, db, cfg.TablePrefix) }
 	}
-	return startLease(ctx, b, cfg)
+	return newLease(b, cfg, prepare), nil
 }
 
 func (b *sqlLease) kind() string { return "sql" }
@@ -104,7 +104,7 @@ func (b *sqlLease) acquire(ctx context.Context, owner string, lo, hi int64) (int
 			"SELECT node_id, CASE WHEN expires_at < %s THEN 1 ELSE 0 END AS free FROM %s WHERE node_id BETWEEN ? AND ?",
 			b.d.nowMs, b.table), lo, hi).Scan(&rows).Error
 		if err != nil {
-			return 0, 0, fmt.Errorf("producer: read %s: %w", b.table, err)
+			return 0, 0, fmt.Errorf("msgid: read %s: %w", b.table, err)
 		}
 		present := make(map[int64]bool, len(rows))
 		var expired []int64
@@ -146,7 +146,7 @@ func (b *sqlLease) acquire(ctx context.Context, owner string, lo, hi int64) (int
 					b.d.insert, b.table, b.d.nowMs, b.d.onConfl), id, owner, b.ttlMs)
 			}
 			if res.Error != nil {
-				return 0, 0, fmt.Errorf("producer: claim node %d in %s: %w", id, b.table, res.Error)
+				return 0, 0, fmt.Errorf("msgid: claim node %d in %s: %w", id, b.table, res.Error)
 			}
 			if res.RowsAffected != 1 {
 				continue // someone else got it first
@@ -154,7 +154,7 @@ func (b *sqlLease) acquire(ctx context.Context, owner string, lo, hi int64) (int
 			var last []int64
 			if err := db.Raw(fmt.Sprintf("SELECT last_ms FROM %s WHERE node_id = ? AND owner = ?", b.table), id, owner).
 				Scan(&last).Error; err != nil {
-				return 0, 0, fmt.Errorf("producer: read node %d in %s: %w", id, b.table, err)
+				return 0, 0, fmt.Errorf("msgid: read node %d in %s: %w", id, b.table, err)
 			}
 			if len(last) != 1 {
 				continue

@@ -1,4 +1,4 @@
-package producer
+package clientlog
 
 import (
 	"bytes"
@@ -12,8 +12,10 @@ import (
 
 func TestClientLogAdapter(t *testing.T) {
 	var buf bytes.Buffer
-	a := &rlogAdapter{log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	a := newAdapter()
+	a.log.Store(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	a.Level("info")
+	a.info.Set(slog.LevelInfo)
 
 	a.Debug("hidden", nil)
 	a.Info("route updated", map[string]interface{}{"topic": "orders", "broker": "b1"})
@@ -60,7 +62,31 @@ func (panicHandler) Handle(context.Context, slog.Record) error { panic("handler 
 
 // A panicking slog handler must not unwind into the client's goroutines.
 func TestClientLogAdapterContainsPanics(t *testing.T) {
-	a := &rlogAdapter{log: slog.New(panicHandler{slog.NewTextHandler(io.Discard, nil)})}
+	a := newAdapter()
+	a.log.Store(slog.New(panicHandler{slog.NewTextHandler(io.Discard, nil)}))
 	a.Level("info")
 	a.Error("boom", map[string]interface{}{"k": "v"}) // must return
+}
+
+// By default the client's Info entries go to slog's Debug: a handler at
+// Info (slog's default) sees its warnings and errors only.
+func TestClientInfoIsDebugByDefault(t *testing.T) {
+	var buf bytes.Buffer
+	a := newAdapter()
+	a.log.Store(slog.New(slog.NewTextHandler(&buf, nil)))
+	a.Level("info")
+	a.Info("rebalance", map[string]interface{}{"group": "g"})
+	if buf.Len() != 0 {
+		t.Fatalf("an Info entry of the client reached an Info handler: %s", buf.String())
+	}
+	a.Warning("slow", nil)
+	if !strings.Contains(buf.String(), "level=WARN") {
+		t.Fatalf("a warning was not kept: %q", buf.String())
+	}
+	buf.Reset()
+	a.info.Set(slog.LevelInfo)
+	a.Info("rebalance", nil)
+	if !strings.Contains(buf.String(), "level=INFO") {
+		t.Fatalf("Info entries not back at Info after SetInfoLevel: %q", buf.String())
+	}
 }

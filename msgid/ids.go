@@ -1,4 +1,4 @@
-package producer
+package msgid
 
 import (
 	"errors"
@@ -30,35 +30,47 @@ const (
 )
 
 // DefaultMaxClockBackwards is how far the wall clock may step back before
-// an IDGenerator refuses to generate instead of waiting.
+// an Generator refuses to generate instead of waiting.
 const DefaultMaxClockBackwards = 5 * time.Second
 
 // Sentinel errors of the ID generator and node leases.
 var (
-	// ErrNodeLeaseLost is returned by an IDGenerator whose node lease was
+	// ErrNodeLeaseLost is returned by an Generator whose node lease was
 	// lost (taken by another process, expired without a successful
-	// heartbeat, or released by Close). The generator never recovers:
+	// heartbeat, or released by Shutdown). The generator never recovers:
 	// acquire a new lease and build a new generator.
-	ErrNodeLeaseLost = errors.New("producer: snowflake node lease lost")
+	ErrNodeLeaseLost = errors.New("msgid: snowflake node lease lost")
 	// ErrClockBackwards is returned when the wall clock is behind the last
 	// issued timestamp (or a previous node holder's high-water mark) by
 	// more than the configured MaxClockBackwards.
-	ErrClockBackwards = errors.New("producer: clock moved backwards")
+	ErrClockBackwards = errors.New("msgid: clock moved backwards")
 	// ErrBeyondReservation is returned when the wall clock is past the
 	// timestamps the node lease has reserved in its store (the clock
 	// jumped forward, or heartbeats are late). The generator issues no ID
 	// its store does not know of, so that the next holder of the node can
 	// start above every ID issued; it issues again once a heartbeat has
 	// reserved further.
-	ErrBeyondReservation = errors.New("producer: clock beyond the node lease's reservation")
+	ErrBeyondReservation = errors.New("msgid: clock beyond the node lease's reservation")
 	// ErrInvalidNode is returned for a node ID outside 0..MaxNode.
-	ErrInvalidNode = fmt.Errorf("producer: node ID outside 0..%d", MaxNode)
+	ErrInvalidNode = fmt.Errorf("msgid: node ID outside 0..%d", MaxNode)
+	// ErrNotStarted is returned by a NodeLease's Valid (and so by
+	// NewGenerator) before its Start succeeded.
+	ErrNotStarted = errors.New("msgid: node lease not started")
+	// ErrClosed is returned by a NodeLease's Start after Shutdown.
+	ErrClosed = errors.New("msgid: node lease shut down")
 	// ErrNoFreeNode is returned when every node ID in the configured range
 	// is leased by a live holder.
-	ErrNoFreeNode = errors.New("producer: no free snowflake node ID")
+	ErrNoFreeNode = errors.New("msgid: no free snowflake node ID")
 )
 
-// NodeSource supplies the node ID of an IDGenerator and tells it whether it
+// Source issues message IDs: producer.Config.IDSource and
+// outbox.Config.IDSource. *Generator implements it.
+type Source interface {
+	// NextID returns a new, unique message ID.
+	NextID() (string, error)
+}
+
+// NodeSource supplies the node ID of an Generator and tells it whether it
 // may still use it. [FixedNode] and [*NodeLease] implement it.
 type NodeSource interface {
 	// NodeID returns the node ID, 0..MaxNode.
@@ -88,7 +100,7 @@ type FixedNode int64
 
 // NodeID returns the node ID.
 //
-// A FixedNode outside 0..MaxNode is rejected by NewIDGenerator.
+// A FixedNode outside 0..MaxNode is rejected by NewGenerator.
 func (n FixedNode) NodeID() int64 { return int64(n) }
 
 // Valid returns nil for a node ID in range; a fixed node is never lost.
@@ -108,8 +120,8 @@ func (FixedNode) Reserved() int64 { return math.MaxInt64 }
 // Issued does nothing for a fixed node.
 func (FixedNode) Issued(int64) {}
 
-// IDConfig configures an IDGenerator. The zero value is usable.
-type IDConfig struct {
+// GeneratorConfig configures an Generator. The zero value is usable.
+type GeneratorConfig struct {
 	// MaxClockBackwards is how far the wall clock may be behind the last
 	// issued timestamp (or behind a lease's high-water mark) while the
 	// generator waits for it to catch up. Beyond it NextID returns
@@ -119,7 +131,7 @@ type IDConfig struct {
 	Clock func() time.Time
 }
 
-// IDGenerator issues snowflake IDs for one node. It is safe for concurrent
+// Generator issues snowflake IDs for one node. It is safe for concurrent
 // use.
 //
 // Guarantees: with a node ID no other live process uses, IDs are unique;
@@ -133,7 +145,7 @@ type IDConfig struct {
 // cannot be compared with another process's timestamps), waits out a
 // backward step of up to MaxClockBackwards, and fails beyond it. It refuses
 // to generate once its NodeSource is invalid.
-type IDGenerator struct {
+type Generator struct {
 	src      NodeSource
 	node     int64
 	maxBack  time.Duration
@@ -144,10 +156,10 @@ type IDGenerator struct {
 	lastStep int64
 }
 
-// NewIDGenerator returns a generator for the node that src supplies.
-func NewIDGenerator(src NodeSource, cfg IDConfig) (*IDGenerator, error) {
+// NewGenerator returns a generator for the node that src supplies.
+func NewGenerator(src NodeSource, cfg GeneratorConfig) (*Generator, error) {
 	if src == nil {
-		return nil, errors.New("producer: nil NodeSource")
+		return nil, errors.New("msgid: nil NodeSource")
 	}
 	if err := src.Valid(); err != nil {
 		return nil, err
@@ -157,7 +169,7 @@ func NewIDGenerator(src NodeSource, cfg IDConfig) (*IDGenerator, error) {
 		return nil, fmt.Errorf("%w (got %d)", ErrInvalidNode, node)
 	}
 	if cfg.MaxClockBackwards < 0 {
-		return nil, fmt.Errorf("producer: negative MaxClockBackwards %s", cfg.MaxClockBackwards)
+		return nil, fmt.Errorf("msgid: negative MaxClockBackwards %s", cfg.MaxClockBackwards)
 	}
 	if cfg.MaxClockBackwards == 0 {
 		cfg.MaxClockBackwards = DefaultMaxClockBackwards
@@ -165,7 +177,7 @@ func NewIDGenerator(src NodeSource, cfg IDConfig) (*IDGenerator, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	return &IDGenerator{
+	return &Generator{
 		src:     src,
 		node:    node,
 		maxBack: cfg.MaxClockBackwards,
@@ -179,10 +191,10 @@ func NewIDGenerator(src NodeSource, cfg IDConfig) (*IDGenerator, error) {
 }
 
 // NodeID returns the generator's node ID.
-func (g *IDGenerator) NodeID() int64 { return g.node }
+func (g *Generator) NodeID() int64 { return g.node }
 
 // NextID returns a new ID as a decimal string.
-func (g *IDGenerator) NextID() (string, error) {
+func (g *Generator) NextID() (string, error) {
 	id, err := g.Next()
 	if err != nil {
 		return "", err
@@ -191,7 +203,7 @@ func (g *IDGenerator) NextID() (string, error) {
 }
 
 // Next returns a new ID.
-func (g *IDGenerator) Next() (int64, error) {
+func (g *Generator) Next() (int64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.src.Valid(); err != nil {
@@ -213,7 +225,7 @@ func (g *IDGenerator) Next() (int64, error) {
 		}
 	}
 	if now-Epoch >= 1<<(63-timeShift) {
-		return 0, fmt.Errorf("producer: clock %d ms is beyond the snowflake range", now)
+		return 0, fmt.Errorf("msgid: clock %d ms is beyond the snowflake range", now)
 	}
 	if r := g.src.Reserved(); now > r {
 		return 0, fmt.Errorf("%w: clock %d ms, reserved up to %d ms", ErrBeyondReservation, now, r)
@@ -231,10 +243,10 @@ func (g *IDGenerator) Next() (int64, error) {
 
 // notBefore reads the clock until it shows at least min (Unix ms), waiting
 // out a backward gap of up to maxBack.
-func (g *IDGenerator) notBefore(min int64) (int64, error) {
+func (g *Generator) notBefore(min int64) (int64, error) {
 	now := g.clock().UnixMilli()
 	if now < Epoch {
-		return 0, fmt.Errorf("producer: clock %d ms is before the snowflake epoch", now)
+		return 0, fmt.Errorf("msgid: clock %d ms is before the snowflake epoch", now)
 	}
 	if now >= min {
 		return now, nil
@@ -254,12 +266,12 @@ func (g *IDGenerator) notBefore(min int64) (int64, error) {
 	return now, nil
 }
 
-// ParseID decodes an ID made by an IDGenerator into its timestamp, node and
+// Parse decodes an ID made by an Generator into its timestamp, node and
 // sequence.
-func ParseID(id string) (at time.Time, node int64, step int64, err error) {
+func Parse(id string) (at time.Time, node int64, step int64, err error) {
 	v, err := strconv.ParseInt(id, 10, 64)
 	if err != nil || v < 0 {
-		return time.Time{}, 0, 0, fmt.Errorf("producer: %q is not a snowflake ID", id)
+		return time.Time{}, 0, 0, fmt.Errorf("msgid: %q is not a snowflake ID", id)
 	}
 	return time.UnixMilli(v>>timeShift + Epoch), v >> nodeShift & MaxNode, v & maxStep, nil
 }

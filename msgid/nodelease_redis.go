@@ -1,4 +1,4 @@
-package producer
+package msgid
 
 import (
 	"context"
@@ -64,7 +64,8 @@ type redisLease struct {
 	ttlMs  int64
 }
 
-// NewRedisNodeLease leases a snowflake node ID from Redis: SET NX PX on
+// NewRedisNodeLease returns a lease of a snowflake node ID from Redis. It
+// checks cfg and touches no server; Start acquires the node: SET NX PX on
 // <cfg.KeyPrefix>node:<id>, renewed every TTL/3 and released by scripts that
 // check the owner token. Expiry is judged by the Redis server's clock. The
 // high-water mark lives in <cfg.KeyPrefix>node:<id>:last, where the holder
@@ -75,15 +76,15 @@ type redisLease struct {
 //
 // In a Redis Cluster both keys of a node share a hash slot only if the
 // prefix has a hash tag, e.g. "{idemq}:".
-func NewRedisNodeLease(ctx context.Context, client redis.UniversalClient, cfg NodeLeaseConfig) (*NodeLease, error) {
+func NewRedisNodeLease(client redis.UniversalClient, cfg NodeLeaseConfig) (*NodeLease, error) {
 	if client == nil {
-		return nil, errors.New("producer: nil redis client")
+		return nil, errors.New("msgid: nil redis client")
 	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
 	b := &redisLease{c: client, prefix: cfg.KeyPrefix, ttlMs: cfg.TTL.Milliseconds()}
-	return startLease(ctx, b, cfg)
+	return newLease(b, cfg, nil), nil
 }
 
 func (b *redisLease) kind() string { return "redis" }
@@ -100,7 +101,7 @@ func (b *redisLease) acquire(ctx context.Context, owner string, lo, hi int64) (i
 		id := lo + (off+i)%n
 		last, err := acquireScript.Run(ctx, b.c, b.keys(id), owner, b.ttlMs).Int64()
 		if err != nil {
-			return 0, 0, fmt.Errorf("producer: claim node %d in redis: %w", id, err)
+			return 0, 0, fmt.Errorf("msgid: claim node %d in redis: %w", id, err)
 		}
 		if last >= 0 {
 			return id, last, nil

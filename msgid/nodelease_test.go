@@ -1,4 +1,4 @@
-package producer
+package msgid
 
 import (
 	"context"
@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemq/idemq/internal/sqlscript"
-	"github.com/idemq/idemq/internal/testenv"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/sqlscript"
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
@@ -23,10 +25,11 @@ var quietLog = slog.New(slog.DiscardHandler)
 // crash simulates a process that dies while holding the lease: heartbeats
 // stop and nothing is released.
 func (l *NodeLease) crash() {
-	l.closeOnce.Do(func() {
+	_ = l.gate.Shutdown(context.Background(), func() error {
 		l.markLost(fmt.Errorf("%w: crashed", ErrNodeLeaseLost))
 		close(l.stop)
 		<-l.done
+		return nil
 	})
 }
 
@@ -34,10 +37,25 @@ func (l *NodeLease) crash() {
 // cut off) while it keeps generating: nothing is released, and the lease
 // is lost only when its local deadline passes.
 func (l *NodeLease) die() {
-	l.closeOnce.Do(func() {
+	_ = l.gate.Shutdown(context.Background(), func() error {
 		close(l.stop)
 		<-l.done
+		return nil
 	})
+}
+
+// started returns a func that starts the lease New returned, or passes
+// on New's error: started(ctx)(NewSQLNodeLease(db, cfg)).
+func started(ctx context.Context) func(*NodeLease, error) (*NodeLease, error) {
+	return func(l *NodeLease, err error) (*NodeLease, error) {
+		if err != nil {
+			return nil, err
+		}
+		if err := l.Start(ctx); err != nil {
+			return nil, err
+		}
+		return l, nil
+	}
 }
 
 // leaseEnv gives a test leases backed by one store. Every call of acquire
@@ -76,7 +94,7 @@ func sqlLeaseEnv(t *testing.T, k dbKind) leaseEnv {
 	prefix := tablePrefix(t, admin)
 	// Create the table once, from the shipped SQL: the leases below do not
 	// migrate, so this also proves the shipped schema is what they need.
-	schema, err := Schema(k.name, prefix)
+	schema, err := migrate.Schema("producer", k.name, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +107,7 @@ func sqlLeaseEnv(t *testing.T, k dbKind) leaseEnv {
 	acquireOn := func(ctx context.Context, db *gorm.DB, cfg NodeLeaseConfig) (*NodeLease, error) {
 		cfg.TablePrefix = prefix
 		cfg.Logger = quietLog
-		return NewSQLNodeLease(ctx, db, cfg)
+		return started(ctx)(NewSQLNodeLease(db, cfg))
 	}
 	return leaseEnv{
 		acquire: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
@@ -139,7 +157,7 @@ func redisLeaseEnv(t *testing.T) leaseEnv {
 	acquireOn := func(ctx context.Context, c redis.UniversalClient, cfg NodeLeaseConfig) (*NodeLease, error) {
 		cfg.KeyPrefix = prefix
 		cfg.Logger = quietLog
-		return NewRedisNodeLease(ctx, c, cfg)
+		return started(ctx)(NewRedisNodeLease(c, cfg))
 	}
 	return leaseEnv{
 		acquire: func(ctx context.Context, cfg NodeLeaseConfig) (*NodeLease, error) {
@@ -180,12 +198,12 @@ func forEachLeaseKind(t *testing.T, f func(t *testing.T, env leaseEnv)) {
 }
 
 func closeLease(t *testing.T, l *NodeLease) {
-	t.Cleanup(func() { _ = l.Close() })
+	t.Cleanup(func() { _ = l.Shutdown(context.Background()) })
 }
 
 // waitLost polls until the generator refuses, or fails the test after
 // limit. The limit is generous; it is not a timing assertion.
-func waitLost(t *testing.T, g *IDGenerator, limit time.Duration) error {
+func waitLost(t *testing.T, g *Generator, limit time.Duration) error {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
@@ -267,7 +285,7 @@ func TestNodeLeaseUniqueIDs(t *testing.T) {
 				t.Fatal(err)
 			}
 			closeLease(t, l)
-			g, err := NewIDGenerator(l, IDConfig{})
+			g, err := NewGenerator(l, GeneratorConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -312,7 +330,7 @@ func TestNodeLeaseLostWhenTaken(t *testing.T) {
 			t.Fatal(err)
 		}
 		closeLease(t, l)
-		g, err := NewIDGenerator(l, IDConfig{})
+		g, err := NewGenerator(l, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +361,7 @@ func TestNodeLeaseLostWhenHeartbeatsFail(t *testing.T) {
 			t.Fatal(err)
 		}
 		closeLease(t, l)
-		g, err := NewIDGenerator(l, IDConfig{})
+		g, err := NewGenerator(l, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -368,7 +386,7 @@ func TestNodeLeaseExpiredIsReacquired(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ga, err := NewIDGenerator(a, IDConfig{})
+		ga, err := NewGenerator(a, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -399,11 +417,11 @@ func TestNodeLeaseExpiredIsReacquired(t *testing.T) {
 		if b.NodeID() != 7 {
 			t.Fatalf("node %d, want 7", b.NodeID())
 		}
-		atA, _, _, _ := ParseID(strconv.FormatInt(lastA, 10))
+		atA, _, _, _ := Parse(strconv.FormatInt(lastA, 10))
 		if b.HighWater() < atA.UnixMilli() {
 			t.Errorf("high water %d below the crashed holder's last timestamp %d", b.HighWater(), atA.UnixMilli())
 		}
-		gb, err := NewIDGenerator(b, IDConfig{})
+		gb, err := NewGenerator(b, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +453,7 @@ func TestNodeLeaseSuccessorAboveHolderAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(a.crash)
-		ga, err := NewIDGenerator(a, IDConfig{Clock: ahead})
+		ga, err := NewGenerator(a, GeneratorConfig{Clock: ahead})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,7 +478,7 @@ func TestNodeLeaseSuccessorAboveHolderAhead(t *testing.T) {
 		if !errors.Is(stopErr, ErrNodeLeaseLost) && !errors.Is(stopErr, ErrBeyondReservation) {
 			t.Fatalf("holder stopped with %v, want ErrNodeLeaseLost or ErrBeyondReservation", stopErr)
 		}
-		atA, _, _, _ := ParseID(strconv.FormatInt(maxA, 10))
+		atA, _, _, _ := Parse(strconv.FormatInt(maxA, 10))
 		if m := env.mark(t, node); m < atA.UnixMilli() {
 			t.Errorf("stored mark %d below the holder's last timestamp %d", m, atA.UnixMilli())
 		}
@@ -478,7 +496,7 @@ func TestNodeLeaseSuccessorAboveHolderAhead(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		closeLease(t, b)
-		gb, err := NewIDGenerator(b, IDConfig{})
+		gb, err := NewGenerator(b, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -487,7 +505,7 @@ func TestNodeLeaseSuccessorAboveHolderAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 		if first <= maxA {
-			atB, _, _, _ := ParseID(strconv.FormatInt(first, 10))
+			atB, _, _, _ := Parse(strconv.FormatInt(first, 10))
 			t.Fatalf("successor's first ID %d (at %d ms) not above the holder's last %d (at %d ms)",
 				first, atB.UnixMilli(), maxA, atA.UnixMilli())
 		}
@@ -506,7 +524,7 @@ func TestNodeLeaseRefusesBeyondReservation(t *testing.T) {
 			t.Fatal(err)
 		}
 		closeLease(t, l)
-		g, err := NewIDGenerator(l, IDConfig{})
+		g, err := NewGenerator(l, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -514,7 +532,7 @@ func TestNodeLeaseRefusesBeyondReservation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		at, _, _, _ := ParseID(strconv.FormatInt(id, 10))
+		at, _, _, _ := Parse(strconv.FormatInt(id, 10))
 		// Local first: the store's mark is raised before the lease counts
 		// a reservation as confirmed, and a heartbeat may run in between.
 		r := l.Reserved()
@@ -526,7 +544,7 @@ func TestNodeLeaseRefusesBeyondReservation(t *testing.T) {
 		}
 		// The generator's clock jumps past the reservation (here: a clock
 		// other than the lease's; in life: a forward step).
-		jumped, err := NewIDGenerator(l, IDConfig{Clock: func() time.Time { return time.Now().Add(2 * ttl) }})
+		jumped, err := NewGenerator(l, GeneratorConfig{Clock: func() time.Time { return time.Now().Add(2 * ttl) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -541,7 +559,7 @@ func TestNodeLeaseRefusesBeyondReservation(t *testing.T) {
 
 // Close records the exact high-water mark; the next holder starts after it
 // even when the previous holder's clock ran ahead.
-func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
+func TestNodeLeaseShutdownHandsOverHighWater(t *testing.T) {
 	forEachLeaseKind(t, func(t *testing.T, env leaseEnv) {
 		ctx := context.Background()
 		cfg := NodeLeaseConfig{MinNode: 8, NodeCount: 1, TTL: 5 * time.Second}
@@ -550,7 +568,7 @@ func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
 			t.Fatal(err)
 		}
 		ahead := func() time.Time { return time.Now().Add(400 * time.Millisecond) }
-		ga, err := NewIDGenerator(a, IDConfig{Clock: ahead})
+		ga, err := NewGenerator(a, GeneratorConfig{Clock: ahead})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -560,13 +578,13 @@ func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := a.Close(); err != nil {
+		if err := a.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := ga.Next(); !errors.Is(err, ErrNodeLeaseLost) {
 			t.Fatalf("after Close: err = %v, want ErrNodeLeaseLost", err)
 		}
-		atA, _, _, _ := ParseID(strconv.FormatInt(lastA, 10))
+		atA, _, _, _ := Parse(strconv.FormatInt(lastA, 10))
 		if m := env.mark(t, 8); m != atA.UnixMilli() {
 			t.Errorf("stored mark %d, want the last issued %d", m, atA.UnixMilli())
 		}
@@ -579,7 +597,7 @@ func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
 		if b.NodeID() != 8 || b.HighWater() != atA.UnixMilli() {
 			t.Fatalf("node %d high water %d, want 8 and %d", b.NodeID(), b.HighWater(), atA.UnixMilli())
 		}
-		gb, err := NewIDGenerator(b, IDConfig{})
+		gb, err := NewGenerator(b, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -590,10 +608,10 @@ func TestNodeLeaseCloseHandsOverHighWater(t *testing.T) {
 		if first <= lastA {
 			t.Errorf("first ID %d not above the previous holder's last %d", first, lastA)
 		}
-		if err := b.Close(); err != nil {
+		if err := b.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Close(); err != nil {
+		if err := b.Shutdown(ctx); err != nil {
 			t.Errorf("second Close: %v", err)
 		}
 	})
@@ -616,20 +634,20 @@ func TestNodeLeaseConfigValidation(t *testing.T) {
 		{"range past max", NodeLeaseConfig{MinNode: 1000, NodeCount: 30}, "node ID outside"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewSQLNodeLease(ctx, db, tc.cfg)
+			_, err := NewSQLNodeLease(db, tc.cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := NewSQLNodeLease(ctx, nil, NodeLeaseConfig{}); err == nil {
+	if _, err := NewSQLNodeLease(nil, NodeLeaseConfig{}); err == nil {
 		t.Error("nil db accepted")
 	}
-	if _, err := NewRedisNodeLease(ctx, nil, NodeLeaseConfig{}); err == nil {
+	if _, err := NewRedisNodeLease(nil, NodeLeaseConfig{}); err == nil {
 		t.Error("nil redis client accepted")
 	}
 	// Without Migrate, a missing table is a clear error.
-	_, err := NewSQLNodeLease(ctx, db, NodeLeaseConfig{TablePrefix: "nosuch_"})
+	_, err := started(ctx)(NewSQLNodeLease(db, NodeLeaseConfig{TablePrefix: "nosuch_"}))
 	if err == nil || !strings.Contains(err.Error(), "nosuch_node_leases") {
 		t.Errorf("missing table: err = %v", err)
 	}
@@ -637,23 +655,24 @@ func TestNodeLeaseConfigValidation(t *testing.T) {
 
 // Migrate creates the table with the versioned steps, and leasing works on it.
 func TestNodeLeaseMigrate(t *testing.T) {
+	ctx := context.Background()
 	for _, k := range databases() {
 		t.Run(k.name, func(t *testing.T) {
 			db := k.open(t)
 			prefix := tablePrefix(t, db)
-			l, err := NewSQLNodeLease(context.Background(), db, NodeLeaseConfig{TablePrefix: prefix, Migrate: true, NodeCount: 2})
+			l, err := started(ctx)(NewSQLNodeLease(db, NodeLeaseConfig{TablePrefix: prefix, Migrate: true, NodeCount: 2}))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l.Close()
+			defer l.Shutdown(ctx)
 			if !db.Migrator().HasTable(prefix + "node_leases") {
 				t.Fatal("table not created")
 			}
-			l2, err := NewSQLNodeLease(context.Background(), db, NodeLeaseConfig{TablePrefix: prefix, Migrate: true, NodeCount: 2})
+			l2, err := started(ctx)(NewSQLNodeLease(db, NodeLeaseConfig{TablePrefix: prefix, Migrate: true, NodeCount: 2}))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l2.Close()
+			defer l2.Shutdown(ctx)
 			if l.NodeID() == l2.NodeID() {
 				t.Fatalf("both leases got node %d", l.NodeID())
 			}
@@ -661,20 +680,62 @@ func TestNodeLeaseMigrate(t *testing.T) {
 	}
 }
 
-func TestSchema(t *testing.T) {
-	for _, d := range []string{"postgres", "mysql", "sqlite"} {
-		s, err := Schema(d, "acme_")
+// A lease has the lifecycle of every long-lived idemq value: New checks
+// and touches nothing, Start acquires (idempotent), Shutdown releases
+// (idempotent), Start after Shutdown is ErrClosed.
+func TestNodeLeaseLifecycle(t *testing.T) {
+	ctx := context.Background()
+	t.Run("sqlite", func(t *testing.T) {
+		db := databases()[0].open(t)
+		prefix := tablePrefix(t, db)
+		// New touches nothing: the missing table shows up at Start.
+		l, err := NewSQLNodeLease(db, NodeLeaseConfig{TablePrefix: prefix, Logger: quietLog, NodeCount: 1})
+		if err != nil {
+			t.Fatalf("New without a table: %v", err)
+		}
+		if err := l.Valid(); !errors.Is(err, ErrNotStarted) {
+			t.Fatalf("Valid before Start = %v, want ErrNotStarted", err)
+		}
+		if _, err := NewGenerator(l, GeneratorConfig{}); !errors.Is(err, ErrNotStarted) {
+			t.Fatalf("NewGenerator before Start = %v, want ErrNotStarted", err)
+		}
+		if err := l.Start(ctx); err == nil || !strings.Contains(err.Error(), prefix+"node_leases") {
+			t.Fatalf("Start without a table = %v, want an error naming the table", err)
+		}
+		// A failed Start may be tried again once the table exists.
+		if err := migrateTables(ctx, db, prefix); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		node := l.NodeID()
+		if err := l.Start(ctx); err != nil || l.NodeID() != node {
+			t.Fatalf("second Start = %v, node %d (want nil, %d)", err, l.NodeID(), node)
+		}
+		g, err := NewGenerator(l, GeneratorConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(s, "acme_node_leases") || !strings.Contains(s, "acme_tx_records") || strings.Contains(s, "idemq_") {
-			t.Errorf("%s schema not re-prefixed:\n%s", d, s)
+		if _, err := g.NextID(); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if _, err := Schema("oracle", ""); err == nil {
-		t.Error("unknown dialect accepted")
-	}
-	if _, err := Schema("postgres", "Bad"); err == nil {
-		t.Error("bad prefix accepted")
-	}
+		for range 2 {
+			if err := l.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		}
+		if _, err := g.NextID(); !errors.Is(err, ErrNodeLeaseLost) {
+			t.Fatalf("NextID after Shutdown = %v, want ErrNodeLeaseLost", err)
+		}
+		if err := l.Start(ctx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+		}
+		// The node was released: the only node of the range is free.
+		l2, err := started(ctx)(NewSQLNodeLease(db, NodeLeaseConfig{TablePrefix: prefix, Logger: quietLog, NodeCount: 1}))
+		if err != nil {
+			t.Fatalf("node not released by Shutdown: %v", err)
+		}
+		_ = l2.Shutdown(ctx)
+	})
 }

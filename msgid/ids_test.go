@@ -1,4 +1,4 @@
-package producer
+package msgid
 
 import (
 	"errors"
@@ -47,10 +47,10 @@ func (c *fakeClock) Slept() []time.Duration {
 	return append([]time.Duration(nil), c.slept...)
 }
 
-func newFakeGen(t *testing.T, src NodeSource, start time.Time, maxBack time.Duration) (*IDGenerator, *fakeClock) {
+func newFakeGen(t *testing.T, src NodeSource, start time.Time, maxBack time.Duration) (*Generator, *fakeClock) {
 	t.Helper()
 	c := &fakeClock{now: start}
-	g, err := NewIDGenerator(src, IDConfig{Clock: c.Now, MaxClockBackwards: maxBack})
+	g, err := NewGenerator(src, GeneratorConfig{Clock: c.Now, MaxClockBackwards: maxBack})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,9 +111,9 @@ func TestIDLayoutMatchesSnowflake(t *testing.T) {
 		if sf.Node() != 517 || sf.Step() != int64(i) {
 			t.Errorf("snowflake node/step = %d/%d, want 517/%d", sf.Node(), sf.Step(), i)
 		}
-		at, node, step, err := ParseID(id)
+		at, node, step, err := Parse(id)
 		if err != nil || !at.Equal(start) || node != 517 || step != int64(i) {
-			t.Errorf("ParseID(%s) = %v %d %d %v", id, at, node, step, err)
+			t.Errorf("Parse(%s) = %v %d %d %v", id, at, node, step, err)
 		}
 	}
 	if Epoch != snowflake.Epoch || NodeBits != int(snowflake.NodeBits) || StepBits != int(snowflake.StepBits) {
@@ -123,12 +123,12 @@ func TestIDLayoutMatchesSnowflake(t *testing.T) {
 
 func TestFixedNodeRange(t *testing.T) {
 	for _, n := range []int64{-1, 1024, 1 << 40} {
-		if _, err := NewIDGenerator(FixedNode(n), IDConfig{}); !errors.Is(err, ErrInvalidNode) {
+		if _, err := NewGenerator(FixedNode(n), GeneratorConfig{}); !errors.Is(err, ErrInvalidNode) {
 			t.Errorf("FixedNode(%d): err = %v, want ErrInvalidNode", n, err)
 		}
 	}
 	for _, n := range []int64{0, 1023} {
-		g, err := NewIDGenerator(FixedNode(n), IDConfig{})
+		g, err := NewGenerator(FixedNode(n), GeneratorConfig{})
 		if err != nil {
 			t.Fatalf("FixedNode(%d): %v", n, err)
 		}
@@ -136,22 +136,22 @@ func TestFixedNodeRange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, node, _, _ := ParseID(strconv.FormatInt(id, 10)); node != n {
+		if _, node, _, _ := Parse(strconv.FormatInt(id, 10)); node != n {
 			t.Errorf("node = %d, want %d", node, n)
 		}
 	}
-	if _, err := NewIDGenerator(FixedNode(1), IDConfig{MaxClockBackwards: -time.Second}); err == nil {
+	if _, err := NewGenerator(FixedNode(1), GeneratorConfig{MaxClockBackwards: -time.Second}); err == nil {
 		t.Error("negative MaxClockBackwards accepted")
 	}
-	if _, err := NewIDGenerator(nil, IDConfig{}); err == nil {
+	if _, err := NewGenerator(nil, GeneratorConfig{}); err == nil {
 		t.Error("nil NodeSource accepted")
 	}
 }
 
-func TestParseIDRejectsGarbage(t *testing.T) {
+func TestParseRejectsGarbage(t *testing.T) {
 	for _, s := range []string{"", "abc", "-5", "99999999999999999999"} {
-		if _, _, _, err := ParseID(s); err == nil {
-			t.Errorf("ParseID(%q) succeeded", s)
+		if _, _, _, err := Parse(s); err == nil {
+			t.Errorf("Parse(%q) succeeded", s)
 		}
 	}
 }
@@ -175,7 +175,7 @@ func TestStepOverflowWaitsForNextMillisecond(t *testing.T) {
 	if got := len(c.Slept()); got != 2 {
 		t.Errorf("waited %d times, want 2 (once per exhausted millisecond)", got)
 	}
-	at, _, step, _ := ParseID(strconv.FormatInt(prev, 10))
+	at, _, step, _ := Parse(strconv.FormatInt(prev, 10))
 	if at.UnixMilli() != start.UnixMilli()+2 || step != 4095 {
 		t.Errorf("last id at %d step %d, want %d step 4095", at.UnixMilli(), step, start.UnixMilli()+2)
 	}
@@ -204,7 +204,7 @@ func TestClockBackwardsIsWaitedOut(t *testing.T) {
 	if total < 2*time.Second {
 		t.Errorf("waited %s, want at least the 2s step", total)
 	}
-	at, _, _, _ := ParseID(strconv.FormatInt(second, 10))
+	at, _, _, _ := Parse(strconv.FormatInt(second, 10))
 	if at.Before(start) {
 		t.Errorf("timestamp %v is before the last issued %v", at, start)
 	}
@@ -252,7 +252,7 @@ func TestHighWaterIsRespected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	at, _, _, _ := ParseID(strconv.FormatInt(id, 10))
+	at, _, _, _ := Parse(strconv.FormatInt(id, 10))
 	if at.UnixMilli() <= src.high {
 		t.Errorf("first timestamp %d not above high water %d", at.UnixMilli(), src.high)
 	}
@@ -270,7 +270,7 @@ func TestHighWaterIsRespected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if at2, _, _, _ := ParseID(strconv.FormatInt(id2, 10)); at2.UnixMilli() <= src2.high {
+	if at2, _, _, _ := Parse(strconv.FormatInt(id2, 10)); at2.UnixMilli() <= src2.high {
 		t.Errorf("timestamp %d equals the high-water mark", at2.UnixMilli())
 	}
 
@@ -296,7 +296,7 @@ func TestReservationIsNeverExceeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if at, _, _, _ := ParseID(strconv.FormatInt(id, 10)); at.UnixMilli() != src.reserved {
+	if at, _, _, _ := Parse(strconv.FormatInt(id, 10)); at.UnixMilli() != src.reserved {
 		t.Fatalf("timestamp %d, want the reservation %d", at.UnixMilli(), src.reserved)
 	}
 	c.Set(start.Add(11 * time.Millisecond)) // past it: refused, nothing recorded
@@ -329,7 +329,7 @@ func TestInvalidSourceStopsGeneration(t *testing.T) {
 }
 
 func TestIDsUniqueUnderConcurrency(t *testing.T) {
-	g, err := NewIDGenerator(FixedNode(12), IDConfig{})
+	g, err := NewGenerator(FixedNode(12), GeneratorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestIDsUniqueUnderConcurrency(t *testing.T) {
 }
 
 func BenchmarkNextID(b *testing.B) {
-	g, err := NewIDGenerator(FixedNode(1), IDConfig{})
+	g, err := NewGenerator(FixedNode(1), GeneratorConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -378,7 +378,7 @@ func BenchmarkNextID(b *testing.B) {
 }
 
 func BenchmarkNextParallel(b *testing.B) {
-	g, err := NewIDGenerator(FixedNode(1), IDConfig{})
+	g, err := NewGenerator(FixedNode(1), GeneratorConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,13 +1,14 @@
-package producer
+package msgid
 
 import (
+	"github.com/idemq/idemq/internal/gate"
+	"github.com/idemq/idemq/internal/tableprefix"
+	"github.com/idemq/idemq/internal/token"
+
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,14 +24,9 @@ const DefaultTablePrefix = "idemq_"
 // DefaultKeyPrefix is the Redis key prefix used when none is configured.
 const DefaultKeyPrefix = "idemq:"
 
-var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
-
-// ValidateTablePrefix reports whether prefix may start a table name: a
-// lower-case letter, then up to 30 lower-case letters, digits or
-// underscores.
-func ValidateTablePrefix(prefix string) error {
-	if !prefixRE.MatchString(prefix) {
-		return fmt.Errorf("producer: invalid table prefix %q: want ^[a-z][a-z0-9_]{0,30}$", prefix)
+func validateTablePrefix(prefix string) error {
+	if !tableprefix.Valid(prefix) {
+		return fmt.Errorf("msgid: invalid table prefix %q: want %s", prefix, tableprefix.Pattern)
 	}
 	return nil
 }
@@ -43,9 +39,10 @@ type NodeLeaseConfig struct {
 	// KeyPrefix starts the lease keys, <prefix>node:<id> (Redis leases
 	// only). Defaults to DefaultKeyPrefix.
 	KeyPrefix string
-	// Migrate brings the producer's tables (the lease table among them)
-	// up to date with the versioned steps of Schema (SQL leases only).
-	// Without it the table must exist: see Schema. Defaults to false.
+	// Migrate brings the lease table up to date with the versioned steps
+	// of the producer's tables, those of producer.Schema (SQL leases
+	// only). Without it the table must exist: see producer.Schema.
+	// Defaults to false.
 	Migrate bool
 	// TTL is how long a lease lives without a heartbeat. Heartbeats run
 	// every TTL/3. The generator stops once TTL has passed since the last
@@ -64,7 +61,7 @@ type NodeLeaseConfig struct {
 	Logger *slog.Logger
 
 	// clock is the wall clock reservations are counted on; it must be the
-	// one the lease's IDGenerator reads. Defaults to time.Now. Tests set
+	// one the lease's Generator reads. Defaults to time.Now. Tests set
 	// it to play a host whose clock is off.
 	clock func() time.Time
 }
@@ -73,7 +70,7 @@ func (c *NodeLeaseConfig) defaults() error {
 	if c.TablePrefix == "" {
 		c.TablePrefix = DefaultTablePrefix
 	}
-	if err := ValidateTablePrefix(c.TablePrefix); err != nil {
+	if err := validateTablePrefix(c.TablePrefix); err != nil {
 		return err
 	}
 	if c.KeyPrefix == "" {
@@ -83,7 +80,7 @@ func (c *NodeLeaseConfig) defaults() error {
 		c.TTL = DefaultNodeLeaseTTL
 	}
 	if c.TTL < 100*time.Millisecond {
-		return fmt.Errorf("producer: node lease TTL %s is below 100ms", c.TTL)
+		return fmt.Errorf("msgid: node lease TTL %s is below 100ms", c.TTL)
 	}
 	if c.MinNode < 0 || c.MinNode > MaxNode {
 		return fmt.Errorf("%w: MinNode %d", ErrInvalidNode, c.MinNode)
@@ -121,7 +118,7 @@ type leaseBackend interface {
 // NodeLease is a snowflake node ID leased from a database or Redis, kept
 // alive by heartbeats. It implements NodeSource.
 //
-// The lease is valid until Close, until a heartbeat finds it taken by
+// The lease is valid from Start until Shutdown, until a heartbeat finds it taken by
 // another owner, or until TTL has passed since the start of the last
 // heartbeat that succeeded, whichever comes first. The last rule is checked
 // on every ID against the local monotonic clock, so a stalled heartbeat
@@ -135,51 +132,75 @@ type leaseBackend interface {
 // raised to that reservation), and its generator issues no timestamp above
 // the last reservation the store confirmed. A holder that dies therefore
 // leaves a mark at or above every ID it issued, whatever its clock said,
-// and the next holder starts above it. Close sets the mark to the exact
+// and the next holder starts above it. Shutdown sets the mark to the exact
 // last timestamp issued, so that the next holder need not wait out the
 // reservation.
 type NodeLease struct {
-	backend   leaseBackend
+	backend leaseBackend
+	cfg     NodeLeaseConfig
+	prepare func(context.Context) error // before the first acquisition, or nil
+	gate    *gate.Gate
+	running atomic.Bool // Start succeeded
+
+	// Set by Start, before running.
 	owner     string
 	node      int64
 	highWater int64
 	ttl       time.Duration
 	log       *slog.Logger
 	clock     func() time.Time
+	base      time.Time // monotonic reference
 
 	issued   atomic.Int64 // highest Unix ms issued
 	reserved atomic.Int64 // highest Unix ms the store confirmed as reserved
 	deadline atomic.Int64 // monotonic deadline, ns since base
-	base     time.Time    // monotonic reference
 	lost     atomic.Bool
 	lostErr  atomic.Pointer[error]
 	lostCh   chan struct{}
 	lostOnce sync.Once
 
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+	stop chan struct{}
+	done chan struct{}
 }
 
-func newOwnerToken() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("producer: owner token: %w", err)
+func newLease(b leaseBackend, cfg NodeLeaseConfig, prepare func(context.Context) error) *NodeLease {
+	return &NodeLease{
+		backend: b,
+		cfg:     cfg,
+		prepare: prepare,
+		gate:    gate.New(ErrClosed, ErrNotStarted),
+		lostCh:  make(chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	return hex.EncodeToString(b[:]), nil
 }
 
-func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*NodeLease, error) {
-	owner, err := newOwnerToken()
+// Start acquires a node (first bringing the table up to date, with
+// NodeLeaseConfig.Migrate), reserves timestamps for it and starts the
+// heartbeats, which run until Shutdown, not until ctx is done: ctx bounds
+// the acquisition only. It returns ErrNoFreeNode when every node in the
+// configured range is held. Start is idempotent; after Shutdown it returns
+// ErrClosed. A Start that failed may be tried again.
+func (l *NodeLease) Start(ctx context.Context) error {
+	return l.gate.Start(ctx, l.start)
+}
+
+func (l *NodeLease) start(ctx context.Context) error {
+	cfg, b := l.cfg, l.backend
+	if l.prepare != nil {
+		if err := l.prepare(ctx); err != nil {
+			return err
+		}
+	}
+	owner, err := token.New()
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("msgid: %w", err)
 	}
 	base := time.Now()
 	reserve := cfg.clock().UnixMilli() + cfg.TTL.Milliseconds()
 	node, last, err := b.acquire(ctx, owner, cfg.MinNode, cfg.MinNode+cfg.NodeCount-1)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Reserve before the first ID: without a reservation in the store the
 	// generator may issue nothing.
@@ -192,29 +213,24 @@ func startLease(ctx context.Context, b leaseBackend, cfg NodeLeaseConfig) (*Node
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.TTL)
 		_ = b.release(rctx, owner, node, last)
 		cancel()
-		return nil, fmt.Errorf("producer: reserve timestamps on node %d (%s): %w", node, b.kind(), err)
+		return fmt.Errorf("msgid: reserve timestamps on node %d (%s): %w", node, b.kind(), err)
 	}
-	l := &NodeLease{
-		backend:   b,
-		owner:     owner,
-		node:      node,
-		highWater: last,
-		ttl:       cfg.TTL,
-		log:       cfg.Logger.With("node_id", node, "lease", b.kind()),
-		clock:     cfg.clock,
-		base:      base,
-		lostCh:    make(chan struct{}),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
-	}
+	l.owner = owner
+	l.node = node
+	l.highWater = last
+	l.ttl = cfg.TTL
+	l.log = cfg.Logger.With("node_id", node, "lease", b.kind())
+	l.clock = cfg.clock
+	l.base = base
 	l.issued.Store(last)
 	l.reserved.Store(reserve)
 	l.deadline.Store(int64(cfg.TTL))
+	l.running.Store(true)
 	go l.heartbeat()
-	return l, nil
+	return nil
 }
 
-// NodeID returns the leased node ID.
+// NodeID returns the leased node ID (0 before Start).
 func (l *NodeLease) NodeID() int64 { return l.node }
 
 // HighWater returns the previous holder's highest issued timestamp (Unix
@@ -226,13 +242,19 @@ func (l *NodeLease) HighWater() int64 { return l.highWater }
 // last heartbeat that succeeded (or at acquisition).
 func (l *NodeLease) Reserved() int64 { return l.reserved.Load() }
 
-// Issued records the highest timestamp issued; Close stores it for the next
+// Issued records the highest timestamp issued; Shutdown stores it for the next
 // holder.
 func (l *NodeLease) Issued(unixMillis int64) { raise(&l.issued, unixMillis) }
 
 // Valid returns nil while the lease is held, and an error wrapping
 // ErrNodeLeaseLost after it was lost or closed.
 func (l *NodeLease) Valid() error {
+	if !l.running.Load() {
+		if l.lost.Load() {
+			return *l.lostErr.Load()
+		}
+		return ErrNotStarted
+	}
 	if l.lost.Load() {
 		return *l.lostErr.Load()
 	}
@@ -293,25 +315,32 @@ func (l *NodeLease) heartbeat() {
 	}
 }
 
-// Close stops the heartbeats, records the exact highest issued timestamp
-// for the next holder (in place of the reservation) and releases the node.
-// Generators using the lease stop generating. Close is idempotent.
-func (l *NodeLease) Close() error {
-	l.closeOnce.Do(func() {
-		wasLost := l.lost.Load()
-		l.markLost(fmt.Errorf("%w: node %d: lease closed", ErrNodeLeaseLost, l.node))
-		close(l.stop)
-		<-l.done
-		if wasLost {
-			return // someone else may own the node now
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), l.ttl)
-		defer cancel()
-		if err := l.backend.release(ctx, l.owner, l.node, l.issued.Load()); err != nil {
-			l.closeErr = fmt.Errorf("producer: release node %d: %w", l.node, err)
-		}
-	})
-	return l.closeErr
+// Shutdown stops the heartbeats, records the exact highest issued
+// timestamp for the next holder (in place of the reservation) and releases
+// the node; generators using the lease stop generating at once. The
+// release is bounded by TTL, not by ctx: Shutdown returns when it is done,
+// or with ctx's error if that comes first (the release goes on). Shutdown
+// is idempotent and safe to call concurrently; every call returns the
+// first call's result once it is done (or its own ctx's error if that
+// comes first). It may be called without Start.
+func (l *NodeLease) Shutdown(ctx context.Context) error {
+	return l.gate.Shutdown(ctx, l.shutdown)
+}
+
+func (l *NodeLease) shutdown() error {
+	wasLost := l.lost.Load()
+	l.markLost(fmt.Errorf("%w: node %d: lease shut down", ErrNodeLeaseLost, l.node))
+	close(l.stop)
+	<-l.done
+	if wasLost {
+		return nil // someone else may own the node now
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.ttl)
+	defer cancel()
+	if err := l.backend.release(ctx, l.owner, l.node, l.issued.Load()); err != nil {
+		return fmt.Errorf("msgid: release node %d: %w", l.node, err)
+	}
+	return nil
 }
 
 // raise sets v to x if x is greater.

@@ -1,0 +1,92 @@
+package middleware_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup/redisdedup"
+	"github.com/idemq/idemq/dedup/sqldedup"
+	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/middleware"
+)
+
+// The Redis fast path is an option of Standard: the store is given once, a
+// redelivery is answered from Redis, and the fast path's metrics are
+// registered with the chain's Registerer.
+func TestStandardFastPathOption(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := d.Open(t)
+			prefix := testenv.TablePrefix(t)
+			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters", prefix+"schema_migrations")
+			store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewPedanticRegistry()
+			mws, err := middleware.Standard(middleware.StandardConfig{
+				Store:          store,
+				FastPath:       testenv.NewRedis(t),
+				FastPathConfig: redisdedup.FastPathConfig{KeyPrefix: testenv.KeyPrefix(t)},
+				Registerer:     reg,
+				Logger:         slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs := 0
+			h, err := idemq.Chain(idemq.HandlerFunc(func(context.Context, *idemq.Message) error { runs++; return nil }), mws...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &idemq.Message{ID: "7100000000000000001", Group: "g", Topic: "orders", Body: []byte("x"), Attempt: 1}
+			for range 2 {
+				if err := h.Handle(ctx, msg.Clone()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if runs != 1 {
+				t.Fatalf("handler ran %d times, want 1", runs)
+			}
+			if got := testutil.ToFloat64(collector(t, reg, "idemq_redis_fastpath_hits_total")); got != 1 {
+				t.Fatalf("fast path hits = %v, want 1 (the redelivery)", got)
+			}
+			// A second chain on the same registry (a second consumer group)
+			// shares the metric names without an error.
+			if _, err := middleware.Standard(middleware.StandardConfig{Store: store, FastPath: testenv.NewRedis(t), Registerer: reg}); err != nil {
+				t.Fatalf("second chain on one registry: %v", err)
+			}
+		})
+	}
+}
+
+// collector returns the one-metric collector that gathers name from reg.
+func collector(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: "copy"}, func() float64 {
+				m := mf.GetMetric()[0]
+				if c := m.GetCounter(); c != nil {
+					return c.GetValue()
+				}
+				return m.GetGauge().GetValue()
+			})
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return nil
+}
