@@ -108,16 +108,16 @@ func TestRedriveDead(t *testing.T) {
 			b.bury(t, "g", "other", "k3", "boom")
 			ctx := admin.WithActor(b.ctx, "alice")
 
-			if _, err := b.admin.RedriveDead(ctx, admin.DeadFilter{}, admin.ActionOptions{}); !errors.Is(err, admin.ErrEmptyFilter) {
+			if _, err := b.admin.RedriveDead(ctx, admin.DeadFilter{}, admin.ActionConfig{}); !errors.Is(err, admin.ErrEmptyFilter) {
 				t.Fatalf("empty filter: %v", err)
 			}
-			dry, err := b.admin.RedriveDead(ctx, admin.DeadFilter{Topic: "orders"}, admin.ActionOptions{DryRun: true})
+			dry, err := b.admin.RedriveDead(ctx, admin.DeadFilter{Topic: "orders"}, admin.ActionConfig{DryRun: true})
 			if err != nil || dry.Matched != 2 || dry.Done != 0 || len(b.sent.all()) != 0 || dry.AuditID != 0 {
 				t.Fatalf("dry run = %+v, %v, sent %d", dry, err, len(b.sent.all()))
 			}
 			// A failing publish leaves the dead letter waiting.
 			b.sent.fail = errors.New("broker down")
-			res, err := b.admin.RedriveDead(ctx, admin.DeadFilter{IDs: []int64{id1}}, admin.ActionOptions{})
+			res, err := b.admin.RedriveDead(ctx, admin.DeadFilter{IDs: []int64{id1}}, admin.ActionConfig{})
 			if err != nil || res.Done != 0 || len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error, "broker down") {
 				t.Fatalf("failing redrive = %+v, %v", res, err)
 			}
@@ -128,7 +128,7 @@ func TestRedriveDead(t *testing.T) {
 			if st, _ := b.admin.Key(b.ctx, "g", "k1"); st.Status != admin.KeyDead {
 				t.Fatalf("key before redrive = %s, want dead", st.Status)
 			}
-			res, err = b.admin.RedriveDead(ctx, admin.DeadFilter{Topic: "orders"}, admin.ActionOptions{})
+			res, err = b.admin.RedriveDead(ctx, admin.DeadFilter{Topic: "orders"}, admin.ActionConfig{})
 			if err != nil || res.Matched != 2 || res.Done != 2 || res.AuditID == 0 {
 				t.Fatalf("redrive = %+v, %v", res, err)
 			}
@@ -148,7 +148,7 @@ func TestRedriveDead(t *testing.T) {
 				t.Fatalf("process after redrive = %+v, %v", r, err)
 			}
 			// Redriving again finds nothing waiting; by ID it is skipped.
-			again, err := b.admin.RedriveDead(ctx, admin.DeadFilter{IDs: []int64{id2}}, admin.ActionOptions{})
+			again, err := b.admin.RedriveDead(ctx, admin.DeadFilter{IDs: []int64{id2}}, admin.ActionConfig{})
 			if err != nil || again.Matched != 0 || len(b.sent.all()) != 2 {
 				t.Fatalf("second redrive = %+v, %v", again, err)
 			}
@@ -171,10 +171,10 @@ func TestRedriveNeedsSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := a.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionOptions{DryRun: true}); err != nil || res.Matched != 1 {
+	if res, err := a.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionConfig{DryRun: true}); err != nil || res.Matched != 1 {
 		t.Fatalf("dry run without sender = %+v, %v", res, err)
 	}
-	if _, err := a.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionOptions{}); !errors.Is(err, admin.ErrNoSender) {
+	if _, err := a.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionConfig{}); !errors.Is(err, admin.ErrNoSender) {
 		t.Fatalf("without sender: %v", err)
 	}
 }
@@ -187,14 +187,14 @@ func TestDiscardDead(t *testing.T) {
 			b.bury(t, "g", "orders", "k2", "poison pill")
 			keep := b.bury(t, "g", "orders", "k3", "other")
 			ctx := admin.WithActor(b.ctx, "bob")
-			if _, err := b.admin.DiscardDead(ctx, admin.DeadFilter{}, admin.ActionOptions{}); !errors.Is(err, admin.ErrEmptyFilter) {
+			if _, err := b.admin.DiscardDead(ctx, admin.DeadFilter{}, admin.ActionConfig{}); !errors.Is(err, admin.ErrEmptyFilter) {
 				t.Fatalf("empty filter: %v", err)
 			}
-			dry, err := b.admin.DiscardDead(ctx, admin.DeadFilter{Error: "poison"}, admin.ActionOptions{DryRun: true})
+			dry, err := b.admin.DiscardDead(ctx, admin.DeadFilter{Error: "poison"}, admin.ActionConfig{DryRun: true})
 			if err != nil || dry.Matched != 2 || dry.Done != 0 {
 				t.Fatalf("dry = %+v, %v", dry, err)
 			}
-			res, err := b.admin.DiscardDead(ctx, admin.DeadFilter{Error: "poison"}, admin.ActionOptions{})
+			res, err := b.admin.DiscardDead(ctx, admin.DeadFilter{Error: "poison"}, admin.ActionConfig{})
 			if err != nil || res.Done != 2 || res.AuditID == 0 {
 				t.Fatalf("discard = %+v, %v", res, err)
 			}
@@ -383,18 +383,18 @@ func TestOutboxAdmin(t *testing.T) {
 			if _, err := b.admin.OutboxEntry(b.ctx, "nope"); !errors.Is(err, admin.ErrNotFound) {
 				t.Fatalf("missing entry: %v", err)
 			}
-			if _, err := b.admin.RedriveOutbox(b.ctx, admin.OutboxSelector{}, admin.ActionOptions{}); !errors.Is(err, admin.ErrEmptyFilter) {
+			if _, err := b.admin.RedriveOutbox(b.ctx, admin.OutboxSelector{}, admin.ActionConfig{}); !errors.Is(err, admin.ErrEmptyFilter) {
 				t.Fatalf("empty selector: %v", err)
 			}
 			if n, err := b.admin.CountOutbox(b.ctx, admin.OutboxSelector{Topic: "t1"}); err != nil || n != 2 {
 				t.Fatalf("count t1 = %d, %v", n, err)
 			}
 			ctx := admin.WithActor(b.ctx, "carol")
-			dry, err := b.admin.RedriveOutbox(ctx, admin.OutboxSelector{Topic: "t1"}, admin.ActionOptions{DryRun: true})
+			dry, err := b.admin.RedriveOutbox(ctx, admin.OutboxSelector{Topic: "t1"}, admin.ActionConfig{DryRun: true})
 			if err != nil || dry.Matched != 2 || dry.Done != 0 {
 				t.Fatalf("dry = %+v, %v", dry, err)
 			}
-			res, err := b.admin.RedriveOutbox(ctx, admin.OutboxSelector{Topic: "t1"}, admin.ActionOptions{})
+			res, err := b.admin.RedriveOutbox(ctx, admin.OutboxSelector{Topic: "t1"}, admin.ActionConfig{})
 			if err != nil || res.Done != 2 || res.AuditID == 0 {
 				t.Fatalf("redrive = %+v, %v", res, err)
 			}
@@ -406,7 +406,7 @@ func TestOutboxAdmin(t *testing.T) {
 			if e.Status != "pending" || e.Attempts != 0 || e.MessageID != ids[0] {
 				t.Fatalf("redriven entry = %+v", e)
 			}
-			res, err = b.admin.DiscardOutbox(ctx, admin.OutboxSelector{MessageIDs: []string{ids[3], ids[0]}}, admin.ActionOptions{})
+			res, err = b.admin.DiscardOutbox(ctx, admin.OutboxSelector{MessageIDs: []string{ids[3], ids[0]}}, admin.ActionConfig{})
 			if err != nil || res.Matched != 1 || res.Done != 1 {
 				t.Fatalf("discard (one failed, one pending) = %+v, %v", res, err)
 			}
@@ -427,7 +427,7 @@ func TestAuditPaging(t *testing.T) {
 	b := setup(t, testenv.Databases()[0])
 	for i := 0; i < 5; i++ {
 		b.bury(t, "g", "orders", "k"+string(rune('a'+i)), "boom")
-		if _, err := b.admin.DiscardDead(admin.WithActor(b.ctx, "op"), admin.DeadFilter{Key: "k" + string(rune('a'+i))}, admin.ActionOptions{}); err != nil {
+		if _, err := b.admin.DiscardDead(admin.WithActor(b.ctx, "op"), admin.DeadFilter{Key: "k" + string(rune('a'+i))}, admin.ActionConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -560,7 +560,7 @@ func TestRedriveDeadThroughOutbox(t *testing.T) {
 			if err := b.db.Exec("UPDATE " + ob.Table() + " SET status = 1").Error; err != nil {
 				t.Fatal(err)
 			}
-			res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{small, big}}, admin.ActionOptions{})
+			res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{small, big}}, admin.ActionConfig{})
 			if err != nil || res.Done != 1 || len(res.Failed) != 1 || res.Failed[0].ID != big {
 				t.Fatalf("redrive = %+v, %v", res, err)
 			}
@@ -606,7 +606,7 @@ func TestConcurrentRedrivePublishesOnce(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				go func() {
 					<-start
-					res, err := b.admin.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionOptions{})
+					res, err := b.admin.RedriveDead(b.ctx, admin.DeadFilter{All: true}, admin.ActionConfig{})
 					results <- res
 					errs <- err
 				}()
@@ -654,7 +654,7 @@ func TestTruncatedDeadLetterIsNotRedriven(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, a := range []*admin.Admin{b.admin, viaOutbox} {
-				res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionOptions{})
+				res, err := a.RedriveDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionConfig{})
 				if err != nil || res.Done != 0 || len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error, "cannot be redriven") {
 					t.Fatalf("redrive = %+v, %v", res, err)
 				}
@@ -668,7 +668,7 @@ func TestTruncatedDeadLetterIsNotRedriven(t *testing.T) {
 			if st, _ := b.admin.Key(b.ctx, "g", "big"); st.Status != admin.KeyDead {
 				t.Fatalf("key = %s, want dead", st.Status)
 			}
-			if res, err := b.admin.DiscardDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionOptions{}); err != nil || res.Done != 1 {
+			if res, err := b.admin.DiscardDead(b.ctx, admin.DeadFilter{IDs: []int64{id}}, admin.ActionConfig{}); err != nil || res.Done != 1 {
 				t.Fatalf("discard = %+v, %v", res, err)
 			}
 		})

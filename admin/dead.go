@@ -399,8 +399,8 @@ func (a *Admin) DeadGroups(ctx context.Context, f DeadFilter) ([]ErrorGroup, err
 	return out, nil
 }
 
-// ActionOptions tune a bulk action.
-type ActionOptions struct {
+// ActionConfig tunes a bulk action.
+type ActionConfig struct {
 	// DryRun counts and lists what the action would touch, changes
 	// nothing and writes no audit record.
 	DryRun bool
@@ -484,7 +484,7 @@ func items(ds []DeadLetter) []deadItem {
 // dead letter already redriven (by another operator, say) is skipped; one
 // whose publish fails stays waiting and is listed in Failed. One audit
 // record is written unless it is a dry run.
-func (a *Admin) RedriveDead(ctx context.Context, f DeadFilter, opts ActionOptions) (ActionResult, error) {
+func (a *Admin) RedriveDead(ctx context.Context, f DeadFilter, opts ActionConfig) (ActionResult, error) {
 	if f.State != DeadWaiting {
 		return ActionResult{}, errors.New("admin: only dead letters waiting for a redrive can be redriven")
 	}
@@ -533,7 +533,7 @@ func (a *Admin) RedriveDead(ctx context.Context, f DeadFilter, opts ActionOption
 // DiscardDead deletes the dead letters matching f and writes an audit
 // record of what it deleted, in one transaction. Their keys stay marked
 // dead, so a late redelivery of a discarded message is still skipped.
-func (a *Admin) DiscardDead(ctx context.Context, f DeadFilter, opts ActionOptions) (ActionResult, error) {
+func (a *Admin) DiscardDead(ctx context.Context, f DeadFilter, opts ActionConfig) (ActionResult, error) {
 	ds, err := a.matchDead(ctx, f)
 	if err != nil {
 		return ActionResult{}, err
@@ -662,3 +662,9 @@ func (a *Admin) redriveToOutbox(ctx context.Context, id int64) error {
 		return ob.Enqueue(tx, msg)
 	})
 }
+
+// ActionOptions is the former name of [ActionConfig].
+//
+// Deprecated: use ActionConfig; idemq names every configuration struct
+// Config.
+type ActionOptions = ActionConfig

@@ -57,9 +57,9 @@ func Example() {
 	}
 	ctx = admin.WithActor(ctx, "alice")
 	f := admin.DeadFilter{Group: "payments", Error: "frozen"}
-	dry, _ := adm.RedriveDead(ctx, f, admin.ActionOptions{DryRun: true})
+	dry, _ := adm.RedriveDead(ctx, f, admin.ActionConfig{DryRun: true})
 	fmt.Println("would redrive:", dry.Matched)
-	res, _ := adm.RedriveDead(ctx, f, admin.ActionOptions{})
+	res, _ := adm.RedriveDead(ctx, f, admin.ActionConfig{})
 	fmt.Println("redriven:", res.Done)
 	key, _ := adm.Key(ctx, "payments", "payout-88")
 	fmt.Println("key is now:", key.Status)

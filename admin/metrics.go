@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// CollectorOptions configure the Collector.
-type CollectorOptions struct {
+// CollectorConfig configures the Collector.
+type CollectorConfig struct {
 	// Namespace prefixes every metric name. Defaults to "idemq".
 	Namespace string
 	// Timeout bounds the queries of one scrape. Defaults to 10 seconds.
@@ -35,7 +35,7 @@ type CollectorOptions struct {
 // fails) rather than stale numbers. Register it once per database and
 // prefix, in one process (a sidecar or the `idemq` host), not in every
 // consumer replica.
-func (a *Admin) Collector(opts CollectorOptions) prometheus.Collector {
+func (a *Admin) Collector(opts CollectorConfig) prometheus.Collector {
 	if opts.Namespace == "" {
 		opts.Namespace = "idemq"
 	}
@@ -118,3 +118,9 @@ func (c *collector) collect(ctx context.Context, ch chan<- prometheus.Metric) er
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, s.OldestPendingAge.Seconds())
 	return nil
 }
+
+// CollectorOptions is the former name of [CollectorConfig].
+//
+// Deprecated: use CollectorConfig; idemq names every configuration struct
+// Config.
+type CollectorOptions = CollectorConfig

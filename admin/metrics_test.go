@@ -39,7 +39,7 @@ func TestCollector(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			c := b.admin.Collector(admin.CollectorOptions{})
+			c := b.admin.Collector(admin.CollectorConfig{})
 			if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
 				t.Fatalf("lint: %v %+v", err, problems)
 			}

@@ -277,7 +277,7 @@ func outboxResult(action string, its []outboxItem, dry bool) ActionResult {
 // RedriveOutbox makes the failed outbox rows s selects pending again, due
 // now with attempts reset, keeping their message IDs; the relays send
 // them. One audit record is written unless it is a dry run.
-func (a *Admin) RedriveOutbox(ctx context.Context, s OutboxSelector, opts ActionOptions) (ActionResult, error) {
+func (a *Admin) RedriveOutbox(ctx context.Context, s OutboxSelector, opts ActionConfig) (ActionResult, error) {
 	ob, err := a.outbox(ctx)
 	if err != nil {
 		return ActionResult{}, err
@@ -316,7 +316,7 @@ func (a *Admin) RedriveOutbox(ctx context.Context, s OutboxSelector, opts Action
 // DiscardOutbox deletes the failed outbox rows s selects and writes an
 // audit record of them, in one transaction. Pending and sent rows are
 // never discarded.
-func (a *Admin) DiscardOutbox(ctx context.Context, s OutboxSelector, opts ActionOptions) (ActionResult, error) {
+func (a *Admin) DiscardOutbox(ctx context.Context, s OutboxSelector, opts ActionConfig) (ActionResult, error) {
 	if _, err := a.outbox(ctx); err != nil {
 		return ActionResult{}, err
 	}

@@ -92,14 +92,14 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := janitor.RegisterMetrics(rec, sqldedup.JanitorMetricsOptions{}); err != nil {
+	if err := janitor.RegisterMetrics(rec, sqldedup.JanitorMetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	fp, err := redisdedup.NewFastPath(store, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisdedup.FastPathConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fp.RegisterMetrics(rec, redisdedup.MetricsOptions{}); err != nil {
+	if err := fp.RegisterMetrics(rec, redisdedup.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
@@ -117,7 +117,7 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.cs = append(rec.cs, adm.Collector(admin.CollectorOptions{}))
+	rec.cs = append(rec.cs, adm.Collector(admin.CollectorConfig{}))
 	names := map[string]bool{}
 	for _, c := range rec.cs {
 		ch := make(chan *prometheus.Desc, 100)
@@ -167,7 +167,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fp.RegisterMetrics(reg, redisdedup.MetricsOptions{}); err != nil {
+	if err := fp.RegisterMetrics(reg, redisdedup.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	ob, err := outbox.New(db, outbox.Config{IDSource: admin.NoIDs{}})
@@ -181,7 +181,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if err := relay.RegisterMetrics(reg, outbox.MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	reg.MustRegister(adm.Collector(admin.CollectorOptions{}))
+	reg.MustRegister(adm.Collector(admin.CollectorConfig{}))
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
 		ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -48,9 +48,9 @@ var ErrNotCreated = errors.New("topics: topic not created")
 
 var topicRE = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
 
-// Options adjust Create. The zero value creates DefaultQueues read-write
+// Config adjusts Create. The zero value creates DefaultQueues read-write
 // queues on every master broker the name servers know.
-type Options struct {
+type Config struct {
 	// Queues is the number of read and write queues. Defaults to
 	// DefaultQueues.
 	Queues int
@@ -69,7 +69,7 @@ type Options struct {
 // Create creates (or updates) topic on the brokers and waits until every
 // name server in nameServers routes it. ctx bounds the whole operation;
 // without a deadline it is given 30 seconds.
-func Create(ctx context.Context, nameServers []string, topic string, opts Options) error {
+func Create(ctx context.Context, nameServers []string, topic string, opts Config) error {
 	if !topicRE.MatchString(topic) {
 		return fmt.Errorf("topics: invalid topic %q (want 1 to 127 of [a-zA-Z0-9_%%|-])", topic)
 	}
@@ -223,3 +223,8 @@ func waitForRoute(ctx context.Context, addr, topic string, names []string) error
 		}
 	}
 }
+
+// Options is the former name of [Config], kept so that callers written
+// before the rename build. New code uses Config: idemq names every
+// configuration struct Config.
+type Options = Config

@@ -446,7 +446,7 @@ func TestBrowserHostileInputEveryPage(t *testing.T) {
 				t.Fatal(err)
 			}
 			// An audit record by a hostile actor with a hostile filter.
-			if _, err := b.admin.DiscardDead(admin.WithActor(b.ctx, hostile), admin.DeadFilter{Error: hostile + "-nothing"}, admin.ActionOptions{}); err != nil {
+			if _, err := b.admin.DiscardDead(admin.WithActor(b.ctx, hostile), admin.DeadFilter{Error: hostile + "-nothing"}, admin.ActionConfig{}); err != nil {
 				t.Fatal(err)
 			}
 			// The operator's identity is hostile too.

@@ -331,9 +331,9 @@ func (h *Handler) renderDeadConfirm(w http.ResponseWriter, r *http.Request, stat
 	var res admin.ActionResult
 	var err error
 	if action == "redrive" {
-		res, err = h.cfg.Admin.RedriveDead(r.Context(), f, admin.ActionOptions{DryRun: true})
+		res, err = h.cfg.Admin.RedriveDead(r.Context(), f, admin.ActionConfig{DryRun: true})
 	} else {
-		res, err = h.cfg.Admin.DiscardDead(r.Context(), f, admin.ActionOptions{DryRun: true})
+		res, err = h.cfg.Admin.DiscardDead(r.Context(), f, admin.ActionConfig{DryRun: true})
 	}
 	if err != nil {
 		h.fail(w, r, err)
@@ -390,9 +390,9 @@ func (h *Handler) deadAct(w http.ResponseWriter, r *http.Request) {
 	}
 	var res admin.ActionResult
 	if action == "redrive" {
-		res, err = h.cfg.Admin.RedriveDead(r.Context(), f, admin.ActionOptions{})
+		res, err = h.cfg.Admin.RedriveDead(r.Context(), f, admin.ActionConfig{})
 	} else {
-		res, err = h.cfg.Admin.DiscardDead(r.Context(), f, admin.ActionOptions{})
+		res, err = h.cfg.Admin.DiscardDead(r.Context(), f, admin.ActionConfig{})
 	}
 	if err != nil {
 		h.fail(w, r, err)
@@ -538,9 +538,9 @@ func (h *Handler) outboxAct(w http.ResponseWriter, r *http.Request) {
 	}
 	var res admin.ActionResult
 	if action == "redrive" {
-		res, err = h.cfg.Admin.RedriveOutbox(r.Context(), s, admin.ActionOptions{})
+		res, err = h.cfg.Admin.RedriveOutbox(r.Context(), s, admin.ActionConfig{})
 	} else {
-		res, err = h.cfg.Admin.DiscardOutbox(r.Context(), s, admin.ActionOptions{})
+		res, err = h.cfg.Admin.DiscardOutbox(r.Context(), s, admin.ActionConfig{})
 	}
 	if err != nil {
 		h.fail(w, r, err)

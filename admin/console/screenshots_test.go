@@ -117,10 +117,10 @@ func TestConsoleScreenshots(t *testing.T) {
 		enqueue("payouts", fmt.Sprintf(`{"refund":%d}`, 300+i))
 	}
 	// Earlier operator actions.
-	if _, err := b.admin.DiscardDead(admin.WithActor(ctx, "alice"), admin.DeadFilter{Group: "inventory", Topic: "stock-moves", Key: "198720000000011"}, admin.ActionOptions{}); err != nil {
+	if _, err := b.admin.DiscardDead(admin.WithActor(ctx, "alice"), admin.DeadFilter{Group: "inventory", Topic: "stock-moves", Key: "198720000000011"}, admin.ActionConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.admin.RedriveDead(admin.WithActor(ctx, "bob"), admin.DeadFilter{MessageID: "198720000000010"}, admin.ActionOptions{}); err != nil {
+	if _, err := b.admin.RedriveDead(admin.WithActor(ctx, "bob"), admin.DeadFilter{MessageID: "198720000000010"}, admin.ActionConfig{}); err != nil {
 		t.Fatal(err)
 	}
 

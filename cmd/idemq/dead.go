@@ -262,7 +262,7 @@ func (a *app) deadActionCmd(verb string) *cobra.Command {
 			if verb == "discard" {
 				act = a.adm.DiscardDead
 			}
-			preview, err := act(ctx, df, admin.ActionOptions{DryRun: true})
+			preview, err := act(ctx, df, admin.ActionConfig{DryRun: true})
 			if err != nil {
 				return err
 			}
@@ -272,7 +272,7 @@ func (a *app) deadActionCmd(verb string) *cobra.Command {
 			if err := a.confirm(fmt.Sprintf("This will %s %s (filter: %s).", verb, plural(preview.Matched, "dead letter", "dead letters"), df)); err != nil {
 				return err
 			}
-			res, err := act(ctx, df, admin.ActionOptions{})
+			res, err := act(ctx, df, admin.ActionConfig{})
 			if err != nil {
 				return err
 			}

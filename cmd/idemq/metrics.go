@@ -32,7 +32,7 @@ func (a *app) metricsCmd() *cobra.Command {
 				}
 			}
 			reg := prometheus.NewRegistry()
-			if err := reg.Register(adm.Collector(admin.CollectorOptions{})); err != nil {
+			if err := reg.Register(adm.Collector(admin.CollectorConfig{})); err != nil {
 				return err
 			}
 			mux := http.NewServeMux()

@@ -181,7 +181,7 @@ func (a *app) outboxActionCmd(verb string) *cobra.Command {
 			if verb == "discard" {
 				act = a.adm.DiscardOutbox
 			}
-			preview, err := act(ctx, sel, admin.ActionOptions{DryRun: true})
+			preview, err := act(ctx, sel, admin.ActionConfig{DryRun: true})
 			if err != nil {
 				return err
 			}
@@ -191,7 +191,7 @@ func (a *app) outboxActionCmd(verb string) *cobra.Command {
 			if err := a.confirm(fmt.Sprintf("This will %s %s (%s).", verb, plural(preview.Matched, "failed outbox row", "failed outbox rows"), sel)); err != nil {
 				return err
 			}
-			res, err := act(ctx, sel, admin.ActionOptions{})
+			res, err := act(ctx, sel, admin.ActionConfig{})
 			if err != nil {
 				return err
 			}

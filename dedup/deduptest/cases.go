@@ -144,13 +144,13 @@ func testHandlerError(t *testing.T, s Subject) {
 	if !errors.Is(err, boom) || !idemq.IsPermanent(err) {
 		t.Fatalf("Process error = %v, want the handler's permanent boom unchanged", err)
 	}
-	if s.Mode == Transactional {
+	if s.Mode == dedup.Transactional {
 		e.expect(t, key, 0)
 	}
 	res, err := settle(t, s.Store, req(group, key), e.fn(key))
 	mustOutcome(t, res, err, dedup.Processed)
 	want := 1
-	if s.Mode == Lease {
+	if s.Mode == dedup.Lease {
 		want = 2 // the failed attempt's external effect happened too
 	}
 	e.expect(t, key, want)
@@ -174,7 +174,7 @@ func testPanic(t *testing.T, s Subject) {
 		t.Fatal("Process returned after a panic")
 	}()
 	want := 0
-	if s.Mode == Lease {
+	if s.Mode == dedup.Lease {
 		want = 1
 	}
 	e.expect(t, key, want)
@@ -200,7 +200,7 @@ func testCancelled(t *testing.T, s Subject) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Process error = %v, want context.Canceled", err)
 	}
-	if s.Mode == Transactional {
+	if s.Mode == dedup.Transactional {
 		e.expect(t, key, 0)
 	}
 	res, err := settle(t, s.Store, req(group, key), e.fn(key))
@@ -208,7 +208,7 @@ func testCancelled(t *testing.T, s Subject) {
 }
 
 func testKilledConn(t *testing.T, s Subject) {
-	if s.Mode != Transactional {
+	if s.Mode != dedup.Transactional {
 		t.Skip("applies to transactional stores")
 	}
 	s.need(t, "KillConn", s.KillConn != nil)
@@ -231,7 +231,7 @@ func testKilledConn(t *testing.T, s Subject) {
 }
 
 func testLeaseTakeover(t *testing.T, s Subject) {
-	if s.Mode != Lease {
+	if s.Mode != dedup.Lease {
 		t.Skip("applies to lease-mode stores")
 	}
 	s.need(t, "Zombie", s.Zombie != nil)
@@ -275,7 +275,7 @@ func testLeaseTakeover(t *testing.T, s Subject) {
 }
 
 func testZombieRelease(t *testing.T, s Subject) {
-	if s.Mode != Lease {
+	if s.Mode != dedup.Lease {
 		t.Skip("applies to lease-mode stores")
 	}
 	s.need(t, "Zombie", s.Zombie != nil)

@@ -25,7 +25,7 @@ func badStatement(s Subject) string {
 // is stored (PostgreSQL aborts the transaction; MySQL and SQLite would
 // commit the rest without the failed statement's effect).
 func testSwallowedStatementError(t *testing.T, s Subject) {
-	if s.Mode != Transactional {
+	if s.Mode != dedup.Transactional {
 		t.Skip("applies to transactional stores")
 	}
 	e := newEffects(t, s)
@@ -61,7 +61,7 @@ func testSwallowedStatementError(t *testing.T, s Subject) {
 // hand) is the handler's business: the delivery is acknowledged, with
 // exactly the effects that were not rolled back.
 func testSavepointRecovered(t *testing.T, s Subject) {
-	if s.Mode != Transactional {
+	if s.Mode != dedup.Transactional {
 		t.Skip("applies to transactional stores")
 	}
 	e := newEffects(t, s)
@@ -103,7 +103,7 @@ func testSavepointRecovered(t *testing.T, s Subject) {
 // killed before COMMIT: the outcome is an infrastructure error, never an
 // acknowledgement, and the redelivery runs the handler once.
 func testCommitOnKilledConnection(t *testing.T, s Subject) {
-	if s.Mode != Transactional {
+	if s.Mode != dedup.Transactional {
 		t.Skip("applies to transactional stores")
 	}
 	s.need(t, "KillConn", s.KillConn != nil)
@@ -132,7 +132,7 @@ func testCommitOnKilledConnection(t *testing.T, s Subject) {
 // transaction early (which would make the dedup row durable before the
 // handler's outcome is known) nor roll it back and report success.
 func testHandlerCannotEndTransaction(t *testing.T, s Subject) {
-	if s.Mode != Transactional {
+	if s.Mode != dedup.Transactional {
 		t.Skip("applies to transactional stores")
 	}
 	e := newEffects(t, s)

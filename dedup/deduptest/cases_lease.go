@@ -36,7 +36,7 @@ var leaseCases = []struct {
 
 func needZombie(t *testing.T, s Subject) {
 	t.Helper()
-	if s.Mode != Lease {
+	if s.Mode != dedup.Lease {
 		t.Skip("applies to lease-mode stores")
 	}
 	s.need(t, "Zombie", s.Zombie != nil)
@@ -44,7 +44,7 @@ func needZombie(t *testing.T, s Subject) {
 
 func needLeased(t *testing.T, s Subject) {
 	t.Helper()
-	if s.Mode != Lease {
+	if s.Mode != dedup.Lease {
 		t.Skip("applies to lease-mode stores")
 	}
 	s.need(t, "Leased", s.Leased != nil)

@@ -31,17 +31,6 @@ import (
 	"github.com/idemq/idemq/internal/testenv"
 )
 
-// Mode says which guarantee a subject store gives.
-type Mode int
-
-const (
-	// Transactional stores pass the handler a database transaction
-	// (dedup.Tx) and make its effects exactly once.
-	Transactional Mode = iota
-	// Lease stores run the handler under an owner-fenced lease.
-	Lease
-)
-
 // Subject is one store under test, with the hooks the suite needs. A case
 // whose hook is nil fails, unless the subject names the case in
 // Unsupported with the reason it cannot run there; then it is skipped with
@@ -52,8 +41,10 @@ const (
 type Subject struct {
 	// Store is the store under test. Required.
 	Store dedup.Store
-	// Mode is the store's mode.
-	Mode Mode
+	// Mode is the store's own mode (sqldedup.Config.Mode is the same
+	// type; redisdedup's lease store is dedup.Lease). Defaults to
+	// dedup.Transactional.
+	Mode dedup.Mode
 	// DB is the database the store writes to (transactional mode: the
 	// suite writes its effect rows through dedup.Tx and counts them here).
 	DB *gorm.DB

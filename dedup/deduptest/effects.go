@@ -25,7 +25,7 @@ type effects struct {
 func newEffects(t *testing.T, s Subject) *effects {
 	t.Helper()
 	e := &effects{s: s, n: map[string]int{}}
-	if s.Mode == Transactional {
+	if s.Mode == dedup.Transactional {
 		if s.DB == nil {
 			t.Fatal("transactional subject without DB")
 		}
@@ -39,7 +39,7 @@ func newEffects(t *testing.T, s Subject) *effects {
 
 // write performs one effect for key.
 func (e *effects) write(ctx context.Context, key string) error {
-	if e.s.Mode == Transactional {
+	if e.s.Mode == dedup.Transactional {
 		tx := dedup.Tx(ctx)
 		if tx == nil {
 			return errors.New("deduptest: no transaction in the handler's context")
@@ -65,7 +65,7 @@ func (e *effects) fn(key string) dedup.Func {
 // count returns the durable number of effects for key.
 func (e *effects) count(t *testing.T, key string) int {
 	t.Helper()
-	if e.s.Mode == Transactional {
+	if e.s.Mode == dedup.Transactional {
 		var n int64
 		if err := e.s.DB.Raw("SELECT COUNT(*) FROM "+e.table+" WHERE k = ?", key).Scan(&n).Error; err != nil {
 			t.Fatalf("count effects: %v", err)

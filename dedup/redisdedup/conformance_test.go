@@ -25,7 +25,7 @@ func leaseSubject(t *testing.T) deduptest.Subject {
 	}
 	return deduptest.Subject{
 		Store:      s,
-		Mode:       deduptest.Lease,
+		Mode:       dedup.Lease,
 		ShortLease: conformanceShortLease,
 		Zombie:     func(t *testing.T) dedup.Store { return stuckLeaseStore(t, client, prefix) },
 		Unsupported: map[string]string{
@@ -106,7 +106,7 @@ func TestConformanceFastPathOverSQLite(t *testing.T) {
 		}
 		return withFastPath(t, deduptest.Subject{
 			Store:  s,
-			Mode:   deduptest.Transactional,
+			Mode:   dedup.Transactional,
 			DB:     db,
 			Prefix: prefix,
 			Ledger: s,

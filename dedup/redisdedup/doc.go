@@ -43,12 +43,29 @@
 // to the database, finds no row, and is processed. The price is small: a
 // key whose marker was lost (a Redis restart, a failed marker write) is
 // answered by the database for the rest of its life, not re-cached by its
-// duplicates. A marker can be stale in two ways, both
-// handled by the callers that cause them: after a redrive (call
-// [FastPath.ClearDead] or [FastPath.Forget], so that the redriven message
-// is not swallowed) and after the inner store's retention deleted the row
-// (give the marker the same TTL as the retention). Losing markers (a Redis
-// restart or failover) only costs database lookups.
+// duplicates. Losing markers (a Redis restart or failover) only costs
+// database lookups.
+//
+// # Redrive needs nothing from the fast path
+//
+// A dead-lettered key never has a marker: a delivery that failed wrote
+// none, and the Duplicate answers its redeliveries get (Result.Dead) write
+// none either. So a redrive of a dead letter (admin.RedriveDead, `idemq
+// dead redrive`, or the Redrive of the store's dedup.Ledger), which clears
+// the dead mark and the attempts in the database and re-publishes the
+// message with its message ID, is delivered to the handler through the
+// fast path as it is: no [FastPath.ClearDead] or [FastPath.Forget] is
+// needed, and admin calls neither.
+//
+// A marker can be stale only for a key that was processed: call
+// [FastPath.Forget] if an operator deliberately makes a done key new again
+// in the database (deletes its row to have a message processed twice), or
+// the marker keeps answering Duplicate until its TTL ends. Give the marker
+// the same TTL as the inner store's retention, so that it does not answer
+// for a row the retention has deleted. [FastPath.ClearDead] exists for
+// callers that clear a dead mark by hand through the fast path; it does
+// what the inner store's ClearDead does, and also drops a marker in case
+// one was written by such a deliberate reset.
 //
 // # Background marker writes
 //

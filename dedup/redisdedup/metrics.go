@@ -6,8 +6,8 @@ import (
 	"github.com/idemq/idemq/internal/promfunc"
 )
 
-// MetricsOptions names the metrics of [FastPath.RegisterMetrics].
-type MetricsOptions struct {
+// MetricsConfig names the metrics of [FastPath.RegisterMetrics].
+type MetricsConfig struct {
 	// Namespace prefixes every metric name. Defaults to "idemq".
 	Namespace string
 	// Subsystem goes between the namespace and the name. Defaults to
@@ -32,7 +32,7 @@ type MetricsOptions struct {
 // is decided by the database alone: alert on its rate. Registering two
 // fast paths under the same names needs distinguishing ConstLabels; the
 // registry's error is returned otherwise.
-func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsOptions) error {
+func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsConfig) error {
 	if opts.Namespace == "" {
 		opts.Namespace = "idemq"
 	}
@@ -47,3 +47,8 @@ func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsOption
 		{Name: "marker_write_errors_total", Help: "Done markers that could not be written to Redis.", Value: func() float64 { return float64(f.Stats().MarkerWriteErrors) }},
 	})
 }
+
+// MetricsOptions is the former name of [MetricsConfig], kept so that
+// callers written before the rename build. New code uses MetricsConfig:
+// idemq names every configuration struct Config.
+type MetricsOptions = MetricsConfig

@@ -15,7 +15,7 @@ func TestFastPathMetrics(t *testing.T) {
 	p := newProxy(t, redisAddr(t))
 	b := setupFastPath(t, newClient(t, p.Addr()), FastPathConfig{RetryInterval: -1})
 	reg := prometheus.NewRegistry()
-	if err := b.fp.RegisterMetrics(reg, MetricsOptions{}); err != nil {
+	if err := b.fp.RegisterMetrics(reg, MetricsConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	var runs atomic.Int64
@@ -51,15 +51,15 @@ idemq_redis_fastpath_misses_total 1
 func TestFastPathMetricsRegistration(t *testing.T) {
 	b := setupFastPath(t, newRedis(t), FastPathConfig{})
 	reg := prometheus.NewRegistry()
-	if err := b.fp.RegisterMetrics(reg, MetricsOptions{Namespace: "shop", ConstLabels: prometheus.Labels{"store": "a"}}); err != nil {
+	if err := b.fp.RegisterMetrics(reg, MetricsConfig{Namespace: "shop", ConstLabels: prometheus.Labels{"store": "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	// A second fast path needs its own labels.
 	other := setupFastPath(t, newRedis(t), FastPathConfig{})
-	if err := other.fp.RegisterMetrics(reg, MetricsOptions{Namespace: "shop", ConstLabels: prometheus.Labels{"store": "a"}}); err == nil {
+	if err := other.fp.RegisterMetrics(reg, MetricsConfig{Namespace: "shop", ConstLabels: prometheus.Labels{"store": "a"}}); err == nil {
 		t.Fatal("registering a second fast path under the same names and labels succeeded")
 	}
-	if err := other.fp.RegisterMetrics(reg, MetricsOptions{Namespace: "shop", ConstLabels: prometheus.Labels{"store": "b"}}); err != nil {
+	if err := other.fp.RegisterMetrics(reg, MetricsConfig{Namespace: "shop", ConstLabels: prometheus.Labels{"store": "b"}}); err != nil {
 		t.Fatalf("second fast path with its own labels: %v", err)
 	}
 	n, err := testutil.GatherAndCount(reg, "shop_redis_fastpath_hits_total")

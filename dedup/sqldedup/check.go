@@ -83,7 +83,7 @@ func (s *Store) StartRetention(ctx context.Context, reg prometheus.Registerer) (
 		return nil, err
 	}
 	if reg != nil {
-		if err := j.RegisterMetrics(reg, JanitorMetricsOptions{}); err != nil {
+		if err := j.RegisterMetrics(reg, JanitorMetricsConfig{}); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
 				return nil, fmt.Errorf("sqldedup: register janitor metrics: %w", err)

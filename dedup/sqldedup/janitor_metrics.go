@@ -7,8 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// JanitorMetricsOptions names the metrics of Janitor.RegisterMetrics.
-type JanitorMetricsOptions struct {
+// JanitorMetricsConfig names the metrics of Janitor.RegisterMetrics.
+type JanitorMetricsConfig struct {
 	// Namespace prefixes every metric name. Defaults to "idemq".
 	Namespace string
 	// Subsystem goes between the namespace and the name. Defaults to
@@ -39,7 +39,7 @@ type JanitorMetricsOptions struct {
 // collect error. Cleanup keeps up while the oldest age stays near the
 // retention plus Interval; alert on the difference
 // (deploy/prometheus/idemq-alerts.yml: IdemqDedupCleanupBehind).
-func (j *Janitor) RegisterMetrics(reg prometheus.Registerer, opts JanitorMetricsOptions) error {
+func (j *Janitor) RegisterMetrics(reg prometheus.Registerer, opts JanitorMetricsConfig) error {
 	if reg == nil {
 		reg = prometheus.DefaultRegisterer
 	}
@@ -98,3 +98,9 @@ func (c *janitorCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.expired, prometheus.GaugeValue, float64(b.Expired))
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, b.OldestDoneAge.Seconds())
 }
+
+// JanitorMetricsOptions is the former name of [JanitorMetricsConfig].
+//
+// Deprecated: use JanitorMetricsConfig; idemq names every configuration
+// struct Config.
+type JanitorMetricsOptions = JanitorMetricsConfig

@@ -52,7 +52,7 @@ func TestJanitorKeepsRetentionUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			reg := prometheus.NewPedanticRegistry()
-			if err := j.RegisterMetrics(reg, sqldedup.JanitorMetricsOptions{}); err != nil {
+			if err := j.RegisterMetrics(reg, sqldedup.JanitorMetricsConfig{}); err != nil {
 				t.Fatal(err)
 			}
 			jctx, stopJanitor := context.WithCancel(ctx)

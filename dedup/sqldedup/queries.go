@@ -1,14 +1,18 @@
 package sqldedup
 
+import "github.com/idemq/idemq/internal/sqlscript"
+
 // queries holds the dialect-specific SQL of one store. Placeholders are "?"
-// (gorm rewrites them for PostgreSQL).
+// on every dialect (gorm rewrites them for PostgreSQL); the one statement
+// sent to the PostgreSQL driver without gorm is derived from its "?" form
+// by sqlscript.Numbered.
 type queries struct {
 	now   string // expression: database clock in Unix ms
 	nowUS string // expression: database clock in Unix µs (fencing tokens)
 
 	insertDone string // group, key, message_id, fingerprint (sqlite: + now ms twice)
 
-	insertDonePG     string // insertDone with $n placeholders
+	insertDonePG     string // insertDone numbered for the PostgreSQL driver ($1...)
 	beginInsertMySQL string // BEGIN; insertDone
 	selectRow        string // group, key -> status, fingerprint, lease_until - now
 	insertClaim      string // group, key, owner, lease ms, message_id, fingerprint
@@ -70,7 +74,7 @@ func buildQueries(dialect, prefix string) queries {
 		// execution short.
 		q.insertDone = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 2, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 	}
-	q.insertDonePG = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES ($1, $2, 2, $3, $4, " + now + ", " + now + ")" + onConflictNothing
+	q.insertDonePG = sqlscript.Numbered(q.insertDone)
 	q.beginInsertMySQL = "BEGIN; " + q.insertDone
 	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
 	// A claim's fencing token: the database clock in microseconds for a

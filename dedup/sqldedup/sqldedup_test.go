@@ -109,6 +109,7 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 	}
 	sub := deduptest.Subject{
 		Store:  s,
+		Mode:   cfg.Mode, // the store's own mode: one type, dedup.Mode
 		DB:     db,
 		Prefix: prefix,
 		Ledger: s,
@@ -134,7 +135,6 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 		sub.Unsupported["CommitOnKilledConnectionNotAcked"] = inProcess
 	}
 	if mode == sqldedup.Lease {
-		sub.Mode = deduptest.Lease
 		sub.ShortLease = 300 * time.Millisecond
 		sub.Zombie = func(t *testing.T) dedup.Store {
 			return newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, TablePrefix: prefix,
@@ -142,7 +142,6 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 		}
 		sub.Leased = leased(d, db, prefix)
 	} else {
-		sub.Mode = deduptest.Transactional
 		sub.KillConn = killer(d)
 	}
 	return sub

@@ -15,28 +15,18 @@ import (
 	"github.com/idemq/idemq/internal/token"
 )
 
-// Mode selects how a Store runs a handler.
-type Mode int
+// Mode selects how a Store runs a handler. It is [dedup.Mode]: one type
+// for every store and for the conformance suite.
+type Mode = dedup.Mode
 
 const (
 	// Transactional inserts the dedup row in the handler's own database
 	// transaction. The default.
-	Transactional Mode = iota
+	Transactional = dedup.Transactional
 	// Lease claims the key with an owner-fenced, renewed lease, for
 	// handlers whose effects are outside the database.
-	Lease
+	Lease = dedup.Lease
 )
-
-// String returns the mode's name.
-func (m Mode) String() string {
-	switch m {
-	case Transactional:
-		return "transactional"
-	case Lease:
-		return "lease"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
 
 // Row statuses in the dedup table.
 const (

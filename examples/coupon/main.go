@@ -250,7 +250,7 @@ func run(users int, dbName, dsn, namesrv, redisAddr string, timeout time.Duratio
 	// TOPIC_NOT_EXIST for a topic nobody created, and the consumer's Start
 	// would fail. topics.Create is `mqadmin updateTopic`.
 	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
-	err = topics.Create(tctx, nameServers, topic, topics.Options{Queues: 4})
+	err = topics.Create(tctx, nameServers, topic, topics.Config{Queues: 4})
 	tcancel()
 	if err != nil {
 		return err

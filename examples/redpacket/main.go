@@ -232,7 +232,7 @@ func run(ctx context.Context, o options) error {
 	// would fail. topics.Create is `mqadmin updateTopic`; it is an update
 	// when the topic exists.
 	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
-	err = topics.Create(tctx, nameServers, topic, topics.Options{Queues: 4})
+	err = topics.Create(tctx, nameServers, topic, topics.Config{Queues: 4})
 	tcancel()
 	if err != nil {
 		return err

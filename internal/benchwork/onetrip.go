@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/internal/sqlscript"
 )
 
 // BareOneTrip runs the business transaction with no dedup, its BEGIN sent
@@ -43,7 +45,7 @@ func (w *Workload) BareOneTrip(ctx context.Context, key string) (err error) {
 		}
 		conn.Close()
 	}()
-	update := "UPDATE " + w.wallets + " SET balance = balance + 1 WHERE id = "
+	update := "UPDATE " + w.wallets + " SET balance = balance + 1 WHERE id = ?"
 	switch w.DB.Dialector.Name() {
 	case "postgres":
 		err = conn.Raw(func(dc any) error {
@@ -53,13 +55,13 @@ func (w *Workload) BareOneTrip(ctx context.Context, key string) (err error) {
 			}
 			b := &pgx.Batch{}
 			b.Queue("BEGIN")
-			b.Queue(update+"$1", wallet)
+			b.Queue(sqlscript.Numbered(update), wallet)
 			return c.Conn().SendBatch(ctx, b).Close()
 		})
 	case "mysql":
-		_, err = conn.ExecContext(ctx, "BEGIN; "+update+"?", wallet)
+		_, err = conn.ExecContext(ctx, "BEGIN; "+update, wallet)
 	case "sqlite":
-		_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE; "+update+"?", wallet)
+		_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE; "+update, wallet)
 	default:
 		return fmt.Errorf("benchwork: no one-round-trip BEGIN on %s", w.DB.Dialector.Name())
 	}

@@ -441,13 +441,13 @@ func (r *runner) lock(ctx context.Context, timeout time.Duration) (func(), error
 	defer cancel()
 	switch r.dialect {
 	case "postgres":
-		if _, err := r.conn.ExecContext(lctx, "SELECT pg_advisory_lock($1)", r.lockKey()); err != nil {
+		if _, err := r.conn.ExecContext(lctx, sqlscript.Numbered("SELECT pg_advisory_lock(?)"), r.lockKey()); err != nil {
 			return nil, fmt.Errorf("migrate: lock: %w", err)
 		}
 		return func() {
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			_, _ = r.conn.ExecContext(uctx, "SELECT pg_advisory_unlock($1)", r.lockKey())
+			_, _ = r.conn.ExecContext(uctx, sqlscript.Numbered("SELECT pg_advisory_unlock(?)"), r.lockKey())
 		}, nil
 	case "mysql":
 		secs := max(int(timeout/time.Second), 1)
