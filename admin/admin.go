@@ -179,7 +179,7 @@ type MigrationStep struct {
 // returns the steps it would apply and changes nothing. Tables created before migrations were versioned
 // are adopted. It is what each component's own Migrate runs.
 func (a *Admin) Migrate(ctx context.Context, dryRun bool, components ...string) ([]MigrationStep, error) {
-	steps, err := migrate.Run(ctx, a.db, a.prefix, migrate.Options{DryRun: dryRun}, components...)
+	steps, err := migrate.Run(ctx, a.db, a.prefix, migrate.Config{DryRun: dryRun}, components...)
 	out := make([]MigrationStep, len(steps))
 	for i, s := range steps {
 		out[i] = MigrationStep{Component: s.Component, Version: s.Version, Name: s.Name}

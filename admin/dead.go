@@ -662,9 +662,3 @@ func (a *Admin) redriveToOutbox(ctx context.Context, id int64) error {
 		return ob.Enqueue(tx, msg)
 	})
 }
-
-// ActionOptions is the former name of [ActionConfig].
-//
-// Deprecated: use ActionConfig; idemq names every configuration struct
-// Config.
-type ActionOptions = ActionConfig

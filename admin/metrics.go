@@ -118,9 +118,3 @@ func (c *collector) collect(ctx context.Context, ch chan<- prometheus.Metric) er
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, s.OldestPendingAge.Seconds())
 	return nil
 }
-
-// CollectorOptions is the former name of [CollectorConfig].
-//
-// Deprecated: use CollectorConfig; idemq names every configuration struct
-// Config.
-type CollectorOptions = CollectorConfig

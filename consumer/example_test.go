@@ -42,7 +42,7 @@ func Example() {
 	defer broker.Close()
 	// The topic must exist before the consumer starts, as on a real
 	// cluster; topics.Create is `mqadmin updateTopic`.
-	if err := topics.Create(ctx, []string{broker.Addr()}, "orders", topics.Options{Queues: 4}); err != nil {
+	if err := topics.Create(ctx, []string{broker.Addr()}, "orders", topics.Config{Queues: 4}); err != nil {
 		panic(err)
 	}
 

@@ -189,7 +189,7 @@ func newFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
 		return nil, fmt.Errorf("middleware: fast path: %w", err)
 	}
 	if cfg.Registerer != nil {
-		if err := fp.RegisterMetrics(cfg.Registerer, redisdedup.MetricsOptions{}); err != nil {
+		if err := fp.RegisterMetrics(cfg.Registerer, redisdedup.MetricsConfig{}); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
 				return nil, fmt.Errorf("middleware: fast path metrics: %w", err)

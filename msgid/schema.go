@@ -14,7 +14,7 @@ import (
 // <prefix>tx_records; producer.Schema returns their SQL) that
 // <prefix>schema_migrations does not list yet, under a lock.
 func migrateTables(ctx context.Context, db *gorm.DB, prefix string) error {
-	if _, err := migrate.Run(ctx, db, prefix, migrate.Options{}, "producer"); err != nil {
+	if _, err := migrate.Run(ctx, db, prefix, migrate.Config{}, "producer"); err != nil {
 		return fmt.Errorf("msgid: migrate: %w", err)
 	}
 	return nil

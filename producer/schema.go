@@ -54,7 +54,7 @@ func Schema(dialect, prefix string) (string, error) {
 // created before migrations were versioned (by gorm's AutoMigrate or the
 // plain SQL) are adopted by step 0001.
 func migrateTables(ctx context.Context, db *gorm.DB, prefix string) error {
-	if _, err := migrate.Run(ctx, db, prefix, migrate.Options{}, "producer"); err != nil {
+	if _, err := migrate.Run(ctx, db, prefix, migrate.Config{}, "producer"); err != nil {
 		return fmt.Errorf("producer: migrate: %w", err)
 	}
 	return nil

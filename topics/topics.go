@@ -223,8 +223,3 @@ func waitForRoute(ctx context.Context, addr, topic string, names []string) error
 		}
 	}
 }
-
-// Options is the former name of [Config], kept so that callers written
-// before the rename build. New code uses Config: idemq names every
-// configuration struct Config.
-type Options = Config

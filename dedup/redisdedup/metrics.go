@@ -39,7 +39,7 @@ func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsConfig
 	if opts.Subsystem == "" {
 		opts.Subsystem = "redis_fastpath"
 	}
-	return promfunc.Register(reg, "redisdedup", promfunc.Options{Namespace: opts.Namespace, Subsystem: opts.Subsystem, ConstLabels: opts.ConstLabels}, []promfunc.Counter{
+	return promfunc.Register(reg, "redisdedup", promfunc.Config{Namespace: opts.Namespace, Subsystem: opts.Subsystem, ConstLabels: opts.ConstLabels}, []promfunc.Counter{
 		{Name: "hits_total", Help: "Deliveries answered Duplicate from a Redis done marker.", Value: func() float64 { return float64(f.Stats().Hits) }},
 		{Name: "misses_total", Help: "Deliveries Redis had no done marker for; the inner store decided them.", Value: func() float64 { return float64(f.Stats().Misses) }},
 		{Name: "fallbacks_total", Help: "Deliveries sent to the inner store because Redis failed, timed out or was left alone after a failure.", Value: func() float64 { return float64(f.Stats().Fallbacks) }},
@@ -47,8 +47,3 @@ func (f *FastPath) RegisterMetrics(reg prometheus.Registerer, opts MetricsConfig
 		{Name: "marker_write_errors_total", Help: "Done markers that could not be written to Redis.", Value: func() float64 { return float64(f.Stats().MarkerWriteErrors) }},
 	})
 }
-
-// MetricsOptions is the former name of [MetricsConfig], kept so that
-// callers written before the rename build. New code uses MetricsConfig:
-// idemq names every configuration struct Config.
-type MetricsOptions = MetricsConfig

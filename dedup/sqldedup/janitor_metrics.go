@@ -98,9 +98,3 @@ func (c *janitorCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.expired, prometheus.GaugeValue, float64(b.Expired))
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, b.OldestDoneAge.Seconds())
 }
-
-// JanitorMetricsOptions is the former name of [JanitorMetricsConfig].
-//
-// Deprecated: use JanitorMetricsConfig; idemq names every configuration
-// struct Config.
-type JanitorMetricsOptions = JanitorMetricsConfig

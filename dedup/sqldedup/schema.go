@@ -48,7 +48,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 }
 
 func migrateDB(ctx context.Context, db *gorm.DB, prefix string) error {
-	if _, err := migrate.Run(ctx, db, prefix, migrate.Options{}, "dedup"); err != nil {
+	if _, err := migrate.Run(ctx, db, prefix, migrate.Config{}, "dedup"); err != nil {
 		return fmt.Errorf("sqldedup: migrate: %w", err)
 	}
 	return nil

@@ -8,7 +8,7 @@ import (
 )
 
 // RunDir is Run over the step files under dir instead of the embedded ones.
-func RunDir(ctx context.Context, db *gorm.DB, dir, prefix string, opts Options, components ...string) ([]Step, error) {
+func RunDir(ctx context.Context, db *gorm.DB, dir, prefix string, opts Config, components ...string) ([]Step, error) {
 	return source{os.DirFS(dir), "."}.run(ctx, db, prefix, opts, components...)
 }
 

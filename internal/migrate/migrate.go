@@ -248,8 +248,8 @@ func tableSQL(dialect, prefix string) string {
 	}
 }
 
-// Options tune Run.
-type Options struct {
+// Config tunes Run.
+type Config struct {
 	// LockTimeout bounds the wait for another process's migration.
 	// Defaults to 2 minutes.
 	LockTimeout time.Duration
@@ -261,11 +261,11 @@ type Options struct {
 // named) with the given prefix up to date on db, and returns the steps it
 // applied (or, with DryRun, would apply). It is safe to call from several
 // processes at once: they serialise on a lock, and a step is applied once.
-func Run(ctx context.Context, db *gorm.DB, prefix string, opts Options, components ...string) ([]Step, error) {
+func Run(ctx context.Context, db *gorm.DB, prefix string, opts Config, components ...string) ([]Step, error) {
 	return embedded.run(ctx, db, prefix, opts, components...)
 }
 
-func (src source) run(ctx context.Context, db *gorm.DB, prefix string, opts Options, components ...string) ([]Step, error) {
+func (src source) run(ctx context.Context, db *gorm.DB, prefix string, opts Config, components ...string) ([]Step, error) {
 	if db == nil {
 		return nil, errors.New("migrate: nil database")
 	}

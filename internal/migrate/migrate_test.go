@@ -101,11 +101,11 @@ func TestUpgradeFromPreviousSchema(t *testing.T) {
 			if len(st) != 2 || st[0].Applied != nil || st[1].Applied != nil {
 				t.Fatalf("status before = %+v, want two pending steps", st)
 			}
-			dry, err := migrate.RunDir(ctx, db, "testdata/v2", prefix, migrate.Options{DryRun: true}, "demo")
+			dry, err := migrate.RunDir(ctx, db, "testdata/v2", prefix, migrate.Config{DryRun: true}, "demo")
 			if err != nil || len(dry) != 2 {
 				t.Fatalf("dry run = %v, %v; want 2 steps", dry, err)
 			}
-			ran, err := migrate.RunDir(ctx, db, "testdata/v2", prefix, migrate.Options{}, "demo")
+			ran, err := migrate.RunDir(ctx, db, "testdata/v2", prefix, migrate.Config{}, "demo")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestUpgradeFromPreviousSchema(t *testing.T) {
 			if row.Name != "old" || row.Note != "" {
 				t.Fatalf("row = %+v", row)
 			}
-			again, err := migrate.RunDir(ctx, db, "testdata/v2", prefix, migrate.Options{}, "demo")
+			again, err := migrate.RunDir(ctx, db, "testdata/v2", prefix, migrate.Config{}, "demo")
 			if err != nil || len(again) != 0 {
 				t.Fatalf("second run = %v, %v; want nothing to do", again, err)
 			}
@@ -173,7 +173,7 @@ func TestConcurrentRuns(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					<-start
-					ran, err := migrate.RunDir(ctx, dbs[i%len(dbs)], "testdata/v2", prefix, migrate.Options{}, "demo")
+					ran, err := migrate.RunDir(ctx, dbs[i%len(dbs)], "testdata/v2", prefix, migrate.Config{}, "demo")
 					errs[i], counts[i] = err, len(ran)
 				}()
 			}

@@ -16,9 +16,9 @@ type Counter struct {
 	Value      func() float64
 }
 
-// Options name the counters: every name is namespace_subsystem_Name, with
+// Config names the counters: every name is namespace_subsystem_Name, with
 // ConstLabels added to every counter.
-type Options struct {
+type Config struct {
 	Namespace, Subsystem string
 	ConstLabels          prometheus.Labels
 }
@@ -26,7 +26,7 @@ type Options struct {
 // Register registers every counter with reg (prometheus.DefaultRegisterer if
 // nil). It registers as many as it can and returns every failure, each
 // named by owner and the counter's name.
-func Register(reg prometheus.Registerer, owner string, opts Options, counters []Counter) error {
+func Register(reg prometheus.Registerer, owner string, opts Config, counters []Counter) error {
 	if reg == nil {
 		reg = prometheus.DefaultRegisterer
 	}

@@ -12,7 +12,7 @@ func TestRegisterReadsAtScrapeAndReportsConflicts(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	n := 1.0
 	counters := []Counter{{Name: "things_total", Help: "Things.", Value: func() float64 { return n }}}
-	opts := Options{Namespace: "idemq", Subsystem: "test", ConstLabels: prometheus.Labels{"id": "a"}}
+	opts := Config{Namespace: "idemq", Subsystem: "test", ConstLabels: prometheus.Labels{"id": "a"}}
 	if err := Register(reg, "owner", opts, counters); err != nil {
 		t.Fatal(err)
 	}

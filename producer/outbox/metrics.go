@@ -39,7 +39,7 @@ func (r *Relay) RegisterMetrics(reg prometheus.Registerer, opts MetricsConfig) e
 	if opts.Subsystem == "" {
 		opts.Subsystem = "outbox_relay"
 	}
-	return promfunc.Register(reg, "outbox", promfunc.Options{Namespace: opts.Namespace, Subsystem: opts.Subsystem, ConstLabels: opts.ConstLabels}, []promfunc.Counter{
+	return promfunc.Register(reg, "outbox", promfunc.Config{Namespace: opts.Namespace, Subsystem: opts.Subsystem, ConstLabels: opts.ConstLabels}, []promfunc.Counter{
 		{Name: "claimed_total", Help: "Outbox rows claimed by the relay.", Value: func() float64 { return float64(r.Stats().Claimed) }},
 		{Name: "sent_total", Help: "Outbox rows the broker confirmed and the relay marked sent.", Value: func() float64 { return float64(r.Stats().Sent) }},
 		{Name: "send_errors_total", Help: "Failed sends of outbox rows, retryable or not.", Value: func() float64 { return float64(r.Stats().Failures) }},

@@ -180,7 +180,7 @@ func (o *Outbox) Dialect() string { return o.d.name }
 // processes starting together migrate once. A table created before
 // migrations were versioned is adopted by step 0001.
 func (o *Outbox) Migrate(ctx context.Context) error {
-	if _, err := migrate.Run(ctx, o.db, o.table[:len(o.table)-len("outbox")], migrate.Options{}, "outbox"); err != nil {
+	if _, err := migrate.Run(ctx, o.db, o.table[:len(o.table)-len("outbox")], migrate.Config{}, "outbox"); err != nil {
 		return fmt.Errorf("outbox: migrate: %w", err)
 	}
 	return nil
