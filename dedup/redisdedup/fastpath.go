@@ -452,8 +452,11 @@ func (f *FastPath) MarkDead(ctx context.Context, group, key string) error {
 }
 
 // ClearDead removes the key's dead mark in the inner store, then deletes
-// any Redis marker of the key, so that a redriven message is not swallowed
-// by a stale marker. It returns an error wrapping errors.ErrUnsupported if
+// any Redis marker of the key. A redrive does not need it: a dead key never
+// gets a marker (only a delivery the inner store processed writes one), so
+// the redriven message reaches the inner store whether or not ClearDead
+// ran; the marker deletion only matters for a key that was processed and
+// then deliberately made dead and redriven (see Forget). It returns an error wrapping errors.ErrUnsupported if
 // the inner store does not implement dedup.DeadMarker, and an error if the
 // marker could not be deleted (the dead mark is cleared by then; calling
 // ClearDead again is safe).
