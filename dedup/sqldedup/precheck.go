@@ -2,6 +2,7 @@ package sqldedup
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/idemq/idemq/dedup"
 )
@@ -15,13 +16,20 @@ import (
 // committed rows, and a committed DONE or DEAD row never goes back to
 // anything but deletion by retention, which the insert would then find.
 func (s *Store) doneAlready(ctx context.Context, req dedup.Request) (res dedup.Result, ok bool) {
-	var st rowState
-	r := s.db.WithContext(ctx).Raw(s.sql.selectRow, req.Group, req.Key).Scan(&st)
-	if r.Error != nil || r.RowsAffected == 0 {
+	// The statement is fixed and runs for every message: it goes to the
+	// driver directly, without gorm's statement building.
+	sqlDB, err := s.db.DB()
+	if err != nil {
 		return dedup.Result{}, false
+	}
+	var st rowState
+	var fp sql.NullString
+	if err := sqlDB.QueryRowContext(ctx, s.sql.selectDone, req.Group, req.Key).Scan(&st.Status, &fp); err != nil {
+		return dedup.Result{}, false // no row, or a failed read: the transaction decides
 	}
 	if st.Status != statusDone && st.Status != statusDead {
 		return dedup.Result{}, false
 	}
+	st.Fingerprint = fp.String
 	return s.stateResult(req, st), true
 }

@@ -15,9 +15,12 @@ type queries struct {
 	insertDonePG     string // insertDone numbered for the PostgreSQL driver ($1...)
 	beginInsertMySQL string // BEGIN; insertDone
 	selectRow        string // group, key -> status, fingerprint, lease_until - now
-	insertClaim      string // group, key, owner, lease ms, message_id, fingerprint
-	takeover         string // owner, lease ms, message_id, fingerprint, group, key
-	selectFence      string // group, key, owner -> fence
+	// selectDone reads a key's status and fingerprint (CheckDoneFirst),
+	// for the driver directly: numbered ($1...) on PostgreSQL.
+	selectDone  string
+	insertClaim string // group, key, owner, lease ms, message_id, fingerprint
+	takeover    string // owner, lease ms, message_id, fingerprint, group, key
+	selectFence string // group, key, owner -> fence
 	// insertClaimRet and takeoverRet are insertClaim and takeover
 	// returning the new fencing token, where the dialect has RETURNING
 	// on both (PostgreSQL, SQLite); "" elsewhere (a claim then reads its
@@ -77,6 +80,10 @@ func buildQueries(dialect, prefix string) queries {
 	q.insertDonePG = sqlscript.Numbered(q.insertDone)
 	q.beginInsertMySQL = "BEGIN; " + q.insertDone
 	q.selectRow = "SELECT status, fingerprint, lease_until - " + now + " AS remaining FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
+	q.selectDone = "SELECT status, fingerprint FROM " + t + " WHERE consumer_group = ? AND dedup_key = ?"
+	if dialect == "postgres" {
+		q.selectDone = sqlscript.Numbered(q.selectDone)
+	}
 	// A claim's fencing token: the database clock in microseconds for a
 	// new row, and above the previous owner's token for a takeover.
 	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + q.nowUS + ", " + now + ", " + now + ")" + onConflictNothing

@@ -87,8 +87,10 @@ func openMySQL(t testing.TB, dsn string) *gorm.DB {
 	return db
 }
 
-// subject builds a conformance subject for a SQL store on d.
-func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) deduptest.Subject {
+// subject builds a conformance subject for a SQL store on d; with
+// checkDoneFirst its store reads a key's row before opening a transaction
+// (Config.CheckDoneFirst).
+func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool, checkDoneFirst ...bool) deduptest.Subject {
 	db := d.Open(t)
 	prefix := testenv.TablePrefix(t)
 	// A lease long enough that 32 copies of one key queueing for the pool's
@@ -98,6 +100,7 @@ func subject(t *testing.T, d testenv.DB, mode sqldedup.Mode, slowBegin bool) ded
 	if slowBegin {
 		cfg = sqldedup.WithoutFastBegin(cfg)
 	}
+	cfg.CheckDoneFirst = len(checkDoneFirst) > 0 && checkDoneFirst[0]
 	s := newStore(t, db, cfg)
 	wantFast := map[string]string{"sqlite": "sqlite", "postgres": "postgres",
 		"mysql-multistatements": "mysql", "mysql-foundrows-multistatements": "mysql"}[d.Name]
@@ -167,6 +170,15 @@ func TestConformance(t *testing.T) {
 					return subject(t, d, sqldedup.Transactional, true)
 				}})
 			})
+			// Duplicates of done keys answered by a read before any
+			// transaction (CheckDoneFirst), on one DSN per database.
+			if d.Name == d.Dialect {
+				t.Run("transactional-check-done-first", func(t *testing.T) {
+					deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+						return subject(t, d, sqldedup.Transactional, false, true)
+					}})
+				})
+			}
 		})
 	}
 }
