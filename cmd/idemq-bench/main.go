@@ -22,14 +22,17 @@
 //	              transaction, mark done): lease/a is its cost
 //	h  rlease     the same under redisdedup's Redis-only lease store:
 //	              rlease/a is its cost
+//	i  dup-tx     rejecting a duplicate through the transactional path alone
+//	              (BEGIN, insert, read, rollback: the default store), the
+//	              baseline of d (d/i: what CheckDoneFirst buys)
 //
 // The last lines are one summary per database at c=8 (or the last
-// concurrency measured): b/a, b/a', dupdb and dupredis msgs/s, fast/b,
-// lease/a and rlease/a.
+// concurrency measured): b/a, b/a', dupdb and dupredis msgs/s, dupdb/duptx
+// (d/i), fast/b, lease/a and rlease/a.
 //
 // Usage:
 //
-//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefgh]
+//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefghi]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
 //	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
 //	idemq-bench scale [-db postgres,mysql] [-rows 1000000] [-c 8] [-d 10s] [-clean 20s]
@@ -103,7 +106,7 @@ func main() {
 	conc := flag.String("c", "1,8,32", "concurrencies")
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
 	rounds := flag.Int("rounds", 5, "rounds (the median msgs/s and the median within-round ratio are reported)")
-	only := flag.String("cases", "abcdefgh", "cases to run (letters a to h); a and a' are always run")
+	only := flag.String("cases", "abcdefghi", "cases to run (letters a to i); a and a' are always run")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -117,8 +120,8 @@ func main() {
 	}
 	want := map[string]bool{"a": true, "a'": true}
 	for _, r := range *only {
-		if r < 'a' || r > 'h' {
-			log.Fatalf("bad case %q in -cases (want letters a to h)", r)
+		if r < 'a' || r > 'i' {
+			log.Fatalf("bad case %q in -cases (want letters a to i)", r)
 		}
 		want[string(r)] = true
 	}
@@ -129,9 +132,9 @@ func main() {
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("idemq-bench: %d cores, host %s, load %s, %s per case, median of %d\n\n", runtime.NumCPU(), host, loadAvg(), *dur, *rounds)
-	fmt.Printf("%-9s %3s %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s\n",
+	fmt.Printf("%-9s %3s %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s %9s %6s\n",
 		"db", "c", "a bare", "a' bare1", "b dedup", "b/a", "b/a'", "c batch", "c/a", "c/b", "d dupdb", "d/a", "e dupredis", "e/a", "e/d", "f fast", "f/b",
-		"g lease", "g/a", "h rlease", "h/a")
+		"g lease", "g/a", "h rlease", "h/a", "i duptx", "d/i")
 	var spread, summary []string
 	for _, name := range strings.Split(*dbs, ",") {
 		db, err := open(strings.TrimSpace(name))
@@ -144,18 +147,18 @@ func main() {
 			if err != nil {
 				log.Fatalf("%s c=%d: %v", name, c, err)
 			}
-			fmt.Printf("%-9s %3d %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s\n", name, c,
+			fmt.Printf("%-9s %3d %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s %9s %6s\n", name, c,
 				r.rate("a"), r.rate("a'"), r.rate("b"), r.ratio("b", "a", ""), r.ratio("b", "a'", ""),
 				r.rate("c"), r.ratio("c", "a", ""), r.ratio("c", "b", "x"),
 				r.rate("d"), r.ratio("d", "a", ""), r.rate("e"), r.ratio("e", "a", ""), r.ratio("e", "d", "x"),
 				r.rate("f"), r.ratio("f", "b", ""),
-				r.rate("g"), r.ratio("g", "a", ""), r.rate("h"), r.ratio("h", "a", ""))
+				r.rate("g"), r.ratio("g", "a", ""), r.rate("h"), r.ratio("h", "a", ""), r.rate("i"), r.ratio("d", "i", "x"))
 			if *rounds > 1 {
 				spread = append(spread, fmt.Sprintf("%-9s %3d  b/a  %s\n%-9s %3d  b/a' %s", name, c, r.rounds("b", "a"), name, c, r.rounds("b", "a'")))
 			}
 			if c == 8 || (c == cs[len(cs)-1] && !slices.Contains(cs, 8)) {
-				summary = append(summary, fmt.Sprintf("summary %s c=%d: b/a=%s b/a'=%s dupdb=%s/s dupredis=%s/s fast/b=%s lease/a=%s rlease/a=%s",
-					name, c, r.ratio("b", "a", ""), r.ratio("b", "a'", ""), r.rate("d"), r.rate("e"), r.ratio("f", "b", ""),
+				summary = append(summary, fmt.Sprintf("summary %s c=%d: b/a=%s b/a'=%s dupdb=%s/s dupredis=%s/s dupdb/duptx=%s fast/b=%s lease/a=%s rlease/a=%s",
+					name, c, r.ratio("b", "a", ""), r.ratio("b", "a'", ""), r.rate("d"), r.rate("e"), r.ratio("d", "i", ""), r.ratio("f", "b", ""),
 					r.ratio("g", "a", ""), r.ratio("h", "a", "")))
 			}
 		}
@@ -392,13 +395,22 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		}},
 		{"g", 1, func(round int) func(context.Context, int64) error { return leased(leaseStore, "lease", round) }},
 		{"h", 1, func(round int) func(context.Context, int64) error { return leased(rlease, "rlease", round) }},
+		{"i", 1, func(int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				out, err := w.Dedup(ctx, store, "bench", dupKeys[seq%pool])
+				if err == nil && out != dedup.Duplicate {
+					err = fmt.Errorf("done key answered %s", out)
+				}
+				return err
+			}
+		}},
 	}
 	// Rounds alternate the order of a, a' and b, so that neither always runs
 	// on the fresher database or right after the heavier case; each ratio
 	// is taken within a round and the median over rounds reported.
 	vals := result{}
 	for round := 0; round < rounds; round++ {
-		order := []int{0, 1, 2, 3, 4, 5, 6, 7, 8}
+		order := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
 		if round%2 == 1 {
 			order[0], order[2] = 2, 0
 		}
