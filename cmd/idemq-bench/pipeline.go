@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -159,7 +160,7 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 			return 0, err
 		}
 		handler = idemq.HandlerFunc(func(ctx context.Context, m *idemq.Message) error {
-			if err := w.Pay(dedup.Tx(ctx), m.ID, int64(len(m.ID))%benchwork.Wallets, 1); err != nil {
+			if err := w.Pay(dedup.Tx(ctx), m.ID, rand.Int64N(benchwork.Wallets), 1); err != nil {
 				return err
 			}
 			done()
