@@ -78,7 +78,7 @@
 //     by any success, so a database outage pauses consumption instead of
 //     burning every message's attempts (counted in Stats.OutageRetries).
 //     If Shutdown begins during the pause, the delivery is handed back.
-//     Limit: in concurrent mode rocketmq-client-go v2.1.2 sends a message
+//     Limit: in concurrent mode rocketmq-client-go (pinned version) sends a message
 //     that has been in its callback longer than its consume timeout (15
 //     minutes) back to the broker itself, so an outage longer than that
 //     costs one broker-side attempt per 15 minutes;
