@@ -1,13 +1,11 @@
 package redisdedup
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemq/idemq/dedup"
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 // deadAddr returns an address nothing listens on.
@@ -72,23 +71,8 @@ func NewLeaseStoreCheck(t *testing.T, client *redis.Client) *LeaseStore {
 	return s
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a logger's lines.
+type syncBuffer = testenv.LogBuffer
 
 // The fallback warning names the Redis address and the cause, also for a
 // delivery that skipped Redis after a failure (whose own error only says
