@@ -3,13 +3,13 @@ package consumer
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/integration/rmqtest"
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 func startConfig(ns string) Config {
@@ -26,12 +26,7 @@ func startConfig(ns string) Config {
 // An unreachable name server is reported as such, not as the client's
 // "route info not found".
 func TestStartReportsUnreachableNameServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := testenv.DeadAddr(t) // nothing listens there
 	c, err := New(startConfig(addr))
 	if err != nil {
 		t.Fatal(err)

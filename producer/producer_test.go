@@ -703,12 +703,7 @@ func TestSendExplainsRouteErrors(t *testing.T) {
 
 	// A name server that does not answer at Start is named at Start, not
 	// left for the first send.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testenv.DeadAddr(t) // nothing listens there
 	g, _ := msgid.NewGenerator(msgid.FixedNode(testNode), msgid.GeneratorConfig{})
 	closed, err := New(Config{NameServers: []string{addr}, Group: "pg-explain-closed", IDSource: g, Logger: quietLog})
 	if err != nil {

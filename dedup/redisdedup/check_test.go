@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,16 +16,7 @@ import (
 )
 
 // deadAddr returns an address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
+func deadAddr(t *testing.T) string { return testenv.DeadAddr(t) }
 
 // Check of either Redis store names the address and the cause when Redis
 // does not answer, and passes when it does.
