@@ -268,3 +268,53 @@ func TestLeaseMarkBatchOneMarkPerKey(t *testing.T) {
 		t.Errorf("rest = %v, want %v", rest, want)
 	}
 }
+
+// TestLeaseHostileKeyDoesNotFailItsBatch delivers, all at once in lease
+// mode, 16 ordinary keys and keys the database refuses (invalid UTF-8, a
+// NUL byte, one longer than the column): the ordinary ones are processed
+// whatever batch they shared with a refused one, and each refused one fails
+// on its own without running its handler.
+func TestLeaseHostileKeyDoesNotFailItsBatch(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := d.Open(t)
+			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 10 * time.Second})
+			keys := []string{"bad-\xff\xfe", "bad-\x00nul", "bad-" + strings.Repeat("k", 5000)}
+			for i := 0; i < 16; i++ {
+				keys = append(keys, fmt.Sprintf("ok-%02d", i))
+			}
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			ran := map[string]int{}
+			errs := make([]error, len(keys))
+			outs := make([]dedup.Outcome, len(keys))
+			for i, k := range keys {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					res, err := s.Process(ctx, dedup.Request{Group: "g", Key: k, MessageID: k}, func(context.Context) error {
+						mu.Lock()
+						ran[k]++
+						mu.Unlock()
+						return nil
+					})
+					errs[i], outs[i] = err, res.Outcome
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for i, k := range keys {
+				if strings.HasPrefix(k, "ok-") {
+					if errs[i] != nil || outs[i] != dedup.Processed || ran[k] != 1 {
+						t.Errorf("key %s: %v %v, handler ran %d times; want processed once", k, outs[i], errs[i], ran[k])
+					}
+				} else if outs[i] == dedup.Processed && ran[k] != 1 {
+					t.Errorf("hostile key %q processed with its handler run %d times", k[:min(len(k), 12)], ran[k])
+				}
+			}
+		})
+	}
+}
