@@ -32,7 +32,7 @@
 //
 // Usage:
 //
-//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefghi]
+//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefghi] [-cpuprofile file]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
 //	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
 //	idemq-bench scale [-db postgres,mysql] [-rows 1000000] [-c 8] [-d 10s] [-clean 20s] [-noindex=false]
@@ -73,6 +73,7 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,8 +108,16 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
 	rounds := flag.Int("rounds", 5, "rounds (the median msgs/s and the median within-round ratio are reported)")
 	only := flag.String("cases", "abcdefghi", "cases to run (letters a to i); a and a' are always run")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	log.SetFlags(0)
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer stop()
+	}
 
 	var cs []int
 	for _, f := range strings.Split(*conc, ",") {
@@ -430,6 +439,25 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 }
 
 func noop(context.Context) error { return nil }
+
+// startCPUProfile writes a CPU profile to path until the returned stop is
+// called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			log.Printf("cpuprofile: %v", err)
+		}
+	}, nil
+}
 
 // loadAvg is the machine's load average over 1, 5 and 15 minutes, or "?"
 // where /proc/loadavg cannot be read.

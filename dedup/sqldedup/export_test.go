@@ -82,7 +82,7 @@ func (s *Store) MarkBatchQuery(marks []Mark) (string, []any) {
 }
 
 // ClaimStatements returns how many statements lease-mode claims by insert
-// took where they can share one (PostgreSQL, SQLite).
+// took.
 func (s *Store) ClaimStatements() int64 { return s.claimStatements.Load() }
 
 // FailClaimBatches makes every shared claim statement fail with err.

@@ -47,7 +47,7 @@ func (s *Store) processLease(ctx context.Context, req dedup.Request, fn dedup.Fu
 	}
 	// Mark with a context that outlives a cancelled delivery: the effect
 	// happened, record it.
-	// Concurrent marks share a statement (leasebatch.go).
+	// On SQLite concurrent marks share a statement (leasebatch.go).
 	if err := s.markDone(req.Group, req.Key, owner); err != nil {
 		return dedup.Result{}, err
 	}
@@ -163,6 +163,7 @@ func (s *Store) returnFence(ctx context.Context, q string, args []any) (bool, ui
 // match only rows they change, so either count tells the truth there.
 func (s *Store) insertClaim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, uint64, error) {
 	args := []any{req.Group, req.Key, owner, leaseMS, req.MessageID, req.Fingerprint}
+	s.claimStatements.Add(1)
 	if s.sql.insertClaimRet != "" {
 		return s.returnFence(ctx, s.sql.insertClaimRet, args)
 	}

@@ -28,8 +28,8 @@ type queries struct {
 	insertClaimRet string
 	takeoverRet    string
 	// claimHead and claimRow build a multi-row insertClaim returning each
-	// claimed row's key and fencing token (leasebatch.go); "" where
-	// insertClaimRet is.
+	// claimed row's key and fencing token (leasebatch.go), on SQLite only
+	// (see markDone for why); "" elsewhere.
 	claimHead, claimRow, claimTail string
 	// markDoneSet is markDone's SET and table, for a batch of marks
 	// (leasebatch.go).
@@ -93,11 +93,13 @@ func buildQueries(dialect, prefix string) queries {
 	q.markDoneSet = "UPDATE " + t + " SET status = 2, owner = '', lease_until = 0, updated_at = " + now
 	q.markDone = q.markDoneSet + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	if dialect != "mysql" {
+		q.insertClaimRet = q.insertClaim + " RETURNING fence"
+		q.takeoverRet = q.takeover + " RETURNING fence"
+	}
+	if dialect == "sqlite" {
 		q.claimHead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES "
 		q.claimRow = "(?, ?, 1, ?, " + now + " + ?, ?, ?, " + q.nowUS + ", " + now + ", " + now + ")"
 		q.claimTail = onConflictNothing + " RETURNING consumer_group, dedup_key, fence"
-		q.insertClaimRet = q.insertClaim + " RETURNING fence"
-		q.takeoverRet = q.takeover + " RETURNING fence"
 	}
 	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, created_at, updated_at) VALUES (?, ?, 3, ?, " + now + ", " + now + ")" + onConflictNothing

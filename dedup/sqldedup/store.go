@@ -172,12 +172,14 @@ type Store struct {
 	fastBegin string
 	// conflictRetries counts transactional runs retried after a conflict.
 	conflictRetries atomic.Int64
-	// marks lets concurrent lease-mode DONE marks share a statement.
+	// marks lets concurrent lease-mode DONE marks share a statement
+	// (SQLite only).
 	marks combiner[mark, error]
-	// claims lets concurrent lease-mode claims share a statement.
+	// claims lets concurrent lease-mode claims share a statement (SQLite
+	// only).
 	claims combiner[claimQ, claimA]
 	// claimStatements counts the statements lease-mode claims by insert
-	// took where they can share one.
+	// took.
 	claimStatements atomic.Int64
 	// markStatements counts the statements lease-mode marks took.
 	markStatements atomic.Int64
