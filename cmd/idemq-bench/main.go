@@ -26,13 +26,30 @@
 //	              (BEGIN, insert, read, rollback: the default store), the
 //	              baseline of d (d/i: what CheckDoneFirst buys)
 //
+// Three more cases are floors: the least any design with the same round
+// trips could cost, so that the ratio to them shows what idemq adds over
+// what its design cannot avoid.
+//
+//	j  a'+trip    a' with one more round trip inside the transaction (a
+//	              SELECT 1): as many round trips as b, whose dedup insert
+//	              must be answered before the handler runs; b/j is the cost
+//	              of the insert's own work
+//	k  b+get      a Redis GET of a missing key, then b: the fast path's
+//	              lookup and nothing else of it; f/k is the cost of the
+//	              rest of the fast path
+//	l  hand-lease a hand-written lease: a plain claim INSERT, the
+//	              transaction, a plain mark UPDATE, on a narrow table of its
+//	              own (no fencing token, renewal, takeover or expiry); g/l is
+//	              the cost of what lease mode adds to its two statements
+//
 // The last lines are one summary per database at c=8 (or the last
 // concurrency measured): b/a, b/a', dupdb and dupredis msgs/s, dupdb/duptx
-// (d/i), fast/b, lease/a and rlease/a.
+// (d/i), fast/b, lease/a and rlease/a, then the ratios to the floors: b/j,
+// fast/k (f/k) and lease/l (g/l).
 //
 // Usage:
 //
-//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefghi] [-cpuprofile file]
+//	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefghijkl] [-maxidle 64] [-cpuprofile file]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
 //	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
 //	idemq-bench scale [-db postgres,mysql] [-rows 1000000] [-c 8] [-d 10s] [-clean 20s] [-noindex=false]
@@ -68,6 +85,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -107,8 +125,9 @@ func main() {
 	conc := flag.String("c", "1,8,32", "concurrencies")
 	dur := flag.Duration("d", 3*time.Second, "duration of each case")
 	rounds := flag.Int("rounds", 5, "rounds (the median msgs/s and the median within-round ratio are reported)")
-	only := flag.String("cases", "abcdefghi", "cases to run (letters a to i); a and a' are always run")
+	only := flag.String("cases", "abcdefghijkl", "cases to run (letters a to l); a and a' are always run")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	maxIdle := flag.Int("maxidle", 64, "idle connections the pool keeps (PostgreSQL, MySQL); 2 is database/sql's default")
 	flag.Parse()
 	log.SetFlags(0)
 	if *cpuProfile != "" {
@@ -129,8 +148,8 @@ func main() {
 	}
 	want := map[string]bool{"a": true, "a'": true}
 	for _, r := range *only {
-		if r < 'a' || r > 'i' {
-			log.Fatalf("bad case %q in -cases (want letters a to i)", r)
+		if r < 'a' || r > 'l' {
+			log.Fatalf("bad case %q in -cases (want letters a to l)", r)
 		}
 		want[string(r)] = true
 	}
@@ -141,9 +160,9 @@ func main() {
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("idemq-bench: %d cores, host %s, load %s, %s per case, median of %d\n\n", runtime.NumCPU(), host, loadAvg(), *dur, *rounds)
-	fmt.Printf("%-9s %3s %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s %9s %6s\n",
+	fmt.Printf("%-9s %3s %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s %9s %6s %9s %6s %9s %6s %9s %6s\n",
 		"db", "c", "a bare", "a' bare1", "b dedup", "b/a", "b/a'", "c batch", "c/a", "c/b", "d dupdb", "d/a", "e dupredis", "e/a", "e/d", "f fast", "f/b",
-		"g lease", "g/a", "h rlease", "h/a", "i duptx", "d/i")
+		"g lease", "g/a", "h rlease", "h/a", "i duptx", "d/i", "j a'+trip", "b/j", "k b+get", "f/k", "l hand", "g/l")
 	var spread, summary []string
 	for _, name := range strings.Split(*dbs, ",") {
 		db, err := open(strings.TrimSpace(name))
@@ -151,24 +170,28 @@ func main() {
 			fmt.Printf("%-9s skipped: %v\n", name, err)
 			continue
 		}
+		if sqlDB, err := db.DB(); err == nil && db.Dialector.Name() != "sqlite" {
+			sqlDB.SetMaxIdleConns(*maxIdle)
+		}
 		for _, c := range cs {
 			r, err := run(db, c, *dur, *rounds, rdb, want)
 			if err != nil {
 				log.Fatalf("%s c=%d: %v", name, c, err)
 			}
-			fmt.Printf("%-9s %3d %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s %9s %6s\n", name, c,
+			fmt.Printf("%-9s %3d %9s %9s %9s %6s %6s %9s %6s %6s %9s %6s %9s %6s %7s %9s %6s %9s %6s %9s %6s %9s %6s %9s %6s %9s %6s %9s %6s\n", name, c,
 				r.rate("a"), r.rate("a'"), r.rate("b"), r.ratio("b", "a", ""), r.ratio("b", "a'", ""),
 				r.rate("c"), r.ratio("c", "a", ""), r.ratio("c", "b", "x"),
 				r.rate("d"), r.ratio("d", "a", ""), r.rate("e"), r.ratio("e", "a", ""), r.ratio("e", "d", "x"),
 				r.rate("f"), r.ratio("f", "b", ""),
-				r.rate("g"), r.ratio("g", "a", ""), r.rate("h"), r.ratio("h", "a", ""), r.rate("i"), r.ratio("d", "i", "x"))
+				r.rate("g"), r.ratio("g", "a", ""), r.rate("h"), r.ratio("h", "a", ""), r.rate("i"), r.ratio("d", "i", "x"),
+				r.rate("j"), r.ratio("b", "j", ""), r.rate("k"), r.ratio("f", "k", ""), r.rate("l"), r.ratio("g", "l", ""))
 			if *rounds > 1 {
 				spread = append(spread, fmt.Sprintf("%-9s %3d  b/a  %s\n%-9s %3d  b/a' %s", name, c, r.rounds("b", "a"), name, c, r.rounds("b", "a'")))
 			}
 			if c == 8 || (c == cs[len(cs)-1] && !slices.Contains(cs, 8)) {
-				summary = append(summary, fmt.Sprintf("summary %s c=%d: b/a=%s b/a'=%s dupdb=%s/s dupredis=%s/s dupdb/duptx=%s fast/b=%s lease/a=%s rlease/a=%s",
+				summary = append(summary, fmt.Sprintf("summary %s c=%d: b/a=%s b/a'=%s dupdb=%s/s dupredis=%s/s dupdb/duptx=%s fast/b=%s lease/a=%s rlease/a=%s b/j=%s fast/k=%s lease/l=%s",
 					name, c, r.ratio("b", "a", ""), r.ratio("b", "a'", ""), r.rate("d"), r.rate("e"), r.ratio("d", "i", ""), r.ratio("f", "b", ""),
-					r.ratio("g", "a", ""), r.ratio("h", "a", "")))
+					r.ratio("g", "a", ""), r.ratio("h", "a", ""), r.ratio("b", "j", ""), r.ratio("f", "k", ""), r.ratio("g", "l", "")))
 			}
 		}
 	}
@@ -257,9 +280,10 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 		return nil, err
 	}
 	defer func() {
-		for _, t := range []string{"dedup", "attempts", "dead_letters", "payouts", "wallets"} {
+		for _, t := range []string{"dedup", "attempts", "dead_letters"} {
 			db.Exec("DROP TABLE IF EXISTS " + prefix + t)
 		}
+		w.Drop(ctx)
 	}()
 	for _, t := range []string{"dedup", "attempts", "dead_letters"} {
 		if err := db.Exec("DROP TABLE IF EXISTS " + prefix + t).Error; err != nil {
@@ -413,19 +437,41 @@ func run(db *gorm.DB, c int, d time.Duration, rounds int, rdb *redis.Client, wan
 				return err
 			}
 		}},
+		{"j", 1, func(int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error { return w.BareOneTripPlusTrip(ctx, key("bare2", seq)) }
+		}},
+		{"k", 1, func(round int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				k := key(fmt.Sprintf("get%d", round), seq)
+				if err := rdb.Get(ctx, "idemqbench:"+run+":missing:"+k).Err(); !errors.Is(err, redis.Nil) {
+					return fmt.Errorf("GET of a missing key: %v", err)
+				}
+				out, err := w.Dedup(ctx, store, "bench", k)
+				if err == nil && out != dedup.Processed {
+					err = fmt.Errorf("fresh key answered %s", out)
+				}
+				return err
+			}
+		}},
+		{"l", 1, func(round int) func(context.Context, int64) error {
+			return func(ctx context.Context, seq int64) error {
+				k := key(fmt.Sprintf("hand%d", round), seq)
+				return w.HandLease(ctx, k, fmt.Sprintf("o%d", seq))
+			}
+		}},
 	}
 	// Rounds alternate the order of a, a' and b, so that neither always runs
 	// on the fresher database or right after the heavier case; each ratio
 	// is taken within a round and the median over rounds reported.
 	vals := result{}
 	for round := 0; round < rounds; round++ {
-		order := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+		order := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 		if round%2 == 1 {
 			order[0], order[2] = 2, 0
 		}
 		for _, ci := range order {
 			cs := cases[ci]
-			if !want[cs.name] || ((cs.name == "e" || cs.name == "f" || cs.name == "h") && fast == nil) {
+			if !want[cs.name] || ((cs.name == "e" || cs.name == "f" || cs.name == "h" || cs.name == "k") && fast == nil) {
 				continue
 			}
 			v, err := benchwork.Measure(ctx, c, d, cs.perOp, cs.op(round))

@@ -119,6 +119,7 @@ func runPipeline(db *gorm.DB, prod *producer.Producer, broker *rmqtest.Broker, m
 	if err != nil {
 		return 0, err
 	}
+	defer w.Drop(ctx)
 	var handled atomic.Int64
 	var first, last atomic.Int64 // Unix ns
 	done := func() {

@@ -128,6 +128,7 @@ func scaleRun(db *gorm.DB, name string, rows int64, c int, d, cleanFor time.Dura
 		}
 		_ = db.Exec("DROP TABLE IF EXISTS " + prefix + "payouts").Error
 		_ = db.Exec("DROP TABLE IF EXISTS " + prefix + "wallets").Error
+		_ = db.Exec("DROP TABLE IF EXISTS " + prefix + "claims").Error
 	}
 	drop()
 	defer drop()
