@@ -157,10 +157,12 @@ func (s *Store) returnFence(ctx context.Context, q string, args []any) (bool, ui
 
 // insertClaim inserts a PROCESSING row for owner and reports whether it
 // did, with the new fencing token where the dialect returns it. On MySQL
-// the answer is the insert ID (see Store.inserted), because
-// rows affected by the duplicate branch depend on the DSN's
-// clientFoundRows; the claim's UPDATEs (takeover, renew, mark, release)
-// match only rows they change, so either count tells the truth there.
+// the answer is the insert ID, because rows affected by the duplicate
+// branch depend on the DSN's clientFoundRows: the claim sets the insert ID
+// to the new row's fencing token (a time in microseconds), the duplicate
+// branch to the row's status (1 to 3). The claim's UPDATEs (takeover,
+// renew, mark, release) match only rows they change, so either count
+// tells the truth there.
 func (s *Store) insertClaim(ctx context.Context, req dedup.Request, owner string, leaseMS int64) (bool, uint64, error) {
 	args := []any{req.Group, req.Key, owner, leaseMS, req.MessageID, req.Fingerprint}
 	s.claimStatements.Add(1)
@@ -176,8 +178,25 @@ func (s *Store) insertClaim(ctx context.Context, req dedup.Request, owner string
 		if err != nil {
 			return false, 0, err
 		}
-		ok, err := s.inserted(res)
-		return ok, 0, err
+		id, err := res.LastInsertId()
+		switch {
+		case err != nil:
+			return false, 0, err
+		case id > statusDead:
+			return true, uint64(id), nil
+		case id != 0:
+			return false, 0, nil
+		}
+		// A server that does not hand LAST_INSERT_ID(expr) back as the
+		// insert ID: owner holds the key exactly when it claimed it.
+		var fences []uint64
+		if err := s.db.WithContext(ctx).Raw(s.sql.selectFence, req.Group, req.Key, owner).Scan(&fences).Error; err != nil {
+			return false, 0, err
+		}
+		if len(fences) != 1 || fences[0] == 0 {
+			return false, 0, nil
+		}
+		return true, fences[0], nil
 	}
 	r := s.db.WithContext(ctx).Exec(s.sql.insertClaim, args...)
 	return r.RowsAffected == 1, 0, r.Error

@@ -86,7 +86,15 @@ func buildQueries(dialect, prefix string) queries {
 	}
 	// A claim's fencing token: the database clock in microseconds for a
 	// new row, and above the previous owner's token for a takeover.
-	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + q.nowUS + ", " + now + ", " + now + ")" + onConflictNothing
+	claimFence := q.nowUS
+	if dialect == "mysql" {
+		// The new row's fencing token is also the insert ID the server
+		// returns with the claim, which saves reading it back; the
+		// duplicate branch then sets the insert ID to the row's status
+		// (1 to 3), which no token is (Store.insertClaim).
+		claimFence = "LAST_INSERT_ID(" + q.nowUS + ")"
+	}
+	q.insertClaim = "INSERT INTO " + t + " (consumer_group, dedup_key, status, owner, lease_until, message_id, fingerprint, fence, created_at, updated_at) VALUES (?, ?, 1, ?, " + now + " + ?, ?, ?, " + claimFence + ", " + now + ", " + now + ")" + onConflictNothing
 	q.takeover = "UPDATE " + t + " SET owner = ?, lease_until = " + now + " + ?, message_id = ?, fingerprint = ?, fence = " + greatest + "(fence + 1, " + q.nowUS + "), updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND lease_until < " + now
 	q.selectFence = "SELECT fence FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
 	q.renew = "UPDATE " + t + " SET lease_until = " + now + " + ?, updated_at = " + now + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
