@@ -136,9 +136,10 @@
 // claim whose lease ran out is taken over by the next delivery.
 //
 // A message costs lease mode two statements of its own besides the
-// handler's work: the claim, which on PostgreSQL and SQLite also returns
-// the fencing token (RETURNING; MySQL/MariaDB read it with one more
-// SELECT), and the DONE mark. On SQLite, which runs one writer at a time,
+// handler's work: the claim, which also returns the fencing token
+// (RETURNING on PostgreSQL and SQLite; on MySQL/MariaDB the claim sets the
+// insert ID to it with LAST_INSERT_ID(token); the rare takeover of an
+// expired claim reads it with one more SELECT there), and the DONE mark. On SQLite, which runs one writer at a time,
 // concurrent deliveries share them: while one claim (or mark) statement
 // runs, the claims (marks) that arrive queue, and the next statement
 // carries them all, at most 64 and one per key. Each is still answered on
