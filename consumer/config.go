@@ -42,6 +42,9 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultTagExpression selects every tag.
 	DefaultTagExpression = "*"
+	// DefaultMarkerQueue is how many done markers of the fast path
+	// (Config.FastPath) may wait to be written in the background.
+	DefaultMarkerQueue = 4096
 )
 
 // Limits of Config.
@@ -198,7 +201,14 @@ type Config struct {
 
 	// FastPathConfig configures the fast path when FastPath is set
 	// (middleware.StandardConfig.FastPathConfig). Defaults to the zero
-	// value: redisdedup's defaults, TTL the store's retention.
+	// value: redisdedup's defaults, TTL the store's retention, except
+	// MarkerQueue: a consumer owns its fast path, so its done markers are
+	// written in the background by default (DefaultMarkerQueue of them may
+	// wait; Shutdown writes what is queued once the client is down). A
+	// fresh message then costs one Redis round trip, the lookup, instead of
+	// two. A marker lost in a crash only sends the next duplicate of its
+	// key to Store, which answers it. Set MarkerQueue to -1 to write each
+	// marker before the delivery is acknowledged.
 	FastPathConfig redisdedup.FastPathConfig
 
 	// Dedup configures the Dedup middleware. Set Dedup.KeyFunc to
@@ -444,6 +454,8 @@ func (c Config) validate() error {
 		return bad("the store %T keeps no ledger of attempts and dead letters: set Ledger (a sqldedup.Store, say)", c.Store)
 	case c.FastPath != nil && (c.WithoutDedup || custom):
 		return bad("FastPath needs the Standard chain: it goes in front of Store")
+	case c.FastPathConfig.MarkerQueue < -1:
+		return bad(fmt.Sprintf("FastPathConfig.MarkerQueue %d: want -1 (write each marker before the acknowledgement), 0 (the default, DefaultMarkerQueue) or a queue length", c.FastPathConfig.MarkerQueue))
 	}
 	switch {
 	case c.ConsumeGoroutines < 1 || c.ConsumeGoroutines > MaxConsumeGoroutines:

@@ -53,6 +53,7 @@ func TestConfigValidation(t *testing.T) {
 		{"nil in custom chain", func(c *Config) { c.WithoutDedup = false; c.CustomChain = []idemq.Middleware{nil} }, "CustomChain[0]"},
 		{"store without a ledger", func(c *Config) { c.WithoutDedup = false; c.Store = noLedgerStore{} }, "set Ledger"},
 		{"fast path without dedup", func(c *Config) { c.FastPath = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) }, "FastPath needs the Standard chain"},
+		{"marker queue below -1", func(c *Config) { c.FastPathConfig.MarkerQueue = -2 }, "FastPathConfig.MarkerQueue -2"},
 		{"negative goroutines", func(c *Config) { c.ConsumeGoroutines = -1 }, "ConsumeGoroutines"},
 		{"batch too large", func(c *Config) { c.BatchSize = MaxBatchSize + 1 }, "BatchSize"},
 		{"negative attempts", func(c *Config) { c.MaxAttempts = -2 }, "MaxAttempts"},

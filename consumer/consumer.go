@@ -118,6 +118,9 @@ type Consumer struct {
 	// during shutdown wait for it, so that the client ignores their result
 	// (see refuse).
 	released chan struct{}
+	// fastPath is the fast path the consumer built (Config.FastPath); its
+	// queued markers are written at Shutdown.
+	fastPath *redisdedup.FastPath
 
 	// life serialises Start and Shutdown.
 	life      sync.Mutex
@@ -137,10 +140,16 @@ func New(cfg Config) (*Consumer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	chain, err := cfg.chain()
+	chain, fp, err := cfg.chain()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	built := false
+	defer func() {
+		if fp != nil && !built {
+			_ = fp.Close(context.Background())
+		}
+	}()
 	h, err := idemq.Chain(cfg.Handler, append(cfg.Middleware, chain...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -151,11 +160,13 @@ func New(cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
+	built = true
 	base, baseCancel := context.WithCancel(context.Background())
 	return &Consumer{
 		cfg:      cfg,
 		ns:       ns,
 		handler:  h,
+		fastPath: fp,
 		log:      cfg.Logger.With(slog.String("consumer_group", cfg.Group)),
 		baseCtx:  base,
 		cancel:   baseCancel,
@@ -165,11 +176,12 @@ func New(cfg Config) (*Consumer, error) {
 }
 
 // chain returns the middlewares the handler runs in (inside
-// Config.Middleware).
-func (c Config) chain() ([]idemq.Middleware, error) {
+// Config.Middleware), and the fast path it built (Config.FastPath), which
+// the consumer closes at Shutdown.
+func (c Config) chain() ([]idemq.Middleware, *redisdedup.FastPath, error) {
 	switch {
 	case c.CustomChain != nil:
-		return c.CustomChain, nil
+		return c.CustomChain, nil, nil
 	case c.WithoutDedup:
 		chain := []idemq.Middleware{middleware.Recover()}
 		if c.TracerProvider != nil {
@@ -178,7 +190,7 @@ func (c Config) chain() ([]idemq.Middleware, error) {
 		if c.Registerer != nil {
 			m, err := middleware.Metrics(c.Registerer, c.Metrics)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			chain = append(chain, m)
 		}
@@ -186,17 +198,34 @@ func (c Config) chain() ([]idemq.Middleware, error) {
 		if c.Timeout > 0 {
 			to, err := middleware.Timeout(c.Timeout, c.Logger)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			chain = append(chain, to)
 		}
-		return append(chain, middleware.Recover()), nil
+		return append(chain, middleware.Recover()), nil, nil
 	}
-	return middleware.Standard(middleware.StandardConfig{
-		Store:          c.Store,
+	store := c.Store
+	var fp *redisdedup.FastPath
+	if c.FastPath != nil {
+		fc := c.FastPathConfig
+		switch fc.MarkerQueue {
+		case 0:
+			fc.MarkerQueue = DefaultMarkerQueue
+		case -1:
+			fc.MarkerQueue = 0
+		}
+		var err error
+		fp, err = middleware.NewFastPath(middleware.StandardConfig{
+			Store: c.Store, FastPath: c.FastPath, FastPathConfig: fc, Logger: c.Logger, Registerer: c.Registerer,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		store = fp
+	}
+	chain, err := middleware.Standard(middleware.StandardConfig{
+		Store:          store,
 		Ledger:         c.Ledger,
-		FastPath:       c.FastPath,
-		FastPathConfig: c.FastPathConfig,
 		Dedup:          c.Dedup,
 		DeadLetter:     c.DeadLetter,
 		RetryPolicy:    c.RetryPolicy,
@@ -206,6 +235,13 @@ func (c Config) chain() ([]idemq.Middleware, error) {
 		Metrics:        c.Metrics,
 		TracerProvider: c.TracerProvider,
 	})
+	if err != nil {
+		if fp != nil {
+			_ = fp.Close(context.Background())
+		}
+		return nil, nil, err
+	}
+	return chain, fp, nil
 }
 
 // Group returns the consumer group.
@@ -440,6 +476,12 @@ func (c *Consumer) shutdown(ctx context.Context) error {
 		}
 	}
 	close(c.released)
+	if c.fastPath != nil {
+		// No delivery runs any more: write the done markers still queued.
+		if ferr := c.fastPath.Close(ctx); ferr != nil {
+			c.log.Warn("fast path: done markers still queued at shutdown were not all written; their duplicates go to the store", slog.Any("error", ferr))
+		}
+	}
 	c.endRetention()
 	c.log.Info("consumer stopped", slog.Any("stats", c.Stats()))
 	return err

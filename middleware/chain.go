@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +24,8 @@ type StandardConfig struct {
 	Store dedup.Store
 	// Ledger records attempts and dead letters, for a Store that keeps no
 	// ledger (redisdedup's lease store: give it a sqldedup.Store here).
-	// Defaults to Store; Standard fails with ErrNilLedger if Store is not a
+	// Defaults to Store (for a redisdedup.FastPath, the store behind it);
+	// Standard fails with ErrNilLedger if Store is not a
 	// dedup.Ledger and Ledger is nil.
 	Ledger dedup.Ledger
 	// FastPath, if set, puts a Redis fast path (redisdedup.FastPath) in
@@ -36,7 +38,8 @@ type StandardConfig struct {
 	// defaults to the store's retention (dedup.RetentionReporter) and its
 	// Logger to Logger. Background marker writes (MarkerQueue) need a Close
 	// at shutdown that a chain cannot give: build the fast path with
-	// redisdedup.NewFastPath, pass it as Store, and Close it yourself.
+	// NewFastPath, pass it as Store, and Close it yourself (a consumer does
+	// that for its own fast path).
 	FastPathConfig redisdedup.FastPathConfig
 	// Dedup configures the Dedup middleware. Its Logger defaults to
 	// Logger.
@@ -99,7 +102,7 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 		return nil, ErrNilStore
 	}
 	if cfg.Ledger == nil {
-		l, ok := cfg.Store.(dedup.Ledger)
+		l, ok := authority(cfg.Store).(dedup.Ledger)
 		if !ok {
 			return nil, fmt.Errorf("%w: the store %T keeps no ledger of attempts and dead letters: set StandardConfig.Ledger (a sqldedup.Store, say)", ErrNilLedger, cfg.Store)
 		}
@@ -125,7 +128,10 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 	}
 	store := cfg.Store
 	if cfg.FastPath != nil {
-		fp, err := newFastPath(cfg)
+		if cfg.FastPathConfig.MarkerQueue > 0 {
+			return nil, fmt.Errorf("%w: FastPathConfig.MarkerQueue needs a Close at shutdown that a chain cannot give: build the fast path with NewFastPath, pass it as Store and Close it yourself", ErrInvalidOption)
+		}
+		fp, err := NewFastPath(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -168,14 +174,32 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 	return append(chain, Recover()), nil
 }
 
-// newFastPath builds the Redis fast path in front of cfg.Store and
-// registers its metrics with cfg.Registerer. Metrics of another fast path
-// already registered there under the same names are left as they are.
-func newFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
-	fc := cfg.FastPathConfig
-	if fc.MarkerQueue > 0 {
-		return nil, fmt.Errorf("%w: FastPathConfig.MarkerQueue needs a Close at shutdown that a chain cannot give: build the fast path with redisdedup.NewFastPath, pass it as Store and Close it yourself", ErrInvalidOption)
+// authority returns the store behind s where s is a fast path in front of
+// one (redisdedup.FastPath), and s itself otherwise.
+func authority(s dedup.Store) dedup.Store {
+	if fp, ok := s.(interface{ Inner() dedup.Store }); ok {
+		return fp.Inner()
 	}
+	return s
+}
+
+// NewFastPath builds the Redis fast path Standard builds for
+// cfg.FastPath in front of cfg.Store: FastPathConfig's TTL defaults to the
+// store's retention (dedup.RetentionReporter) and its Logger to
+// cfg.Logger, and its metrics are registered with cfg.Registerer (metrics
+// of another fast path already registered there under the same names are
+// left as they are). Unlike Standard it accepts FastPathConfig.MarkerQueue:
+// the caller owns the fast path, passes it to Standard as Store (Standard
+// finds the ledger and the retention of the store behind it), and Closes
+// it after the last delivery, which writes the markers still queued.
+func NewFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
+	if cfg.Store == nil {
+		return nil, ErrNilStore
+	}
+	if cfg.FastPath == nil {
+		return nil, fmt.Errorf("%w: NewFastPath needs StandardConfig.FastPath (a Redis client)", ErrInvalidOption)
+	}
+	fc := cfg.FastPathConfig
 	if fc.TTL == 0 {
 		if r, ok := cfg.Store.(dedup.RetentionReporter); ok {
 			fc.TTL = r.Retention().WithDefaults().Keep
@@ -183,6 +207,9 @@ func newFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
 	}
 	if fc.Logger == nil {
 		fc.Logger = cfg.Logger
+		if fc.Logger == nil {
+			fc.Logger = slog.Default()
+		}
 	}
 	fp, err := redisdedup.NewFastPath(cfg.Store, cfg.FastPath, fc)
 	if err != nil {
@@ -192,6 +219,7 @@ func newFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
 		if err := fp.RegisterMetrics(cfg.Registerer, redisdedup.MetricsConfig{}); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
+				_ = fp.Close(context.Background())
 				return nil, fmt.Errorf("middleware: fast path metrics: %w", err)
 			}
 		}
@@ -204,7 +232,7 @@ func newFastPath(cfg StandardConfig) (*redisdedup.FastPath, error) {
 // retry horizon of cfg's policy plus the retention's redrive window: a
 // message still being retried could then be forgotten and processed again.
 func checkRetention(cfg StandardConfig) error {
-	r, ok := cfg.Store.(dedup.RetentionReporter)
+	r, ok := authority(cfg.Store).(dedup.RetentionReporter)
 	if !ok {
 		if r, ok = cfg.Ledger.(dedup.RetentionReporter); !ok {
 			return nil

@@ -2,13 +2,16 @@ package middleware_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/idemq/idemq"
+	"github.com/idemq/idemq/dedup"
 	"github.com/idemq/idemq/dedup/redisdedup"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/testenv"
@@ -89,4 +92,75 @@ func collector(t *testing.T, reg *prometheus.Registry, name string) prometheus.C
 	}
 	t.Fatalf("metric %s not registered", name)
 	return nil
+}
+
+// TestNewFastPathOwnedByCaller builds the fast path with background marker
+// writes (NewFastPath), passes it to Standard as Store without a Ledger,
+// and checks that Standard finds the ledger and the retention of the store
+// behind it, that the marker is written by Close, and that a redelivery
+// through another fast path is then answered from Redis.
+func TestNewFastPathOwnedByCaller(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := d.Open(t)
+			prefix := testenv.TablePrefix(t)
+			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters", prefix+"schema_migrations")
+			store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rdb, kp := testenv.NewRedis(t), testenv.KeyPrefix(t)
+			fc := redisdedup.FastPathConfig{KeyPrefix: kp, MarkerQueue: 8}
+			fp, err := middleware.NewFastPath(middleware.StandardConfig{Store: store, FastPath: rdb, FastPathConfig: fc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fp.Close(ctx)
+			// The retention behind a fast path is checked: 30h does not
+			// outlast the default policy's horizon plus the redrive window.
+			short, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix, Retention: dedup.Retention{Keep: 30 * time.Hour}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fpShort, err := middleware.NewFastPath(middleware.StandardConfig{Store: short, FastPath: rdb, FastPathConfig: redisdedup.FastPathConfig{KeyPrefix: kp}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := middleware.Standard(middleware.StandardConfig{Store: fpShort}); !errors.Is(err, dedup.ErrRetentionTooShort) {
+				t.Fatalf("Standard over a fast path in front of a 30h retention: %v, want ErrRetentionTooShort", err)
+			}
+			runs := 0
+			handler := idemq.HandlerFunc(func(context.Context, *idemq.Message) error { runs++; return nil })
+			mws, err := middleware.Standard(middleware.StandardConfig{Store: fp, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatalf("Standard over a fast path, no Ledger: %v", err)
+			}
+			h, err := idemq.Chain(handler, mws...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &idemq.Message{ID: "7100000000000000002", Group: "g", Topic: "orders", Body: []byte("x"), Attempt: 1}
+			if err := h.Handle(ctx, msg.Clone()); err != nil {
+				t.Fatal(err)
+			}
+			if err := fp.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := fp.Stats(); st.MarkerWrites != 1 {
+				t.Fatalf("markers written by Close: %+v, want 1", st)
+			}
+			fresh, err := middleware.NewFastPath(middleware.StandardConfig{Store: store, FastPath: rdb, FastPathConfig: redisdedup.FastPathConfig{KeyPrefix: kp}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := fresh.Process(ctx, dedup.Request{Group: "g", Key: msg.ID}, func(context.Context) error { runs++; return nil })
+			if err != nil || res.Outcome != dedup.Duplicate || !res.FastPath || runs != 1 {
+				t.Fatalf("redelivery: %+v %v, handler runs %d; want a duplicate from Redis and one run", res, err, runs)
+			}
+		})
+	}
 }

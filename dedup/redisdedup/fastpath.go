@@ -393,6 +393,9 @@ func (s *LeaseStore) Check(ctx context.Context) error {
 	return Ping(ctx, s.client)
 }
 
+// Inner returns the store the fast path is in front of, the authority.
+func (f *FastPath) Inner() dedup.Store { return f.inner }
+
 // Stats returns the fast path's counters.
 func (f *FastPath) Stats() FastPathStats {
 	return FastPathStats{
