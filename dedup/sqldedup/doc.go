@@ -139,21 +139,22 @@
 // handler's work: the claim, which also returns the fencing token
 // (RETURNING on PostgreSQL and SQLite; on MySQL/MariaDB the claim sets the
 // insert ID to it with LAST_INSERT_ID(token); the rare takeover of an
-// expired claim reads it with one more SELECT there), and the DONE mark. On SQLite, which runs one writer at a time,
+// expired claim reads it with one more SELECT there), and the DONE mark. On
+// SQLite with a pool of one connection (as sqlitedb.Open sets it),
 // concurrent deliveries share them: while one claim (or mark) statement
 // runs, the claims (marks) that arrive queue, and the next statement
 // carries them all, at most 64 and one per key. Each is still answered on
 // its own, exactly as its single statement would answer it: a shared claim
-// is one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING in key
-// order (a key already present goes on to the takeover and the row read
-// alone), a shared mark one UPDATE ... RETURNING, compare-and-set on each
-// mark's own owner token. A lone claim or mark runs at once. When a shared
-// statement fails, its claims (marks) run again one by one, so a failure
-// costs only its own delivery. On PostgreSQL and MySQL/MariaDB each claim
-// and mark is its own statement: those servers run them in parallel and
-// share the log flush of concurrent commits themselves, and waiting for a
-// running batch measured slower than not sharing (see markDone in
-// leasebatch.go for the figures).
+// is one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING in key order
+// (a key already present goes on to the takeover and the row read alone), a
+// shared mark one UPDATE ... RETURNING, compare-and-set on each mark's own
+// owner token. A lone claim or mark runs at once. When a shared statement
+// fails, its claims (marks) run again one by one, so a failure costs only
+// its own delivery. Elsewhere each claim and mark is its own statement:
+// PostgreSQL and MySQL/MariaDB run them in parallel and share the log flush
+// of concurrent commits themselves, and there, as on SQLite with several
+// connections, waiting for a running batch measured slower than not sharing
+// (see markDone in leasebatch.go for the figures).
 //
 // # Attempts, dead letters and retention
 //

@@ -95,7 +95,7 @@ func (s *Store) claim(ctx context.Context, req dedup.Request, owner string, leas
 			fence   uint64
 			err     error
 		)
-		if s.sql.claimHead != "" {
+		if s.sql.claimHead != "" && s.shareLease() {
 			claimed, fence, sentAt, err = s.insertClaimShared(req, owner, leaseMS)
 		} else {
 			sentAt = time.Now()

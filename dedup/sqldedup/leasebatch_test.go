@@ -18,14 +18,37 @@ import (
 
 // TestLeaseMarksShareStatements runs 48 lease-mode deliveries of distinct
 // keys, started together, whose handlers all return at once, and checks
-// that every one is Processed and DONE while, on SQLite, their claims and
-// marks took fewer statements than deliveries (and elsewhere one each).
+// that every one is Processed and DONE while, on SQLite with a pool of one
+// connection, their claims and marks took fewer statements than
+// deliveries (and elsewhere, SQLite with a larger pool included, one each).
 func TestLeaseMarksShareStatements(t *testing.T) {
 	const n = 48
+	type target struct {
+		testenv.DB
+		oneConn bool
+	}
+	var targets []target
 	for _, d := range testenv.Databases() {
-		t.Run(d.Name, func(t *testing.T) {
+		targets = append(targets, target{d, false})
+		if d.Dialect == "sqlite" {
+			targets = append(targets, target{d, true})
+		}
+	}
+	for _, d := range targets {
+		name := d.Name
+		if d.oneConn {
+			name += "-one-connection"
+		}
+		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			db := d.Open(t)
+			if d.oneConn {
+				sqlDB, err := db.DB()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sqlDB.SetMaxOpenConns(1)
+			}
 			s := newStore(t, db, sqldedup.Config{Mode: sqldedup.Lease, LeaseDuration: 10 * time.Second})
 			var arrived sync.WaitGroup
 			arrived.Add(n)
@@ -61,9 +84,9 @@ func TestLeaseMarksShareStatements(t *testing.T) {
 			if done != n {
 				t.Errorf("%d keys DONE, want %d", done, n)
 			}
-			// Only SQLite shares statements; PostgreSQL and MySQL/MariaDB
+			// Only SQLite on one connection shares statements; the others
 			// run one per claim and one per mark (leasebatch.go says why).
-			shared := d.Dialect == "sqlite"
+			shared := d.oneConn
 			for what, st := range map[string]int64{"marks": s.MarkStatements(), "claims": s.ClaimStatements()} {
 				if (shared && (st >= n || st == 0)) || (!shared && st != n) {
 					t.Errorf("%d %s took %d statements on %s; want them to share on SQLite only", n, what, st, d.Dialect)
