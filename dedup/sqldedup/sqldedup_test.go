@@ -170,6 +170,26 @@ func TestConformance(t *testing.T) {
 					return subject(t, d, sqldedup.Transactional, true)
 				}})
 			})
+			// Lease mode on SQLite with a pool of one connection, as
+			// sqlitedb.Open sets it: the claims and marks of concurrent
+			// deliveries share statements there (leasebatch.go).
+			if d.Dialect == "sqlite" {
+				one := d
+				one.Open = func(t testing.TB) *gorm.DB {
+					db := d.Open(t)
+					sqlDB, err := db.DB()
+					if err != nil {
+						t.Fatal(err)
+					}
+					sqlDB.SetMaxOpenConns(1)
+					return db
+				}
+				t.Run("lease-one-connection", func(t *testing.T) {
+					deduptest.Run(t, deduptest.Harness{New: func(t *testing.T) deduptest.Subject {
+						return subject(t, one, sqldedup.Lease, false)
+					}})
+				})
+			}
 			// Duplicates of done keys answered by a read before any
 			// transaction (CheckDoneFirst), on one DSN per database.
 			if d.Name == d.Dialect {
