@@ -13,6 +13,7 @@ import (
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup/sqldedup"
 	"github.com/idemq/idemq/internal/migrate"
+	"github.com/idemq/idemq/internal/sqlclock"
 	"github.com/idemq/idemq/internal/tableprefix"
 	"github.com/idemq/idemq/producer/outbox"
 )
@@ -135,7 +136,7 @@ func (a *Admin) nowMs() string {
 	case "postgres":
 		return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 	case "mysql":
-		return "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+		return sqlclock.MySQLMillis // UTC, whatever the session's time zone
 	default:
 		return "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
 	}

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 
 	"gorm.io/gorm"
+
+	"github.com/idemq/idemq/internal/sqlclock"
 )
 
 // dialect holds the SQL that differs between databases.
@@ -34,7 +36,7 @@ func dialectOf(db *gorm.DB) (dialect, error) {
 	case "mysql":
 		return dialect{
 			name:     n,
-			nowMs:    "CAST(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)",
+			nowMs:    sqlclock.MySQLMillis, // UTC, whatever the session's time zone
 			greatest: "GREATEST",
 			// INSERT IGNORE reports 0 rows for a duplicate key whether
 			// or not the DSN sets clientFoundRows.

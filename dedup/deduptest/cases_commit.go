@@ -160,3 +160,48 @@ func testHandlerCannotEndTransaction(t *testing.T, s Subject) {
 		})
 	}
 }
+
+// testHandlerCannotCommitImplicitly: a statement that ends the store's
+// transaction in disguise (COMMIT or ROLLBACK behind a comment, or on
+// MySQL/MariaDB a statement that commits implicitly: DDL, LOCK TABLES,
+// SET autocommit) never makes part of a failed handler's work durable. The
+// handler fails after it; nothing it wrote before or after is stored, and
+// the redelivery runs it.
+func testHandlerCannotCommitImplicitly(t *testing.T, s Subject) {
+	if s.Mode != dedup.Transactional {
+		t.Skip("applies to transactional stores")
+	}
+	e := newEffects(t, s)
+	stmts := []struct{ name, sql string }{
+		{"CommentedCommit", "/* app */ COMMIT"},
+		{"LineCommentedRollback", "-- app\nROLLBACK"},
+		{"CreateTable", "CREATE TABLE " + s.Prefix + "ddl_in_handler (k INT)"},
+		{"CommentedCreateTable", "/* app */ CREATE TABLE " + s.Prefix + "ddl_in_handler2 (k INT)"},
+		{"AlterTable", "ALTER TABLE " + e.table + " ADD COLUMN extra INT"},
+		{"Truncate", "TRUNCATE TABLE " + s.Prefix + "no_such_table"},
+	}
+	for _, st := range stmts {
+		t.Run(st.name, func(t *testing.T) {
+			key := uniqueKey("implicit-" + st.name)
+			failure := errors.New("the handler failed after its statement")
+			res, err := s.Store.Process(ctxT(t), req(group, key), func(ctx context.Context) error {
+				if err := e.write(ctx, key); err != nil {
+					return err
+				}
+				// Whatever the statement answers, the handler goes on and
+				// then fails: its writes must all roll back.
+				_ = dedup.Tx(ctx).Exec(st.sql).Error
+				_ = e.write(ctx, key+":after")
+				return failure
+			})
+			if err == nil {
+				t.Fatalf("Process acknowledged (%s) a handler that failed", res.Outcome)
+			}
+			e.expect(t, key, 0)
+			e.expect(t, key+":after", 0)
+			res, err = settle(t, s.Store, req(group, key), e.fn(key))
+			mustOutcome(t, res, err, dedup.Processed)
+			e.expect(t, key, 1)
+		})
+	}
+}

@@ -133,6 +133,7 @@ func Run(t *testing.T, h Harness) {
 		{"SavepointRecoveredErrorAcked", testSavepointRecovered},
 		{"CommitOnKilledConnectionNotAcked", testCommitOnKilledConnection},
 		{"HandlerCannotEndTransaction", testHandlerCannotEndTransaction},
+		{"HandlerCannotCommitImplicitly", testHandlerCannotCommitImplicitly},
 		{"BuryOncePerMessage", testBuryOnce},
 		{"BuryHostileMessage", testBuryHostile},
 		{"HostileMessageIDProcessed", testHostileMessageID},

@@ -116,7 +116,7 @@ func (s *Store) processBatchOnce(ctx context.Context, group string, reqs []dedup
 		tx.Rollback()
 		return outcomes, nil
 	}
-	g := newTxGuard(tx.Statement.ConnPool)
+	g := newTxGuard(tx.Statement.ConnPool, s.dialect)
 	ferr := fn(dedup.WithTx(ctx, s.session(ctx, g)), fresh)
 	finished = true
 	failed := g.failure()

@@ -50,19 +50,25 @@
 //     Transaction does this when its function returns an error) is the
 //     handler's business and does not stop the commit.
 //   - The handler cannot end the store's transaction: COMMIT, ROLLBACK and
-//     BEGIN statements and gorm's Commit and Rollback are refused, and count
-//     as a failed statement.
+//     BEGIN statements (leading comments do not hide them) and gorm's
+//     Commit and Rollback are refused, and count as a failed statement. On
+//     MySQL/MariaDB so are the statements the server runs only after
+//     committing the open transaction: CREATE, ALTER, DROP, RENAME or
+//     TRUNCATE (CREATE and DROP TEMPORARY TABLE excepted), LOCK and UNLOCK
+//     TABLES, SET autocommit, account statements and administrative ones
+//     (ANALYZE, OPTIMIZE, FLUSH...); sent there, they would make the dedup
+//     row and the handler's writes so far durable before its outcome is
+//     known. Nothing of a refused statement reaches the database.
 //   - A connection lost at COMMIT leaves the outcome unknown: Process
 //     returns an error wrapping dedup.ErrUnavailable. If the commit did
 //     happen, the redelivery finds the key done.
 //
 // Errors that appear only while the handler reads rows (rows.Err) are not
 // seen by the store; on PostgreSQL they abort the transaction and the
-// commit check above catches them. On MySQL/MariaDB a handler must not run
-// statements that commit implicitly (CREATE, ALTER, DROP or TRUNCATE of a
-// table that is not temporary, LOCK TABLES, SET autocommit = 1): the
-// server would commit the dedup row there and then, before the handler's
-// outcome is known.
+// commit check above catches them. The store cannot see inside a stored
+// procedure: on MySQL/MariaDB a handler must not CALL one that commits,
+// nor send several statements in one string (multiStatements) that hide
+// an ending or implicitly committing one after the first.
 //
 // # Failures that are not the handler's
 //

@@ -1,6 +1,9 @@
 package sqldedup
 
-import "github.com/idemq/idemq/internal/sqlscript"
+import (
+	"github.com/idemq/idemq/internal/sqlclock"
+	"github.com/idemq/idemq/internal/sqlscript"
+)
 
 // queries holds the dialect-specific SQL of one store. Placeholders are "?"
 // on every dialect (gorm rewrites them for PostgreSQL); the one statement
@@ -49,8 +52,9 @@ func buildQueries(dialect, prefix string) queries {
 		q.now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 		q.nowUS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
 	case "mysql":
-		q.now = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
-		q.nowUS = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)"
+		// UTC, not UNIX_TIMESTAMP(NOW()): see package sqlclock.
+		q.now = sqlclock.MySQLMillis
+		q.nowUS = sqlclock.MySQLMicros
 	default:
 		q.now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
 		q.nowUS = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"

@@ -127,7 +127,7 @@ func (s *Store) processTxOnce(ctx context.Context, req dedup.Request, fn dedup.F
 		return res, err, errors.Is(err, dedup.ErrConflict)
 	}
 
-	g := newTxGuard(t)
+	g := newTxGuard(t, s.dialect)
 	ferr := fn(dedup.WithTx(ctx, s.session(ctx, g)))
 	failed := g.failure()
 	if ferr != nil || failed != nil {

@@ -29,9 +29,14 @@ import (
 // function returns an error), and a transaction with an unrecovered failure
 // is rolled back by the store and reported as an error, never committed.
 // The handler cannot end the transaction itself: COMMIT, ROLLBACK and BEGIN
-// statements, and gorm's Commit and Rollback, are refused.
+// statements (behind leading comments too), and gorm's Commit and
+// Rollback, are refused. On MySQL/MariaDB so are the statements that
+// commit the transaction implicitly (see implicitCommit).
 type txGuard struct {
 	pool gorm.ConnPool // *sql.Tx, *gorm.PreparedStmtTX or *pinnedTx
+	// mysql refuses the statements that MySQL/MariaDB run only after
+	// committing the open transaction (stmtImplicitCommit).
+	mysql bool
 
 	mu         sync.Mutex
 	failed     error    // first statement failure not undone by ROLLBACK TO
@@ -47,7 +52,15 @@ var (
 // the store's transaction.
 var errHandlerEndedTx = errors.New("sqldedup: the handler may not commit, roll back or begin the store's transaction (use a savepoint)")
 
-func newTxGuard(pool gorm.ConnPool) *txGuard { return &txGuard{pool: pool} }
+// errImplicitCommit is recorded when the handler sends, on MySQL/MariaDB, a
+// statement that would commit the store's transaction before running.
+var errImplicitCommit = errors.New("sqldedup: on MySQL/MariaDB this statement commits the store's transaction implicitly " +
+	"(DDL, LOCK/UNLOCK TABLES, SET autocommit, administrative statements); run it outside the handler")
+
+// newTxGuard returns a guard over pool; dialect is the store's.
+func newTxGuard(pool gorm.ConnPool, dialect string) *txGuard {
+	return &txGuard{pool: pool, mysql: dialect == "mysql"}
+}
 
 // failure returns the first statement failure the handler did not undo.
 func (g *txGuard) failure() error {
@@ -90,12 +103,86 @@ const (
 	stmtRollbackTo
 	stmtRelease
 	stmtEndTx // COMMIT, ROLLBACK, BEGIN, START TRANSACTION, END
+	// stmtImplicitCommit is a statement that MySQL/MariaDB run only after
+	// committing the open transaction (DDL, LOCK TABLES, ...); elsewhere
+	// it is an ordinary statement.
+	stmtImplicitCommit
 )
+
+// skipComments returns q without the whitespace and comments (/* */, --
+// and #) that lead it. A MySQL executable comment (/*! ... */) is not a
+// comment: its text runs, so it is kept with its opening cut off.
+func skipComments(q string) string {
+	for {
+		q = strings.TrimLeft(q, " \t\r\n(")
+		switch {
+		case strings.HasPrefix(q, "/*!"):
+			q = strings.TrimLeft(q[3:], "0123456789")
+		case strings.HasPrefix(q, "/*"):
+			i := strings.Index(q[2:], "*/")
+			if i < 0 {
+				return ""
+			}
+			q = q[2+i+2:]
+		case strings.HasPrefix(q, "--"), strings.HasPrefix(q, "#"):
+			i := strings.IndexByte(q, '\n')
+			if i < 0 {
+				return ""
+			}
+			q = q[i+1:]
+		default:
+			return q
+		}
+	}
+}
+
+// implicitCommit reports whether the statement whose upper-case words are
+// words is one that MySQL/MariaDB run only after committing the open
+// transaction ("Statements That Cause an Implicit Commit" in their
+// manuals): DDL other than CREATE/DROP TEMPORARY TABLE, account and
+// privilege statements, LOCK and UNLOCK TABLES, SET autocommit, and the
+// administrative and replication statements.
+func implicitCommit(words []string) bool {
+	word := func(i int) string {
+		if i < len(words) {
+			return words[i]
+		}
+		return ""
+	}
+	switch word(0) {
+	case "CREATE":
+		if word(1) == "OR" && word(2) == "REPLACE" {
+			return word(3) != "TEMPORARY"
+		}
+		return word(1) != "TEMPORARY"
+	case "DROP":
+		return word(1) != "TEMPORARY"
+	case "ALTER", "RENAME", "TRUNCATE", "LOCK", "UNLOCK", "GRANT", "REVOKE",
+		"ANALYZE", "CACHE", "CHECK", "FLUSH", "OPTIMIZE", "REPAIR", "RESET",
+		"INSTALL", "UNINSTALL", "CHANGE", "STOP", "START":
+		return true
+	case "LOAD":
+		return word(1) == "INDEX"
+	case "SET":
+		if word(1) == "PASSWORD" {
+			return true
+		}
+		for _, w := range words[1:] {
+			if strings.Contains(w, "AUTOCOMMIT") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // classify returns the kind of query and, for savepoint statements, the
 // savepoint's name.
 func classify(query string) (stmtKind, string) {
 	q := strings.TrimSpace(query)
+	if q != "" && (q[0] == '/' || q[0] == '-' || q[0] == '#' || q[0] == '(') {
+		q = skipComments(q)
+	}
 	// The hot path: most statements start with none of the keywords below,
 	// and are told apart without allocating.
 	word := q
@@ -107,11 +194,12 @@ func classify(query string) (stmtKind, string) {
 		strings.EqualFold(word, "ROLLBACK"), strings.EqualFold(word, "COMMIT"),
 		strings.EqualFold(word, "BEGIN"), strings.EqualFold(word, "END"),
 		strings.EqualFold(word, "ABORT"), strings.EqualFold(word, "START"):
+	case mayCommitImplicitly(word):
 	default:
 		return stmtOther, ""
 	}
-	if len(q) > 120 {
-		q = q[:120]
+	if len(q) > 240 {
+		q = q[:240]
 	}
 	words := strings.Fields(strings.ToUpper(strings.TrimRight(q, "; \t\r\n")))
 	if len(words) == 0 {
@@ -152,7 +240,23 @@ func classify(query string) (stmtKind, string) {
 			return stmtEndTx, ""
 		}
 	}
+	if implicitCommit(words) {
+		return stmtImplicitCommit, ""
+	}
 	return stmtOther, ""
+}
+
+// mayCommitImplicitly reports whether a statement whose first word is word
+// may be one implicitCommit accepts, without allocating.
+func mayCommitImplicitly(word string) bool {
+	for _, w := range [...]string{"CREATE", "DROP", "ALTER", "RENAME", "TRUNCATE", "LOCK", "UNLOCK",
+		"GRANT", "REVOKE", "ANALYZE", "CACHE", "CHECK", "FLUSH", "OPTIMIZE", "REPAIR", "RESET",
+		"INSTALL", "UNINSTALL", "CHANGE", "STOP", "LOAD", "SET"} {
+		if strings.EqualFold(word, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // admit decides whether query may run: it returns an error for a statement
@@ -167,6 +271,12 @@ func (g *txGuard) admit(query string) (stmtKind, string, error) {
 			g.failed = errHandlerEndedTx
 		}
 		return kind, name, errHandlerEndedTx
+	}
+	if kind == stmtImplicitCommit && g.mysql {
+		if g.failed == nil {
+			g.failed = errImplicitCommit
+		}
+		return kind, name, errImplicitCommit
 	}
 	if g.failed != nil && kind != stmtRollbackTo {
 		return kind, name, fmt.Errorf("%w: an earlier statement failed (%v); only ROLLBACK TO SAVEPOINT may run now",
