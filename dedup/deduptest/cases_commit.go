@@ -164,7 +164,8 @@ func testHandlerCannotEndTransaction(t *testing.T, s Subject) {
 // testHandlerCannotCommitImplicitly: a statement that ends the store's
 // transaction in disguise (COMMIT or ROLLBACK behind a comment, or on
 // MySQL/MariaDB a statement that commits implicitly: DDL, LOCK TABLES,
-// SET autocommit) never makes part of a failed handler's work durable. The
+// SET autocommit), or a COMMIT in a list of statements sent as one query,
+// never makes part of a failed handler's work durable. The
 // handler fails after it; nothing it wrote before or after is stored, and
 // the redelivery runs it.
 func testHandlerCannotCommitImplicitly(t *testing.T, s Subject) {
@@ -179,6 +180,12 @@ func testHandlerCannotCommitImplicitly(t *testing.T, s Subject) {
 		{"CommentedCreateTable", "/* app */ CREATE TABLE " + s.Prefix + "ddl_in_handler2 (k INT)"},
 		{"AlterTable", "ALTER TABLE " + e.table + " ADD COLUMN extra INT"},
 		{"Truncate", "TRUNCATE TABLE " + s.Prefix + "no_such_table"},
+		// A list of statements in one query: PostgreSQL's simple protocol
+		// (pgx uses it for a query without arguments), SQLite and MySQL
+		// with multiStatements=true run them all, COMMIT included.
+		{"ListWithCommit", "SELECT 1; COMMIT"},
+		{"ListWithCommentedCommit", "SELECT 1 /* ; */; -- app\n COMMIT"},
+		{"ListWithCommitAfterLiteral", "SELECT 'a;b'; COMMIT"},
 	}
 	for _, st := range stmts {
 		t.Run(st.name, func(t *testing.T) {

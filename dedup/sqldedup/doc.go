@@ -66,9 +66,12 @@
 // Errors that appear only while the handler reads rows (rows.Err) are not
 // seen by the store; on PostgreSQL they abort the transaction and the
 // commit check above catches them. The store cannot see inside a stored
-// procedure: on MySQL/MariaDB a handler must not CALL one that commits,
-// nor send several statements in one string (multiStatements) that hide
-// an ending or implicitly committing one after the first.
+// procedure: on MySQL/MariaDB a handler must not CALL one that commits.
+// A list of statements sent as one query (which PostgreSQL's simple
+// protocol, SQLite and MySQL/MariaDB with multiStatements=true run one
+// after another) is read statement by statement, past literals and
+// comments: if it holds one that would end the transaction, commit it
+// implicitly or set a savepoint, the whole list is refused.
 //
 // # Failures that are not the handler's
 //

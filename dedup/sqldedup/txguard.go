@@ -37,6 +37,9 @@ type txGuard struct {
 	// mysql refuses the statements that MySQL/MariaDB run only after
 	// committing the open transaction (stmtImplicitCommit).
 	mysql bool
+	// dialect is the store's, for reading a list of statements
+	// (splitStatements).
+	dialect string
 
 	mu         sync.Mutex
 	failed     error    // first statement failure not undone by ROLLBACK TO
@@ -52,6 +55,11 @@ var (
 // the store's transaction.
 var errHandlerEndedTx = errors.New("sqldedup: the handler may not commit, roll back or begin the store's transaction (use a savepoint)")
 
+// errControlInList is recorded when the handler sends a list of statements
+// that holds a transaction or savepoint statement.
+var errControlInList = errors.New("sqldedup: a list of statements sent as one query may not hold COMMIT, ROLLBACK, BEGIN or savepoint statements " +
+	"(nor, on MySQL/MariaDB, one that commits implicitly); the handler may not end the store's transaction, and savepoints go on their own")
+
 // errImplicitCommit is recorded when the handler sends, on MySQL/MariaDB, a
 // statement that would commit the store's transaction before running.
 var errImplicitCommit = errors.New("sqldedup: on MySQL/MariaDB this statement commits the store's transaction implicitly " +
@@ -59,7 +67,7 @@ var errImplicitCommit = errors.New("sqldedup: on MySQL/MariaDB this statement co
 
 // newTxGuard returns a guard over pool; dialect is the store's.
 func newTxGuard(pool gorm.ConnPool, dialect string) *txGuard {
-	return &txGuard{pool: pool, mysql: dialect == "mysql"}
+	return &txGuard{pool: pool, mysql: dialect == "mysql", dialect: dialect}
 }
 
 // failure returns the first statement failure the handler did not undo.
@@ -107,6 +115,9 @@ const (
 	// committing the open transaction (DDL, LOCK TABLES, ...); elsewhere
 	// it is an ordinary statement.
 	stmtImplicitCommit
+	// stmtControlInList is a list of statements that holds one that is not
+	// an ordinary statement (see txGuard.controlsTxInList).
+	stmtControlInList
 )
 
 // skipComments returns q without the whitespace and comments (/* */, --
@@ -259,13 +270,43 @@ func mayCommitImplicitly(word string) bool {
 	return false
 }
 
+// controlsTxInList reports whether query is a list of statements (which
+// PostgreSQL's simple protocol, SQLite and MySQL/MariaDB with
+// multiStatements=true run one after another) that holds a statement
+// other than an ordinary one: a COMMIT there would commit the store's
+// transaction behind the guard's back, and a savepoint statement would go
+// unseen by it.
+func (g *txGuard) controlsTxInList(query string) bool {
+	stmts := splitStatements(query, g.dialect)
+	if len(stmts) < 2 {
+		return false
+	}
+	for _, st := range stmts {
+		switch k, _ := classify(st); {
+		case k == stmtOther, k == stmtImplicitCommit && !g.mysql:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
 // admit decides whether query may run: it returns an error for a statement
 // refused because an earlier one failed, or for one that would end the
 // transaction.
 func (g *txGuard) admit(query string) (stmtKind, string, error) {
 	kind, name := classify(query)
+	if strings.IndexByte(query, ';') >= 0 && g.controlsTxInList(query) {
+		kind = stmtControlInList
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if kind == stmtControlInList {
+		if g.failed == nil {
+			g.failed = errControlInList
+		}
+		return kind, name, errControlInList
+	}
 	if kind == stmtEndTx {
 		if g.failed == nil {
 			g.failed = errHandlerEndedTx
