@@ -11,7 +11,7 @@ import "strings"
 // is returned whole: the server rejects it anyway.
 //
 // The quoting rules followed are:
-//   - '...' with '' inside; on MySQL a backslash escapes the next
+//   - '...' with ” inside; on MySQL a backslash escapes the next
 //     character, on PostgreSQL only in E'...' strings;
 //   - "..." (an identifier, or a string on MySQL) and, on MySQL and
 //     SQLite, `...`, each with its quote doubled inside; on SQLite [...];
