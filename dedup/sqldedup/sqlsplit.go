@@ -11,8 +11,8 @@ import "strings"
 // is returned whole: the server rejects it anyway.
 //
 // The quoting rules followed are:
-//   - '...' with ” inside; on MySQL a backslash escapes the next
-//     character, on PostgreSQL only in E'...' strings;
+//   - '...' with the quote doubled inside; on MySQL a backslash escapes
+//     the next character, on PostgreSQL only in E'...' strings;
 //   - "..." (an identifier, or a string on MySQL) and, on MySQL and
 //     SQLite, `...`, each with its quote doubled inside; on SQLite [...];
 //   - PostgreSQL's dollar quotes, $$...$$ and $tag$...$tag$;
