@@ -204,7 +204,8 @@ func classify(query string) (stmtKind, string) {
 	case strings.EqualFold(word, "SAVEPOINT"), strings.EqualFold(word, "RELEASE"),
 		strings.EqualFold(word, "ROLLBACK"), strings.EqualFold(word, "COMMIT"),
 		strings.EqualFold(word, "BEGIN"), strings.EqualFold(word, "END"),
-		strings.EqualFold(word, "ABORT"), strings.EqualFold(word, "START"):
+		strings.EqualFold(word, "ABORT"), strings.EqualFold(word, "START"),
+		strings.EqualFold(word, "PREPARE"), strings.EqualFold(word, "XA"):
 	case mayCommitImplicitly(word):
 	default:
 		return stmtOther, ""
@@ -250,6 +251,16 @@ func classify(query string) (stmtKind, string) {
 		if name(1) == "TRANSACTION" {
 			return stmtEndTx, ""
 		}
+	case "PREPARE":
+		// PostgreSQL's two-phase commit: PREPARE TRANSACTION ends the
+		// session's transaction (with max_prepared_transactions set), and
+		// the store's COMMIT after it would answer success for nothing.
+		if name(1) == "TRANSACTION" {
+			return stmtEndTx, ""
+		}
+	case "XA":
+		// MySQL/MariaDB's two-phase commit statements.
+		return stmtEndTx, ""
 	}
 	if implicitCommit(words) {
 		return stmtImplicitCommit, ""
