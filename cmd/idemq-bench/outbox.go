@@ -5,9 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"gorm.io/gorm"
@@ -57,10 +61,12 @@ func outboxMain(args []string) {
 	// raw sends messages like the relay's (same producer, body and
 	// properties, a message ID stamped) from the given number of
 	// goroutines.
+	w := outbox.DefaultSendWindow
+	var res result
 	raw := func(workers int) float64 {
 		var sent atomic.Int64
 		stop := time.Now().Add(*d)
-		start := time.Now()
+		start, cpu0 := time.Now(), procCPU()
 		var wg sync.WaitGroup
 		for i := 0; i < workers; i++ {
 			wg.Add(1)
@@ -81,9 +87,12 @@ func outboxMain(args []string) {
 			}()
 		}
 		wg.Wait()
-		return float64(sent.Load()) / time.Since(start).Seconds()
+		elapsed, cpu := time.Since(start), procCPU()-cpu0
+		if workers == w {
+			res["rawW.cpu"] = append(res["rawW.cpu"], float64(cpu.Microseconds())/float64(sent.Load()))
+		}
+		return float64(sent.Load()) / elapsed.Seconds()
 	}
-	w := outbox.DefaultSendWindow
 	fmt.Printf("idemq-bench outbox: %d rows per run, %d rounds, load %s\n", *n, *rounds, loadAvg())
 	fmt.Printf("raw-k = the producer's own send rate to the test broker from k goroutines: raw-%d and raw-%d match the sends\n", w, 4*w)
 	fmt.Printf("in flight of 1 and 4 relays (SendWindow %d, the default); seq = one relay sending one row after another\n", w)
@@ -98,7 +107,7 @@ func outboxMain(args []string) {
 			fmt.Printf("%-9s skipped: %v\n", name, err)
 			continue
 		}
-		res := result{}
+		res = result{}
 		for r := 0; r < *rounds; r++ {
 			if want["raw"] {
 				res["raw1"] = append(res["raw1"], raw(1))
@@ -111,11 +120,13 @@ func outboxMain(args []string) {
 				if !want[c.k] {
 					continue
 				}
-				v, err := runRelays(db, prod, ids, c.relays, c.window, *n)
+				v, err := runRelays(db, name, prod, ids, c.relays, c.window, *n)
 				if err != nil {
 					log.Fatalf("%s, %s: %v", name, c.k, err)
 				}
-				res[c.k] = append(res[c.k], v)
+				res[c.k] = append(res[c.k], v.rate)
+				res[c.k+".cpu"] = append(res[c.k+".cpu"], v.procUS)
+				res[c.k+".db"] = append(res[c.k+".db"], v.dbUS)
 			}
 			if want["raw"] {
 				res["raw4W"] = append(res["raw4W"], raw(4*w))
@@ -124,6 +135,8 @@ func outboxMain(args []string) {
 		fmt.Printf("%-9s %7s %7s %9s %7s %9s %7s %7s %9s %9s\n", name, res.rate("raw1"), res.rate("seq"), res.ratio("seq", "raw1", ""),
 			res.rate("rawW"), res.rate("relay1"), res.ratio("relay1", "rawW", ""),
 			res.rate("raw4W"), res.rate("relay4"), res.ratio("relay4", "raw4W", ""))
+		fmt.Printf("%-9s cpu us/row: raw-%d %s; relay-1 %s + db server %s; relay-4 %s + db server %s\n", "", w, res.us("rawW.cpu"),
+			res.us("relay1.cpu"), res.us("relay1.db"), res.us("relay4.cpu"), res.us("relay4.db"))
 		if sqlDB, err := db.DB(); err == nil {
 			st := sqlDB.Stats()
 			fmt.Printf("%-9s pool: %d open, %d idle closed, %d waits\n", "", st.OpenConnections, st.MaxIdleClosed, st.WaitCount)
@@ -137,19 +150,26 @@ func outboxMain(args []string) {
 	}
 }
 
+// relayRun is one drain of the outbox: rows/s, and the CPU time per row of
+// this process and of the database server's processes (all of them, so
+// other clients of a shared server count too).
+type relayRun struct {
+	rate, procUS, dbUS float64
+}
+
 // runRelays fills a new outbox table with n rows, then drains it with the
 // given number of relays (window: their SendWindow, 0 for the default) and
 // returns rows/s from their start to the last row marked sent.
-func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, window, n int) (float64, error) {
+func runRelays(db *gorm.DB, dbName string, prod *producer.Producer, ids msgid.Source, relays, window, n int) (relayRun, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("obench%d_%d_", relays, time.Now().UnixNano()%1e6)
 	defer db.Exec("DROP TABLE IF EXISTS " + prefix + "outbox")
 	ob, err := outbox.New(db, outbox.Config{IDSource: ids, TablePrefix: prefix})
 	if err != nil {
-		return 0, err
+		return relayRun{}, err
 	}
 	if err := ob.Migrate(ctx); err != nil {
-		return 0, err
+		return relayRun{}, err
 	}
 	// Rows are committed in business transactions of 100 before the clock
 	// starts; the relays then drain them.
@@ -163,7 +183,7 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, w
 			return nil
 		})
 		if err != nil {
-			return 0, err
+			return relayRun{}, err
 		}
 	}
 	var started []*outbox.Relay
@@ -177,17 +197,17 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, w
 	for i := 0; i < relays; i++ {
 		r, err := outbox.NewRelay(ob, prod, outbox.RelayConfig{ID: fmt.Sprintf("bench-%d", i), PollInterval: 5 * time.Millisecond, SendWindow: window})
 		if err != nil {
-			return 0, err
+			return relayRun{}, err
 		}
 		rs = append(rs, r)
 	}
 	// The clock starts as the relays start (each checks the table, then
 	// claims) and stops when their own counters say the last row was
 	// marked sent; the table is checked after the clock stopped.
-	start := time.Now()
+	start, cpu0, db0 := time.Now(), procCPU(), serverCPU(dbName)
 	for _, r := range rs {
 		if err := r.Start(ctx); err != nil {
-			return 0, err
+			return relayRun{}, err
 		}
 		started = append(started, r)
 	}
@@ -203,22 +223,79 @@ func runRelays(db *gorm.DB, prod *producer.Producer, ids msgid.Source, relays, w
 			break
 		}
 		if failures > 0 {
-			return 0, fmt.Errorf("%d failed sends", failures)
+			return relayRun{}, fmt.Errorf("%d failed sends", failures)
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%d rows still unsent", int64(n)-sent)
+			return relayRun{}, fmt.Errorf("%d rows still unsent", int64(n)-sent)
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	elapsed := time.Since(start)
+	elapsed, cpu, dbCPU := time.Since(start), procCPU()-cpu0, serverCPU(dbName)-db0
 	stop()
 	started = nil
 	st, err := ob.Stats(ctx)
 	if err != nil {
-		return 0, err
+		return relayRun{}, err
 	}
 	if st.Sent != int64(n) || st.Pending != 0 {
-		return 0, fmt.Errorf("%d sent, %d pending, %d failed, want %d sent", st.Sent, st.Pending, st.Failed, n)
+		return relayRun{}, fmt.Errorf("%d sent, %d pending, %d failed, want %d sent", st.Sent, st.Pending, st.Failed, n)
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return relayRun{
+		rate:   float64(n) / elapsed.Seconds(),
+		procUS: float64(cpu.Microseconds()) / float64(n),
+		dbUS:   float64(dbCPU.Microseconds()) / float64(n),
+	}, nil
+}
+
+// us is the median of case k's microseconds, or "-".
+func (r result) us(k string) string {
+	if len(r[k]) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fus", median(r[k]))
+}
+
+// procCPU is the CPU time this process used so far.
+func procCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is the CPU time used so far by the processes of the database
+// server on this machine (PostgreSQL's backends, MariaDB's or MySQL's
+// server), read from /proc; 0 where it cannot be read (SQLite runs in this
+// process).
+func serverCPU(dbName string) time.Duration {
+	names := map[string][]string{"postgres": {"postgres"}, "mysql": {"mariadbd", "mysqld"}}[dbName]
+	if len(names) == 0 {
+		return 0
+	}
+	dirs, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ... utime stime are fields 14 and 15.
+		st := string(b)
+		open, end := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || end < open || !slices.Contains(names, st[open+1:end]) {
+			continue
+		}
+		f := strings.Fields(st[end+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
