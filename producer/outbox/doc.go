@@ -100,7 +100,11 @@
 //     order matters.
 //   - A relay keeps up to RelayConfig.SendWindow sends in flight (8 by
 //     default), taking the rows in id order, and marks confirmed rows
-//     beside them, several per statement; the broker's confirmation latency
+//     beside them, several per statement: a confirmed row waits for its
+//     mark until 64 rows wait, 5ms passed or its batch's last send
+//     finished, so a relay that dies may leave the rows of its last few
+//     milliseconds to be sent again (same message IDs, absorbed by the
+//     consumers' dedup) after the deadline; the broker's confirmation latency
 //     divided by the window bounds one relay's rate. A started relay's
 //     window spans batches: once every row of a batch was started it goes
 //     on with the next batch while the last sends are in flight, and after

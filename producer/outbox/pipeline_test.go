@@ -83,3 +83,35 @@ func TestRelayLoopWindowSpansBatches(t *testing.T) {
 		}
 	})
 }
+
+// TestConfirmedRowsShareMarkStatements: rows confirmed one after another,
+// slower than a mark takes, still share mark statements (they wait a few
+// milliseconds for company), and every row ends marked sent.
+func TestConfirmedRowsShareMarkStatements(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testenv.DB) {
+		const rows = 60
+		b := setup(t, d, Config{})
+		b.enqueueN(t, "orders", rows)
+		var statements, marked atomic.Int64
+		s := SenderFunc(func(ctx context.Context, msg *idemq.Message) (string, error) {
+			time.Sleep(time.Millisecond)
+			return "ok", nil
+		})
+		cfg := RelayConfig{BatchSize: rows, SendWindow: 1}
+		cfg.hooks.MarkStatement = func(_ string, n int) {
+			statements.Add(1)
+			marked.Add(int64(n))
+		}
+		r := newRelay(t, b.ob, s, cfg)
+		if n, err := r.RunOnce(context.Background()); err != nil || n != rows {
+			t.Fatalf("RunOnce: %d, %v; want %d", n, err, rows)
+		}
+		if st := b.stats(t); st.Sent != rows || marked.Load() != rows {
+			t.Fatalf("%d rows sent, %d given to marks; want %d", st.Sent, marked.Load(), rows)
+		}
+		if n := statements.Load(); n > rows/2 {
+			t.Fatalf("%d mark statements for %d rows confirmed 1ms apart; want at most %d", n, rows, rows/2)
+		}
+		t.Logf("%d mark statements for %d rows", statements.Load(), rows)
+	})
+}

@@ -149,14 +149,40 @@ func (b *batch) confirm(s sentRow) {
 	}
 }
 
-// tend marks confirmed rows as they come and extends the claim every
-// Visibility/3, until finished is closed; then it marks what is left.
+// Confirmed rows wait for their mark until markRows of them are waiting,
+// markDelay passed since the first of them was confirmed, or the batch's
+// last send finished: a few large statements cost the database much less
+// than one per row, and a row confirmed and not yet marked when the relay
+// dies is only sent again (same message ID) after the deadline.
+const (
+	markRows  = 64
+	markDelay = 5 * time.Millisecond
+)
+
+// tend marks confirmed rows as they come (see markRows) and extends the
+// claim every Visibility/3, until finished is closed; then it marks what
+// is left.
 func (b *batch) tend(ctx context.Context, finished <-chan struct{}) {
 	t := time.NewTicker(max(b.r.cfg.Visibility/3, time.Millisecond))
 	defer t.Stop()
+	due := time.NewTimer(markDelay)
+	due.Stop()
+	defer due.Stop()
+	armed := false
 	for {
 		select {
 		case <-b.kick:
+			switch n := b.waiting(); {
+			case n >= markRows:
+				due.Stop()
+				armed = false
+				b.mark(ctx)
+			case n > 0 && !armed:
+				due.Reset(markDelay)
+				armed = true
+			}
+		case <-due.C:
+			armed = false
 			b.mark(ctx)
 		case <-t.C:
 			b.extend(ctx)
@@ -165,6 +191,13 @@ func (b *batch) tend(ctx context.Context, finished <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// waiting is the number of confirmed rows waiting for their mark.
+func (b *batch) waiting() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.confirmed)
 }
 
 // mark records the confirmed rows waiting for it.
