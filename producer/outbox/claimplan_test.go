@@ -40,3 +40,37 @@ func TestPostgresClaimFindsRowsByPrimaryKey(t *testing.T) {
 		}
 	})
 }
+
+// TestPostgresClaimsAreHOTUpdates: a claim changes no indexed column, and
+// the table leaves room on its pages (step 0002), so PostgreSQL writes the
+// claimed rows' new versions without touching an index.
+func TestPostgresClaimsAreHOTUpdates(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testenv.DB) {
+		if d.Dialect != DialectPostgres {
+			t.Skip("HOT updates are PostgreSQL's own")
+		}
+		const rows = 400
+		b := setup(t, d, Config{})
+		b.enqueueN(t, "orders", rows)
+		r := newRelay(t, b.ob, &recSender{}, RelayConfig{BatchSize: rows})
+		var upd, hot int64
+		err := b.db.Transaction(func(tx *gorm.DB) error {
+			got, err := r.claimQuery("hot#1", nil).postgres(tx)
+			if err != nil {
+				return err
+			}
+			if len(got) != rows {
+				t.Fatalf("claimed %d rows, want %d", len(got), rows)
+			}
+			// This transaction's own counts, before it commits.
+			return tx.Raw("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = ?", b.ob.Table()).
+				Row().Scan(&upd, &hot)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if upd != rows || hot < rows*9/10 {
+			t.Fatalf("claim: %d rows updated, %d of them HOT; want %d, at least 90%% HOT", upd, hot, rows)
+		}
+	})
+}
