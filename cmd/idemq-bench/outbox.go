@@ -228,7 +228,7 @@ func runRelays(db *gorm.DB, dbName string, prod *producer.Producer, ids msgid.So
 		if time.Now().After(deadline) {
 			return relayRun{}, fmt.Errorf("%d rows still unsent", int64(n)-sent)
 		}
-		time.Sleep(200 * time.Microsecond)
+		time.Sleep(time.Millisecond)
 	}
 	elapsed, cpu, dbCPU := time.Since(start), procCPU()-cpu0, serverCPU(dbName)-db0
 	stop()
