@@ -98,10 +98,21 @@
 //     for the same key concurrently may commit out of id order, so
 //     serialize them (for example by locking the aggregate's row) if their
 //     order matters.
-//   - A relay keeps up to RelayConfig.SendWindow sends of a batch in flight
-//     (8 by default), taking the rows in id order, and marks confirmed rows
-//     beside them, several per statement; the broker's confirmation latency
-//     divided by the window bounds one relay's rate. Without ordered mode,
+//   - A relay keeps up to RelayConfig.SendWindow sends in flight (8 by
+//     default), taking the rows in id order, and marks confirmed rows
+//     beside them, several per statement: a confirmed row waits for its
+//     mark until 64 rows wait, 5ms passed or its batch's last send
+//     finished, so a relay that dies may leave the rows of its last few
+//     milliseconds to be sent again (same message IDs, absorbed by the
+//     consumers' dedup) after the deadline; the broker's confirmation latency
+//     divided by the window bounds one relay's rate. A started relay's
+//     window spans batches: once every row of a batch was started it goes
+//     on with the next batch while the last sends are in flight, and after
+//     a full batch it claims the next one while the current one is being
+//     started, so the window does not drain between batches (RunOnce and
+//     SendNow still send one batch and return when it is done). A batch
+//     claimed ahead is held like any other: its claim counts from its own
+//     statement, and on Shutdown it is released unsent. Without ordered mode,
 //     rows of one batch may reach the broker out of id order (no order is
 //     promised there); ordered mode claims one row per sharding key at a
 //     time, so a window never reorders a key. When the batch must stop (its

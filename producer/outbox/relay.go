@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,25 +111,61 @@ func (r *Relay) Notify() {
 }
 
 // run is the loop Start starts: it claims and sends due rows until ctx is
-// done, then releases what it claimed and has not sent.
+// done, then releases what it claimed and has not sent, and returns once
+// the sends in flight finished and were recorded.
+//
+// The loop keeps up to SendWindow sends in flight across batches: it goes
+// on to its next batch as soon as every row of the current one was
+// started, and after a full batch it claims the next one while the current
+// one is being started, so the window does not drain between batches.
 func (r *Relay) run(ctx context.Context) {
-	var lastCleanup time.Time
-	errDelay := r.cfg.PollInterval
+	var (
+		lastCleanup time.Time
+		errDelay    = r.cfg.PollInterval
+		win         = make(chan struct{}, r.cfg.SendWindow)
+		batches     sync.WaitGroup
+		prefetch    chan claimResult // the next batch's claim, when one is running
+	)
+	defer batches.Wait()
 	for {
+		var c claimed
+		var err error
+		if prefetch != nil {
+			res := <-prefetch
+			prefetch = nil
+			c, err = res.c, res.err
+		} else if ctx.Err() == nil {
+			c, err = r.claim(ctx, nil)
+		}
 		if ctx.Err() != nil {
+			if err == nil {
+				r.release(ctx, c.rows, c.token)
+			}
 			return
 		}
-		n, err := r.runOnce(ctx)
 		wait := r.cfg.PollInterval
 		switch {
-		case err != nil && ctx.Err() == nil:
+		case err != nil:
 			r.ob.log.Error("outbox relay: claim failed", "relay", r.cfg.ID, "err", err)
 			wait = errDelay
 			errDelay = min(2*errDelay+time.Millisecond, 30*time.Second)
-		case err == nil:
+		default:
 			errDelay = r.cfg.PollInterval
-			if n >= r.cfg.BatchSize {
+			if len(c.rows) >= r.cfg.BatchSize {
 				wait = 0
+				prefetch = make(chan claimResult, 1)
+				go func() {
+					c, err := r.claim(ctx, nil)
+					prefetch <- claimResult{c, err}
+				}()
+			}
+			if len(c.rows) > 0 {
+				done := r.startBatch(ctx, c, win)
+				batches.Add(1)
+				go func() {
+					defer batches.Done()
+					<-done
+				}()
 			}
 		}
 		if r.cfg.Retention > 0 && time.Since(lastCleanup) >= r.cfg.CleanupInterval && ctx.Err() == nil {
@@ -143,13 +180,17 @@ func (r *Relay) run(ctx context.Context) {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
 		case <-r.wake:
 		case <-t.C:
 		}
 		t.Stop()
 	}
+}
+
+// claimResult is the outcome of a claim made ahead of its batch.
+type claimResult struct {
+	c   claimed
+	err error
 }
 
 // RunOnce claims one batch of due rows, sends each, and records the

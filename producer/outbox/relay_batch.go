@@ -7,20 +7,37 @@ import (
 	"time"
 )
 
-// process sends claimed rows, up to SendWindow at once, taking them in
-// order, and records each outcome. While it sends, a second goroutine (the
-// batch's tender) marks confirmed rows as they come, several in one
-// statement when they come faster than a mark takes, and extends the claim
-// of the rows still held every Visibility/3, so a live relay's slow batch
-// never becomes due to another relay. A relay that dies leaves its
-// unmarked rows to be re-sent after the deadline, with the same message
-// IDs. process stops starting sends, releasing the rows not yet started,
-// when ctx is done or the claim as last confirmed would not outlast the
-// next send; the sends in flight finish. It returns the number of rows the
-// broker confirmed.
+// process sends claimed rows, up to SendWindow at once, and records each
+// outcome (see startBatch). It returns the number of rows the broker
+// confirmed, once every send finished and its outcome was recorded.
 func (r *Relay) process(ctx context.Context, c claimed) int {
 	if len(c.rows) == 0 {
 		return 0
+	}
+	return <-r.startBatch(ctx, c, make(chan struct{}, r.cfg.SendWindow))
+}
+
+// startBatch sends claimed rows, starting them in order, each once win
+// (the sends in flight, shared by the batches of one relay loop, at most
+// SendWindow) has room, and records each outcome. While it sends, a
+// second goroutine (the batch's tender) marks confirmed rows as they come,
+// several in one statement when they come faster than a mark takes, and
+// extends the claim of the rows still held every Visibility/3, so a live
+// relay's slow batch never becomes due to another relay. A relay that
+// dies leaves its unmarked rows to be re-sent after the deadline, with
+// the same message IDs. startBatch stops starting sends, releasing the
+// rows not yet started, when ctx is done or the claim as last confirmed
+// would not outlast the next send; the sends in flight finish.
+//
+// startBatch returns once every row was started or released, so that the
+// relay's loop can go on with its next batch while this one's last sends
+// are in flight. The channel it returns receives the number of rows the
+// broker confirmed once every send finished and its outcome was recorded.
+func (r *Relay) startBatch(ctx context.Context, c claimed, win chan struct{}) <-chan int {
+	done := make(chan int, 1)
+	if len(c.rows) == 0 {
+		done <- 0
+		return done
 	}
 	b := newBatch(r, c)
 	finished := make(chan struct{})
@@ -30,57 +47,51 @@ func (r *Relay) process(ctx context.Context, c claimed) int {
 		b.tend(ctx, finished)
 	}()
 	var (
-		mu        sync.Mutex
-		next      int // the next row to start
+		wg        sync.WaitGroup
 		confirmed atomic.Int64
 	)
-	// take returns the next row to send, or nil when none is left; when
-	// the batch must stop it releases the rows not yet started.
-	take := func() *sendRow {
-		mu.Lock()
-		defer mu.Unlock()
-		if next >= len(c.rows) {
-			return nil
+	send := func(row *sendRow) {
+		defer wg.Done()
+		defer func() { <-win }()
+		id, ok := r.handle(ctx, row, c.token)
+		if !ok {
+			// handle recorded the failure or released the row.
+			b.forget(*row)
+			return
+		}
+		confirmed.Add(1)
+		if r.skipMark != nil && r.skipMark(row.MessageID) {
+			b.forget(*row) // a test's relay "dying" between send and mark
+			return
+		}
+		b.confirm(sentRow{row: row, brokerID: id})
+	}
+	for i := range c.rows {
+		acquired := false
+		select {
+		case win <- struct{}{}:
+			acquired = true
+		case <-ctx.Done():
 		}
 		if ctx.Err() != nil || !b.outlasts(r.cfg.SendTimeout) {
-			rest := c.rows[next:]
-			next = len(c.rows)
+			if acquired {
+				<-win
+			}
+			rest := c.rows[i:]
 			b.forget(rest...)
 			r.release(ctx, rest, c.token)
-			return nil
+			break
 		}
-		next++
-		return &c.rows[next-1]
-	}
-	send := func() {
-		for row := take(); row != nil; row = take() {
-			id, ok := r.handle(ctx, row, c.token)
-			if !ok {
-				// handle recorded the failure or released the row.
-				b.forget(*row)
-				continue
-			}
-			confirmed.Add(1)
-			if r.skipMark != nil && r.skipMark(row.MessageID) {
-				b.forget(*row) // a test's relay "dying" between send and mark
-				continue
-			}
-			b.confirm(sentRow{row: row, brokerID: id})
-		}
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < min(r.cfg.SendWindow, len(c.rows)); w++ {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			send()
-		}()
+		go send(&c.rows[i])
 	}
-	send()
-	wg.Wait()
-	close(finished)
-	<-tended
-	return int(confirmed.Load())
+	go func() {
+		wg.Wait()
+		close(finished)
+		<-tended
+		done <- int(confirmed.Load())
+	}()
+	return done
 }
 
 // batch is the state one claim shares between the sending goroutine and
@@ -138,14 +149,40 @@ func (b *batch) confirm(s sentRow) {
 	}
 }
 
-// tend marks confirmed rows as they come and extends the claim every
-// Visibility/3, until finished is closed; then it marks what is left.
+// Confirmed rows wait for their mark until markRows of them are waiting,
+// markDelay passed since the first of them was confirmed, or the batch's
+// last send finished: a few large statements cost the database much less
+// than one per row, and a row confirmed and not yet marked when the relay
+// dies is only sent again (same message ID) after the deadline.
+const (
+	markRows  = 64
+	markDelay = 5 * time.Millisecond
+)
+
+// tend marks confirmed rows as they come (see markRows) and extends the
+// claim every Visibility/3, until finished is closed; then it marks what
+// is left.
 func (b *batch) tend(ctx context.Context, finished <-chan struct{}) {
 	t := time.NewTicker(max(b.r.cfg.Visibility/3, time.Millisecond))
 	defer t.Stop()
+	due := time.NewTimer(markDelay)
+	due.Stop()
+	defer due.Stop()
+	armed := false
 	for {
 		select {
 		case <-b.kick:
+			switch n := b.waiting(); {
+			case n >= markRows:
+				due.Stop()
+				armed = false
+				b.mark(ctx)
+			case n > 0 && !armed:
+				due.Reset(markDelay)
+				armed = true
+			}
+		case <-due.C:
+			armed = false
 			b.mark(ctx)
 		case <-t.C:
 			b.extend(ctx)
@@ -154,6 +191,13 @@ func (b *batch) tend(ctx context.Context, finished <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// waiting is the number of confirmed rows waiting for their mark.
+func (b *batch) waiting() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.confirmed)
 }
 
 // mark records the confirmed rows waiting for it.

@@ -22,16 +22,23 @@ type claimQuery struct {
 }
 
 // postgres claims in one statement, one short transaction: it locks due
-// rows, skipping rows another relay is claiming, and stamps the claim.
+// rows, skipping rows another relay is claiming, and stamps the claim. The
+// picked ids are handed to the UPDATE as an array, so that it finds its
+// rows through the primary key: joining with the CTE let the planner hash
+// a scan of the whole table, sent rows included.
 func (q claimQuery) postgres(db *gorm.DB) ([]sendRow, error) {
 	var rows []sendRow
-	ret := "t." + strings.ReplaceAll(sendColumns, ", ", ", t.")
-	stmt := "WITH c AS (" + q.pick + " FOR UPDATE SKIP LOCKED) UPDATE " + q.table +
-		" t SET claimed_by = ?, claim_until = " + q.until + ", updated_at = " + q.now +
-		" FROM c WHERE t.id = c.id RETURNING " + ret
-	args := append(append([]any{}, q.pickArgs...), q.token, q.untilArg)
+	stmt, args := q.postgresStmt()
 	err := db.Raw(stmt, args...).Scan(&rows).Error
 	return rows, err
+}
+
+// postgresStmt is the PostgreSQL claim statement and its arguments.
+func (q claimQuery) postgresStmt() (string, []any) {
+	stmt := "WITH c AS (" + q.pick + " FOR UPDATE SKIP LOCKED) UPDATE " + q.table +
+		" SET claimed_by = ?, claim_until = " + q.until + ", updated_at = " + q.now +
+		" WHERE id = ANY(ARRAY(SELECT id FROM c)) RETURNING " + sendColumns
+	return stmt, append(append([]any{}, q.pickArgs...), q.token, q.untilArg)
 }
 
 // mysql claims without UPDATE ... RETURNING, which MySQL lacks: it locks

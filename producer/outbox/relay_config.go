@@ -29,12 +29,15 @@ type RelayConfig struct {
 	Visibility time.Duration
 	// SendTimeout bounds one Send. Defaults to 15 seconds.
 	SendTimeout time.Duration
-	// SendWindow is the most rows of a batch the relay sends at once:
-	// each send waits for the broker's confirmation, so a window of sends
-	// in flight keeps the broker busy while earlier sends are confirmed
-	// and marked. Ordered mode claims at most one row per sharding key at
-	// a time, so a window never reorders a key. 1 sends one row after
-	// another. Defaults to DefaultSendWindow (8).
+	// SendWindow is the most rows the relay sends at once: each send
+	// waits for the broker's confirmation, so a window of sends in flight
+	// keeps the broker busy while earlier sends are confirmed and marked.
+	// The loop Start starts keeps one window across its batches (it
+	// starts the next batch's rows while the last rows of the previous
+	// one are in flight); each RunOnce or SendNow call has a window of its
+	// own for its one batch. Ordered mode claims at most one row per
+	// sharding key at a time, so a window never reorders a key. 1 sends
+	// one row after another. Defaults to DefaultSendWindow (8).
 	SendWindow int
 	// MaxAttempts is the number of failed sends after which a row is
 	// failed. Defaults to 20 (about an hour with the default backoff).

@@ -47,6 +47,9 @@ func (r *Relay) markSent(ctx context.Context, done []sentRow, token string) {
 		ob.log.Error("outbox relay: mark sent failed", "relay", r.cfg.ID, "rows", len(done), "err", res.Error)
 		return
 	}
+	if h := r.cfg.hooks.MarkStatement; h != nil {
+		h(r.cfg.ID, len(done))
+	}
 	marked := map[int64]bool{}
 	if res.RowsAffected < int64(len(done)) {
 		// Some claims were taken over: find out which rows are ours.

@@ -50,4 +50,7 @@ type relayHooks struct {
 	// LostClaim is called when a row was sent but the relay no longer held
 	// its claim.
 	LostClaim func(relayID, messageID string)
+	// MarkStatement is called after each statement that marked confirmed
+	// rows sent, with the number of rows it was given.
+	MarkStatement func(relayID string, rows int)
 }
