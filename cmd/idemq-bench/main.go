@@ -51,7 +51,7 @@
 //
 //	idemq-bench [-db sqlite,postgres,mysql] [-c 1,8,32] [-d 3s] [-rounds 5] [-cases abcdefghijkl] [-maxidle 64] [-cpuprofile file]
 //	idemq-bench pipeline [-db sqlite] [-n 5000] [-c 8]
-//	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000]
+//	idemq-bench outbox [-db sqlite,postgres,mysql] [-n 5000] [-rounds 5] [-d 2s] [-cases raw,seq,relay1,relay4] [-cpuprofile file]
 //	idemq-bench scale [-db postgres,mysql] [-rows 1000000] [-c 8] [-d 10s] [-clean 20s] [-noindex=false]
 //
 // Each round runs every case once, a, a' and b in alternating order; msgs/s is
