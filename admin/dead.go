@@ -630,10 +630,14 @@ func (a *Admin) redriveToOutbox(ctx context.Context, id int64) error {
 		if r.RowsAffected == 0 {
 			return dedup.ErrAlreadyRedriven
 		}
-		// Other waiting letters of the same message go with it: one
-		// message is sent once.
+		// Other waiting letters of the same message (the same message
+		// ID, or the same body re-sent under another) go with it: one
+		// message is sent once. Letters of other messages under the same
+		// key (a key mapping bug) keep waiting.
 		if err := tx.Exec("UPDATE "+a.table("dead_letters")+" SET redriven_at = "+a.nowMs()+
-			" WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL", d.Group, d.Key).Error; err != nil {
+			" WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL"+
+			" AND ((message_id <> '' AND message_id = ?) OR (body_sha256 <> '' AND body_sha256 = ?))",
+			d.Group, d.Key, d.MessageID, d.BodySHA256).Error; err != nil {
 			return err
 		}
 		if err := tx.Exec("DELETE FROM "+a.table("dedup")+" WHERE consumer_group = ? AND dedup_key = ? AND status = 3", d.Group, d.Key).Error; err != nil {

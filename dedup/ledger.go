@@ -121,10 +121,14 @@ type Ledger interface {
 	// transaction. Later deliveries of the key are duplicates until a
 	// redrive.
 	//
-	// Bury is idempotent per (group, key): if the key already has a dead
-	// letter that was not redriven, nothing is stored and that letter's ID
-	// is returned, however many copies of one message fail at the same
-	// moment. A field that cannot be stored whole is stored in part (see
+	// Bury is idempotent per message: if the key already has a dead
+	// letter of the same message (the same message ID, or the same body)
+	// that was not redriven, nothing is stored and that letter's ID is
+	// returned, however many copies of one message fail at the same
+	// moment. Different messages under one key (a key mapping bug) each
+	// get their own letter, and the key's dead mark keeps the buried
+	// body's fingerprint, so that another message under it is reported as
+	// a mismatch rather than acknowledged as a duplicate. A field that cannot be stored whole is stored in part (see
 	// DeadLetter.Truncated), so that every message can be buried.
 	Bury(ctx context.Context, dl *DeadLetter) (int64, error)
 	// DeadLetters lists dead letters, oldest first.
@@ -134,7 +138,9 @@ type Ledger interface {
 	// Redrive clears the key's dead mark and attempts, publishes the
 	// message again with its original message ID, and marks the dead
 	// letter redriven, together with any other unredriven letter of the
-	// same (group, key), so one message is published once. If publish
+	// same message under the same (group, key), so one message is
+	// published once; letters of other messages under the key keep
+	// waiting. If publish
 	// fails the dead letters stay unredriven. A Truncated letter is
 	// refused with ErrDeadLetterIncomplete.
 	Redrive(ctx context.Context, id int64, publish Publisher) error

@@ -54,9 +54,11 @@ type DeadLetterConfig struct {
 // message), nor anything while DeadLetter's own context is done
 // (shutdown).
 //
-// One message is buried once: the ledger's Bury is idempotent per (group,
-// key), so copies failing together, and redeliveries of a message whose
-// burial was answered too late, share one dead letter. A message whose
+// One message is buried once: the ledger's Bury is idempotent per message
+// (its group and key, and its message ID or body), so copies failing
+// together, and redeliveries of a message whose burial was answered too
+// late, share one dead letter, while different messages under one key
+// each get their own. A message whose
 // group or dedup key cannot be stored is buried under a name derived from
 // a SHA-256 of its contents (see the reason of its dead letter), so it too
 // is buried once.

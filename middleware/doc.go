@@ -49,8 +49,10 @@
 //     duplicate, or buried.
 //   - One message is buried once, however many of its copies fail at the
 //     same moment and whatever its key looks like: the ledger's Bury is
-//     idempotent per key, and a message whose group or key is unusable is
-//     buried under a name derived from a SHA-256 of its contents.
+//     idempotent per message (its key, and its message ID or body), and a
+//     message whose group or key is unusable is buried under a name
+//     derived from a SHA-256 of its contents. Different messages that a
+//     key mapping bug gives one key are each buried.
 //   - Every message ends processed or buried: a hostile message ID is
 //     stored cleaned beside a usable key, and what the ledger cannot store
 //     whole (a body over 1 MiB, NUL or invalid UTF-8 in text) it stores in

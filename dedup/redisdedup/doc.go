@@ -104,6 +104,13 @@
 // returns. dedup.Fence(ctx) gives the handler the fencing token to pass to
 // an external API that refuses lower ones.
 //
+// A Redis that cannot be reached, does not answer within the call timeout,
+// or answers that it cannot serve now (LOADING, READONLY, MASTERDOWN,
+// CLUSTERDOWN, TRYAGAIN, BUSY, OOM, ...) fails Process (the claim, or the
+// done mark after a handler that succeeded), MarkDead and ClearDead with an
+// error wrapping dedup.ErrUnavailable: middleware counts no attempt and
+// buries nothing, and the consumer pauses until Redis is back.
+//
 // This mode is weaker than the SQL stores, and says so:
 //
 //   - Redis replication is asynchronous. A failover, or a restart without

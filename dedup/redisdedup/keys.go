@@ -188,3 +188,36 @@ func (l *logLimiter) log(ctx context.Context, level slog.Level, msg string, attr
 	}
 	l.logger.LogAttrs(ctx, level, msg, attrs...)
 }
+
+// unavailableReplies are the prefixes of the Redis error replies that say
+// Redis cannot serve the command now, rather than that the command is
+// wrong: loading its data set after a restart, a read-only replica (after
+// a failover), a replica without its master, a cluster that is down or
+// resharding, a busy script, out of memory, too few replicas, a failed
+// snapshot, too many clients.
+var unavailableReplies = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
+	"BUSY", "OOM", "NOREPLICAS", "MISCONF", "max number of clients"}
+
+// storeError classifies the error of a Redis call made for a delivery: a
+// Redis that could not be reached, did not answer within the call timeout,
+// or answered that it cannot serve now is wrapped in dedup.Unavailable, so
+// that middleware counts no attempt and the consumer pauses. The caller's
+// own cancellation and other error replies pass unchanged.
+func storeError(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return err
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		for _, p := range unavailableReplies {
+			if redis.HasErrorPrefix(err, p) {
+				return dedup.Unavailable(err)
+			}
+		}
+		return err
+	}
+	return dedup.Unavailable(err)
+}

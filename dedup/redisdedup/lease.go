@@ -212,7 +212,7 @@ func (s *LeaseStore) Process(ctx context.Context, req dedup.Request, fn dedup.Fu
 		return err
 	})
 	if err != nil {
-		return dedup.Result{}, fmt.Errorf("redisdedup: claim %q in group %q: %w", req.Key, req.Group, err)
+		return dedup.Result{}, fmt.Errorf("redisdedup: claim %q in group %q: %w", req.Key, req.Group, storeError(ctx, err))
 	}
 	claimed, value, pttl, err := parseClaimReply(reply)
 	if err != nil {
@@ -257,7 +257,10 @@ func (s *LeaseStore) Process(ctx context.Context, req dedup.Request, fn dedup.Fu
 		return err
 	})
 	if err != nil {
-		return dedup.Result{}, fmt.Errorf("redisdedup: mark %q in group %q done: %w", req.Key, req.Group, err)
+		// The mark's context outlives the delivery's: a failure here is
+		// Redis's.
+		return dedup.Result{}, fmt.Errorf("redisdedup: mark %q in group %q done: %w", req.Key, req.Group,
+			storeError(context.Background(), err))
 	}
 	if marked != 1 {
 		return dedup.Result{}, fmt.Errorf("redisdedup: mark %q in group %q done: claim expired or taken over: %w", req.Key, req.Group, dedup.ErrLeaseLost)
@@ -393,7 +396,7 @@ func (s *LeaseStore) MarkDead(ctx context.Context, group, key string) error {
 		return markDeadScript.Run(ctx, s.client, []string{rk}, valueDead, s.keep.Milliseconds(), valueDone).Err()
 	})
 	if err != nil {
-		return fmt.Errorf("redisdedup: mark %q in group %q dead: %w", key, group, err)
+		return fmt.Errorf("redisdedup: mark %q in group %q dead: %w", key, group, storeError(ctx, err))
 	}
 	return nil
 }
@@ -409,7 +412,7 @@ func (s *LeaseStore) ClearDead(ctx context.Context, group, key string) error {
 		return clearDeadScript.Run(ctx, s.client, []string{rk}, valueDead).Err()
 	})
 	if err != nil {
-		return fmt.Errorf("redisdedup: clear dead mark of %q in group %q: %w", key, group, err)
+		return fmt.Errorf("redisdedup: clear dead mark of %q in group %q: %w", key, group, storeError(ctx, err))
 	}
 	return nil
 }

@@ -83,7 +83,9 @@
 // backoff (about 2 ms growing to 250 ms). When the retries run out the
 // error wraps dedup.ErrConflict. A database that cannot be reached (a
 // refused, reset or killed connection, a network timeout, a server
-// shutting down or refusing connections) makes Process return an error
+// shutting down or refusing connections) or cannot take writes (read-only:
+// a standby after a failover, a server, session or file system set
+// read-only; out of disk or memory) makes Process return an error
 // wrapping dedup.ErrUnavailable. Either way nothing was recorded, and
 // dedup.IsInfrastructure tells middleware not to count an attempt. The
 // handler's own errors (idemq.Permanent and the rest) are returned

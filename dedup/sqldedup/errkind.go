@@ -50,8 +50,11 @@ func isConflict(err error) bool {
 }
 
 // isUnavailable reports whether err says that the database could not be
-// reached or went away: a refused, reset or closed connection, a network
-// timeout, a server shutting down or refusing connections.
+// reached, went away or cannot take writes: a refused, reset or closed
+// connection, a network timeout, a server shutting down or refusing
+// connections, a database that is read-only (a standby after a failover, a
+// server or session set read-only, a file system remounted read-only) or
+// out of disk or memory. None of these is the message's fault.
 func isUnavailable(err error) bool {
 	if err == nil {
 		return false
@@ -59,9 +62,11 @@ func isUnavailable(err error) bool {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		// Class 08: connection exception; 57P01-57P03: admin or crash
-		// shutdown, cannot connect now; 53300: too many connections.
+		// shutdown, cannot connect now; class 53: insufficient resources
+		// (disk full, out of memory, too many connections); 25006:
+		// read-only transaction (a standby, default_transaction_read_only).
 		return strings.HasPrefix(pg.Code, "08") || pg.Code == "57P01" || pg.Code == "57P02" ||
-			pg.Code == "57P03" || pg.Code == "53300"
+			pg.Code == "57P03" || strings.HasPrefix(pg.Code, "53") || pg.Code == "25006"
 	}
 	var my *mysqldriver.MySQLError
 	if errors.As(err, &my) {
@@ -69,10 +74,19 @@ func isUnavailable(err error) bool {
 		case 1040, // too many connections
 			1053,                   // server shutdown in progress
 			1927,                   // MariaDB: connection was killed
-			2002, 2003, 2006, 2013: // cannot connect, gone away, lost
+			2002, 2003, 2006, 2013, // cannot connect, gone away, lost
+			1021,             // disk full
+			1290, 1792, 1836: // read-only server, transaction or mode
 			return true
 		}
 		return false
+	}
+	var lite interface{ Code() int } // github.com/glebarez/go-sqlite's *Error
+	if errors.As(err, &lite) {
+		switch lite.Code() & 0xff { // primary result code
+		case 8, 10, 13: // SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL
+			return true
+		}
 	}
 	var connect *pgconn.ConnectError
 	var netErr net.Error

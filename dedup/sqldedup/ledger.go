@@ -178,7 +178,7 @@ func (s *Store) MarkDead(ctx context.Context, group, key string) error {
 	if err := validGroupKey(group, key); err != nil {
 		return err
 	}
-	if err := s.db.WithContext(ctx).Exec(s.sql.insertDead, group, key, "").Error; err != nil {
+	if err := s.db.WithContext(ctx).Exec(s.sql.insertDead, group, key, "", "").Error; err != nil {
 		return fmt.Errorf("sqldedup: mark dead: %w", err)
 	}
 	return nil
@@ -366,10 +366,14 @@ func storableStrings(ss ...string) bool {
 }
 
 // Bury implements dedup.Ledger: it stores the dead letter, marks the key
-// dead and forgets its attempts, in one transaction, unless the key already
-// has a dead letter that was not redriven, whose ID it then returns.
+// dead (with the fingerprint of the message's body, so that another
+// message under the key is a mismatch) and forgets its attempts, in one
+// transaction, unless the key already has a dead letter of the same
+// message (the same message ID, or the same body) that was not redriven,
+// whose ID it then returns. Different messages under one key (a key
+// mapping bug) each get their own dead letter.
 //
-// Bury is idempotent per (group, key) under concurrency on every database,
+// Bury is idempotent per message under concurrency on every database,
 // without relying on rows-affected: it first claims the key's row in the
 // dedup table (inserting the dead mark, or keeping a done or processing
 // row) and locks it, so Burys of one key run one after the other; only then
@@ -396,12 +400,15 @@ func (s *Store) Bury(ctx context.Context, dl *dedup.DeadLetter) (int64, error) {
 	var existing int64
 	err := s.ledgerTx(ctx, func(tx *gorm.DB) error {
 		existing = 0
-		if err := s.lockKey(tx, dl.Group, dl.Key, markID); err != nil {
+		if err := s.lockKey(tx, dl.Group, dl.Key, markID, dedup.Fingerprint(dl.Body)); err != nil {
 			return err
 		}
+		// A waiting letter of the same message (see sameMessage), not
+		// merely of the same key: different messages that a key mapping
+		// bug gives one key each keep their own letter.
 		var ids []int64
-		if err := tx.Raw("SELECT id FROM "+s.prefix+"dead_letters WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL ORDER BY id LIMIT 1",
-			dl.Group, dl.Key).Scan(&ids).Error; err != nil {
+		if err := tx.Raw("SELECT id FROM "+s.prefix+"dead_letters WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL AND "+sameMessage+" ORDER BY id LIMIT 1",
+			dl.Group, dl.Key, row.MessageID, row.BodySha256).Scan(&ids).Error; err != nil {
 			return err
 		}
 		if len(ids) > 0 {
@@ -436,12 +443,19 @@ func (s *Store) Bury(ctx context.Context, dl *dedup.DeadLetter) (int64, error) {
 	return row.ID, nil
 }
 
+// sameMessage is the condition, on a dead letter row, that it holds the
+// message whose message ID and body SHA-256 are its two arguments: the same
+// (non-empty) message ID, or the same body (a copy re-sent under another
+// ID). Copies of one message share a dead letter and are redriven
+// together; different messages under one key are not.
+const sameMessage = "((message_id <> '' AND message_id = ?) OR (body_sha256 <> '' AND body_sha256 = ?))"
+
 // lockKey makes sure (group, key) has a row in the dedup table (a dead
 // mark, unless the key is already done or claimed) and locks it until tx
 // ends.
-func (s *Store) lockKey(tx *gorm.DB, group, key, messageID string) error {
+func (s *Store) lockKey(tx *gorm.DB, group, key, messageID, fingerprint string) error {
 	for try := 0; ; try++ {
-		if err := tx.Exec(s.sql.insertDead, group, key, messageID).Error; err != nil {
+		if err := tx.Exec(s.sql.insertDead, group, key, messageID, fingerprint).Error; err != nil {
 			return err
 		}
 		var status []int
@@ -562,8 +576,8 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 		}
 		claimed = append(claimed, id)
 		var twins []int64
-		if err := tx.Raw("SELECT id FROM "+t+" WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL AND id <> ?",
-			dl.Group, dl.Key, id).Scan(&twins).Error; err != nil {
+		if err := tx.Raw("SELECT id FROM "+t+" WHERE consumer_group = ? AND dedup_key = ? AND redriven_at IS NULL AND id <> ? AND "+sameMessage,
+			dl.Group, dl.Key, id, dl.MessageID, dl.BodySHA256).Scan(&twins).Error; err != nil {
 			return err
 		}
 		if len(twins) > 0 {
@@ -587,7 +601,7 @@ func (s *Store) Redrive(ctx context.Context, id int64, publish dedup.Publisher) 
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		uerr := s.db.WithContext(uctx).Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec(s.sql.insertDead, dl.Group, dl.Key, dl.MessageID).Error; err != nil {
+			if err := tx.Exec(s.sql.insertDead, dl.Group, dl.Key, dl.MessageID, dedup.Fingerprint(dl.Body)).Error; err != nil {
 				return err
 			}
 			return tx.Exec("UPDATE "+t+" SET redriven_at = NULL WHERE id IN ?", claimed).Error

@@ -40,7 +40,7 @@ type queries struct {
 	renew       string // lease ms, group, key, owner
 	markDone    string // group, key, owner
 	release     string // group, key, owner
-	insertDead  string // group, key, message_id
+	insertDead  string // group, key, message_id, fingerprint
 	clearDead   string // group, key
 }
 
@@ -114,7 +114,10 @@ func buildQueries(dialect, prefix string) queries {
 		q.claimTail = onConflictNothing + " RETURNING consumer_group, dedup_key, fence"
 	}
 	q.release = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 1 AND owner = ?"
-	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, created_at, updated_at) VALUES (?, ?, 3, ?, " + now + ", " + now + ")" + onConflictNothing
+	// A dead row keeps the fingerprint of the message buried under it, so
+	// that a different message under the same key is a mismatch, not a
+	// plain duplicate.
+	q.insertDead = "INSERT INTO " + t + " (consumer_group, dedup_key, status, message_id, fingerprint, created_at, updated_at) VALUES (?, ?, 3, ?, ?, " + now + ", " + now + ")" + onConflictNothing
 	q.clearDead = "DELETE FROM " + t + " WHERE consumer_group = ? AND dedup_key = ? AND status = 3"
 	return q
 }

@@ -194,6 +194,12 @@ func (s *Store) duplicate(ctx context.Context, db *gorm.DB, req dedup.Request) (
 	return s.stateResult(req, st), nil
 }
 
+// mismatch reports whether a row's fingerprint and the request's are both
+// known and differ.
+func mismatch(req dedup.Request, st rowState) bool {
+	return req.Fingerprint != "" && st.Fingerprint != "" && st.Fingerprint != req.Fingerprint
+}
+
 func (s *Store) stateResult(req dedup.Request, st rowState) dedup.Result {
 	switch st.Status {
 	case statusProcessing:
@@ -203,12 +209,12 @@ func (s *Store) stateResult(req dedup.Request, st rowState) dedup.Result {
 		}
 		return dedup.Result{Outcome: dedup.Busy, RetryAfter: rem}
 	case statusDead:
-		return dedup.Result{Outcome: dedup.Duplicate, Dead: true}
+		// A dead row keeps the fingerprint of the message buried under it:
+		// another message under the key is a mismatch, to be buried too,
+		// not acknowledged as that message's redelivery.
+		return dedup.Result{Outcome: dedup.Duplicate, Dead: true, Mismatch: mismatch(req, st)}
 	default:
-		return dedup.Result{
-			Outcome:  dedup.Duplicate,
-			Mismatch: req.Fingerprint != "" && st.Fingerprint != "" && st.Fingerprint != req.Fingerprint,
-		}
+		return dedup.Result{Outcome: dedup.Duplicate, Mismatch: mismatch(req, st)}
 	}
 }
 
