@@ -203,7 +203,13 @@ type leaseContext struct {
 	onLost func(error)
 	stopAF func() bool
 
-	deadline atomic.Int64 // Unix ns, for Err's lock-free check
+	// base is when the context was made, with its monotonic clock
+	// reading; deadline is the lease's end as nanoseconds after base, so
+	// that every comparison reads the monotonic clock: a wall clock
+	// stepped back (NTP, a VM resumed) neither keeps the context alive past
+	// its lease nor, stepped forward, ends it early.
+	base     time.Time
+	deadline atomic.Int64 // ns after base, for Err's lock-free check
 	expired  atomic.Bool  // ended by the clock: Err says DeadlineExceeded
 
 	mu       sync.Mutex
@@ -214,8 +220,8 @@ type leaseContext struct {
 
 func newLeaseContext(parent context.Context, fence uint64, until time.Time, onLost func(error)) *leaseContext {
 	inner, cancel := context.WithCancelCause(context.Background())
-	c := &leaseContext{parent: parent, inner: inner, cancel: cancel, fence: fence, onLost: onLost}
-	c.deadline.Store(until.UnixNano())
+	c := &leaseContext{parent: parent, inner: inner, cancel: cancel, fence: fence, onLost: onLost, base: time.Now()}
+	c.deadline.Store(int64(until.Sub(c.base)))
 	c.mu.Lock()
 	c.timer = time.AfterFunc(time.Until(until), c.tick)
 	c.mu.Unlock()
@@ -224,7 +230,7 @@ func newLeaseContext(parent context.Context, fence uint64, until time.Time, onLo
 }
 
 func (c *leaseContext) Deadline() (time.Time, bool) {
-	d := time.Unix(0, c.deadline.Load())
+	d := c.until()
 	if pd, ok := c.parent.Deadline(); ok && pd.Before(d) {
 		d = pd
 	}
@@ -234,7 +240,7 @@ func (c *leaseContext) Deadline() (time.Time, bool) {
 func (c *leaseContext) Done() <-chan struct{} { return c.inner.Done() }
 
 func (c *leaseContext) Err() error {
-	if c.inner.Err() == nil && time.Now().UnixNano() >= c.deadline.Load() {
+	if c.inner.Err() == nil && c.passed() {
 		c.lose(errLeaseExpired, true)
 	}
 	if c.inner.Err() == nil {
@@ -263,8 +269,11 @@ func (c *leaseContext) Value(key any) any {
 
 func (c *leaseContext) String() string { return "dedup.leaseContext" }
 
-// until returns the current deadline.
-func (c *leaseContext) until() time.Time { return time.Unix(0, c.deadline.Load()) }
+// until returns the current deadline, with a monotonic clock reading.
+func (c *leaseContext) until() time.Time { return c.base.Add(time.Duration(c.deadline.Load())) }
+
+// passed reports whether the deadline has passed, by the monotonic clock.
+func (c *leaseContext) passed() bool { return int64(time.Since(c.base)) >= c.deadline.Load() }
 
 // tick runs when the timer fires: it ends the context if the deadline has
 // passed, or re-arms the timer for a deadline a renewal moved.
@@ -312,11 +321,11 @@ func (c *leaseContext) extend(until time.Time) bool {
 	if c.finished || c.lost != nil {
 		return false
 	}
-	if time.Now().UnixNano() >= c.deadline.Load() {
+	if c.passed() {
 		return false // Err or the timer will end it
 	}
-	if until.UnixNano() > c.deadline.Load() {
-		c.deadline.Store(until.UnixNano())
+	if d := int64(until.Sub(c.base)); d > c.deadline.Load() {
+		c.deadline.Store(d)
 		c.timer.Reset(time.Until(until))
 	}
 	return true
@@ -325,7 +334,7 @@ func (c *leaseContext) extend(until time.Time) bool {
 // finish ends the context because the handler returned and reports whether
 // the lease ended before.
 func (c *leaseContext) finish() error {
-	if time.Now().UnixNano() >= c.deadline.Load() {
+	if c.passed() {
 		c.lose(errLeaseExpired, true)
 	}
 	c.mu.Lock()
