@@ -18,8 +18,8 @@ import (
 // UNIX_TIMESTAMP(NOW()) read it; lease views then showed live leases
 // expired).
 func TestMySQLClockIgnoresSessionTimeZone(t *testing.T) {
-	srv := testenv.StartMariaDB(t, testenv.MariaDBOptions{Env: []string{"TZ=Europe/Berlin"}})
-	const inRepeatedHour = 1792886405 // 2026-10-25 00:00:05 UTC, 02:00:05 CEST (the first 02:00)
+	srv := testenv.StartDSTMariaDB(t)
+	const inRepeatedHour = testenv.InRepeatedHour
 	db := srv.Open(t, "timestamp="+strconv.Itoa(inRepeatedHour))
 	a, err := admin.New(db, admin.Config{TablePrefix: testenv.TablePrefix(t)})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gorm.io/gorm"
 
 	"github.com/idemq/idemq"
 	"github.com/idemq/idemq/dedup"
@@ -25,16 +26,7 @@ func TestStandardFastPathOption(t *testing.T) {
 	for _, d := range testenv.Databases() {
 		t.Run(d.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := d.Open(t)
-			prefix := testenv.TablePrefix(t)
-			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters", prefix+"schema_migrations")
-			store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := store.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+			_, _, store := migratedStore(t, d)
 			reg := prometheus.NewPedanticRegistry()
 			mws, err := middleware.Standard(middleware.StandardConfig{
 				Store:          store,
@@ -72,6 +64,23 @@ func TestStandardFastPathOption(t *testing.T) {
 	}
 }
 
+// migratedStore opens d and returns it with a fresh table prefix and a
+// migrated transactional store on it.
+func migratedStore(t *testing.T, d testenv.DB) (*gorm.DB, string, *sqldedup.Store) {
+	t.Helper()
+	db := d.Open(t)
+	prefix := testenv.TablePrefix(t)
+	testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters", prefix+"schema_migrations")
+	store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db, prefix, store
+}
+
 // collector returns the one-metric collector that gathers name from reg.
 func collector(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
 	t.Helper()
@@ -103,16 +112,7 @@ func TestNewFastPathOwnedByCaller(t *testing.T) {
 	for _, d := range testenv.Databases() {
 		t.Run(d.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := d.Open(t)
-			prefix := testenv.TablePrefix(t)
-			testenv.DropTables(t, db, prefix+"dedup", prefix+"attempts", prefix+"dead_letters", prefix+"schema_migrations")
-			store, err := sqldedup.New(db, sqldedup.Config{TablePrefix: prefix})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := store.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+			db, prefix, store := migratedStore(t, d)
 			rdb, kp := testenv.NewRedis(t), testenv.KeyPrefix(t)
 			fc := redisdedup.FastPathConfig{KeyPrefix: kp, MarkerQueue: 8}
 			fp, err := middleware.NewFastPath(middleware.StandardConfig{Store: store, FastPath: rdb, FastPathConfig: fc})

@@ -19,7 +19,7 @@ import (
 // jumped an hour ahead at the start of the repeated hour, the live lease
 // looked expired, and two live processes generated IDs on one node.
 func TestSQLNodeLeaseClockIgnoresSessionTimeZone(t *testing.T) {
-	srv := testenv.StartMariaDB(t, testenv.MariaDBOptions{Env: []string{"TZ=Europe/Berlin"}})
+	srv := testenv.StartDSTMariaDB(t)
 	ctx := context.Background()
 	prefix := tablePrefix(t, srv.Open(t, ""))
 	lease := func(unix int64) (*NodeLease, error) {
@@ -32,7 +32,7 @@ func TestSQLNodeLeaseClockIgnoresSessionTimeZone(t *testing.T) {
 		t.Fatalf("holder: %v", err)
 	}
 	closeLease(t, holder)
-	other, err := lease(1792886405) // 2026-10-25 00:00:05 UTC, 02:00:05 CEST (the first 02:00)
+	other, err := lease(testenv.InRepeatedHour)
 	if err == nil {
 		closeLease(t, other)
 		t.Fatalf("node %d leased to a second process ten seconds into the holder's 30 s lease", other.NodeID())

@@ -16,7 +16,7 @@ import (
 // 01:00 UTC, so that local times 02:00 to 03:00 happen twice.
 const (
 	beforeRepeatedHour = 1792886395 // 2026-10-24 23:59:55 UTC, 01:59:55 CEST
-	inRepeatedHour     = 1792886405 // 2026-10-25 00:00:05 UTC, 02:00:05 CEST (first time)
+	inRepeatedHour     = testenv.InRepeatedHour
 	afterRepeatedHour  = 1792891800 // 2026-10-25 01:30:00 UTC, 02:30:00 CET (second time)
 )
 
@@ -30,7 +30,7 @@ const (
 // the repeated hour, every live lease looked expired, and the duplicate
 // took the key over while its owner's handler was still running.
 func TestMySQLClockIgnoresSessionTimeZone(t *testing.T) {
-	srv := testenv.StartMariaDB(t, testenv.MariaDBOptions{Env: []string{"TZ=Europe/Berlin"}})
+	srv := testenv.StartDSTMariaDB(t)
 	ctx := context.Background()
 	prefix := testenv.TablePrefix(t)
 	open := func(t *testing.T, unix int64) *sqldedup.Store {

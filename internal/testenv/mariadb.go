@@ -207,3 +207,18 @@ func (s *MariaDB) Open(t testing.TB, params string) *gorm.DB {
 	t.Cleanup(func() { _ = sqlDB.Close() })
 	return db
 }
+
+// InRepeatedHour is a Unix time inside the hour that the end of daylight
+// saving time repeats in Europe/Berlin: 2026-10-25 00:00:05 UTC, the first
+// 02:00:05 CEST. A session clock set to it (the DSN's timestamp session
+// variable) on a server started by StartDSTMariaDB reads local time an
+// hour off from UTC in the one direction that breaks leases.
+const InRepeatedHour = 1792886405
+
+// StartDSTMariaDB starts a private MariaDB (StartMariaDB) whose SYSTEM time
+// zone is Europe/Berlin, which observes daylight saving time: for tests
+// that the database clock does not follow the session's time zone.
+func StartDSTMariaDB(t testing.TB) *MariaDB {
+	t.Helper()
+	return StartMariaDB(t, MariaDBOptions{Env: []string{"TZ=Europe/Berlin"}})
+}
