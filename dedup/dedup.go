@@ -147,6 +147,15 @@ type DeadMarker interface {
 	ClearDead(ctx context.Context, group, key string) error
 }
 
+// DeadChecker is implemented by ledgers that record dead-lettered keys
+// (sqldedup.Store), so that a store which keeps its own copy of the dead
+// marks (redisdedup.LeaseStore) can ask whether a key is still dead: a
+// redrive clears the ledger's mark.
+type DeadChecker interface {
+	// IsDead reports whether the key is dead-lettered and not redriven.
+	IsDead(ctx context.Context, group, key string) (bool, error)
+}
+
 // Errors returned by stores.
 var (
 	// ErrEmptyGroup is returned for a request without a consumer group.

@@ -90,7 +90,11 @@ type StandardConfig struct {
 //     ledger's own transaction after the dedup transaction rolled back.
 //  7. Dedup: runs everything inside it at most once per (group, key); in
 //     transactional mode, inside the database transaction. With FastPath
-//     set, its store is the Redis fast path in front of Store.
+//     set, its store is the Redis fast path in front of Store. A store
+//     that keeps dead marks of its own apart from the ledger
+//     (redisdedup.LeaseStore beside a sqldedup ledger) learns each burial
+//     (DeadLetter marks the key dead in it too), and its dead answers are
+//     checked against the ledger, which a redrive clears.
 //  8. Timeout (DefaultTimeout unless told otherwise): inside Dedup, so the
 //     deadline bounds the handler and its transaction but not the attempt
 //     and dead-letter bookkeeping.
@@ -151,11 +155,12 @@ func Standard(cfg StandardConfig) ([]idemq.Middleware, error) {
 	}
 	chain = append(chain, Logging(cfg.Logger))
 
-	dl, err := DeadLetter(cfg.Ledger, cfg.DeadLetter)
+	store, ledger := bridgeDeadMarks(store, cfg.Ledger, cfg.Logger)
+	dl, err := DeadLetter(ledger, cfg.DeadLetter)
 	if err != nil {
 		return nil, err
 	}
-	att, err := Attempts(cfg.Ledger, AttemptsConfig{Logger: cfg.Logger})
+	att, err := Attempts(ledger, AttemptsConfig{Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -164,3 +164,65 @@ func TestNewFastPathOwnedByCaller(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisLeaseStoreLearnsBurialsAndRedrives runs the Standard chain with
+// the Redis-only lease store beside a SQL ledger: a copy of a buried
+// message is skipped (the store learns the burial), and after a redrive
+// the message is processed once (the store's stale dead mark does not
+// swallow it).
+func TestRedisLeaseStoreLearnsBurialsAndRedrives(t *testing.T) {
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			ctx := context.Background()
+			_, _, ledger := migratedStore(t, d)
+			lease, err := redisdedup.NewLeaseStore(testenv.NewRedis(t), redisdedup.LeaseConfig{KeyPrefix: testenv.KeyPrefix(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mws, err := middleware.Standard(middleware.StandardConfig{Store: lease, Ledger: ledger, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs, failing := 0, true
+			h, err := idemq.Chain(idemq.HandlerFunc(func(context.Context, *idemq.Message) error {
+				runs++
+				if failing {
+					return idemq.Permanent(errors.New("the coupon does not exist"))
+				}
+				return nil
+			}), mws...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &idemq.Message{ID: "7300000000000000001", Group: "g", Topic: "coupons", Body: []byte("x"), Attempt: 1}
+			deliver := func(want int) {
+				t.Helper()
+				if err := h.Handle(ctx, msg.Clone()); err != nil {
+					t.Fatalf("delivery: %v", err)
+				}
+				if runs != want {
+					t.Fatalf("handler ran %d times, want %d", runs, want)
+				}
+			}
+			deliver(1) // buried: a permanent failure
+			deliver(1) // a copy of the buried message is skipped
+			dls, err := ledger.DeadLetters(ctx, dedup.DeadLetterFilter{Group: "g"})
+			if err != nil || len(dls) != 1 {
+				t.Fatalf("dead letters %v, %v; want one", dls, err)
+			}
+			failing = false
+			var republished []*idemq.Message
+			if err := ledger.Redrive(ctx, dls[0].ID, func(_ context.Context, m *idemq.Message) error {
+				republished = append(republished, m)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(republished) != 1 || republished[0].ID != msg.ID {
+				t.Fatalf("redrive published %v", republished)
+			}
+			deliver(2) // the redriven message runs
+			deliver(2) // and is done
+		})
+	}
+}

@@ -196,6 +196,20 @@ func (s *Store) ClearDead(ctx context.Context, group, key string) error {
 	return nil
 }
 
+// IsDead implements dedup.DeadChecker: it reports whether the key holds a
+// dead mark (Bury or MarkDead set it, and no redrive or ClearDead removed
+// it). A failure to reach the database wraps dedup.ErrUnavailable.
+func (s *Store) IsDead(ctx context.Context, group, key string) (bool, error) {
+	if err := validGroupKey(group, key); err != nil {
+		return false, err
+	}
+	var st []int
+	if err := s.db.WithContext(ctx).Raw("SELECT status FROM "+s.prefix+"dedup WHERE consumer_group = ? AND dedup_key = ?", group, key).Scan(&st).Error; err != nil {
+		return false, storeError(ctx, fmt.Errorf("sqldedup: read dead mark: %w", err))
+	}
+	return len(st) == 1 && st[0] == statusDead, nil
+}
+
 // deadLetterRow is the gorm model of the dead_letters table.
 type deadLetterRow struct {
 	ID            int64 `gorm:"primaryKey;autoIncrement"`

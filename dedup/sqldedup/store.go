@@ -190,9 +190,10 @@ type Store struct {
 }
 
 var (
-	_ dedup.Store      = (*Store)(nil)
-	_ dedup.Ledger     = (*Store)(nil)
-	_ dedup.DeadMarker = (*Store)(nil)
+	_ dedup.Store       = (*Store)(nil)
+	_ dedup.Ledger      = (*Store)(nil)
+	_ dedup.DeadMarker  = (*Store)(nil)
+	_ dedup.DeadChecker = (*Store)(nil)
 )
 
 // New returns a store on db. It does not create tables: call Migrate, or
