@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 
 	"github.com/idemq/idemq/dedup"
 )
@@ -34,10 +35,15 @@ func bridgeDeadMarks(store dedup.Store, ledger dedup.Ledger, logger *slog.Logger
 		&deadMarkingLedger{Ledger: ledger, marker: marker, logger: logger}
 }
 
-// sameStore reports whether the store is the ledger itself.
+// sameStore reports whether the store is the ledger itself. Values of a
+// type that cannot be compared (a struct holding a map, say) are not the
+// same store: comparing them would panic.
 func sameStore(s dedup.Store, l dedup.Ledger) bool {
 	ls, ok := l.(dedup.Store)
-	return ok && any(ls) == any(s)
+	if !ok || reflect.TypeOf(ls) != reflect.TypeOf(s) || !reflect.TypeOf(s).Comparable() {
+		return false
+	}
+	return any(ls) == any(s)
 }
 
 // deadMarkingLedger marks a buried key dead in the store too.
